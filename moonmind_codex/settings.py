@@ -1,0 +1,281 @@
+"""The one settings module: every runtime knob, read from ``MOONMIND_CODEX_*`` variables.
+
+Settings are parsed and validated once, up front, so a typo fails the worker at start with a
+message naming the variable and the fix instead of surfacing as a wrong queue an hour later.
+Secrets (the broker URL carries the broker password) can be given as a file path through the
+``*_FILE`` twin of a variable, so they need not sit in a container's environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+ENV_PREFIX = "MOONMIND_CODEX_"
+
+QueueMode = Literal["sharded", "single"]
+
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated runtime settings. Build with :func:`load_settings`, not by hand."""
+
+    broker_url: str = "amqp://localhost:5672//"
+    shard_count: int = 3
+    queue_mode: QueueMode = "sharded"
+    queue_prefix: str = "codex"
+    default_queue: str = "celery"
+    shard: int | None = None
+    auth_volume_template: str = "codex_auth_{shard}"
+    auth_volume_override: str | None = None
+    host_name: str = field(default_factory=socket.gethostname)
+    job_image: str = "moonmind-codex/job:latest"
+    job_uid: int = 1000
+    job_gid: int = 1000
+    job_timeout_seconds: float = 3600.0
+    job_network: str = "bridge"
+    preflight_timeout_seconds: float = 30.0
+    last_refresh_warn_days: float = 7.0
+    workspace_volume: str = "moonmind_codex_workspaces"
+    artifacts_dir: Path = Path("var/artifacts")
+    audit_log: Path | None = None
+    assignments_db: Path = Path("var/state/assignments.sqlite3")
+    codex_task_patterns: tuple[str, ...] = ("*.codex_*",)
+    worker_container: str | None = None
+    docker_url: str | None = None
+
+    @property
+    def single_queue(self) -> str:
+        return self.queue_prefix
+
+    def queue_for_shard(self, shard: int) -> str:
+        """The queue a shard's worker consumes (``codex-{n}``, or ``codex`` in single mode)."""
+        self.check_shard(shard)
+        if self.queue_mode == "single":
+            return self.single_queue
+        return f"{self.queue_prefix}-{shard}"
+
+    def volume_for_shard(self, shard: int) -> str:
+        """The Docker named volume holding shard ``shard``'s Codex login."""
+        self.check_shard(shard)
+        if self.auth_volume_override is not None and shard == self.shard:
+            return self.auth_volume_override
+        return self.auth_volume_template.format(shard=shard)
+
+    def check_shard(self, shard: int) -> None:
+        if isinstance(shard, bool) or not isinstance(shard, int):
+            raise SettingsError(f"shard must be an integer, got {shard!r}")
+        if not 0 <= shard < self.shard_count:
+            raise SettingsError(
+                f"shard {shard} is out of range: this fleet has {self.shard_count} shards "
+                f"(0..{self.shard_count - 1}); set {ENV_PREFIX}SHARD_COUNT if the fleet grew"
+            )
+
+    @property
+    def own_shard(self) -> int:
+        """This worker's shard; a clear error when the worker was started without one."""
+        if self.shard is None:
+            raise SettingsError(
+                f"{ENV_PREFIX}SHARD is not set: a Codex worker serves exactly one shard; "
+                f"set it to a number in 0..{self.shard_count - 1}"
+            )
+        return self.shard
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields changed, validated like the original."""
+        updated = replace(self, **changes)  # type: ignore[arg-type]
+        _validate(updated)
+        return updated
+
+
+def _read(env: Mapping[str, str], name: str) -> str | None:
+    """Value of ``MOONMIND_CODEX_<name>``, or of the file its ``_FILE`` twin names."""
+    key = ENV_PREFIX + name
+    file_key = key + "_FILE"
+    if key in env and file_key in env:
+        raise SettingsError(f"set either {key} or {file_key}, not both")
+    if file_key in env:
+        path = Path(env[file_key])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(
+                f"{file_key}={path} cannot be read ({exc.strerror}); "
+                "point it at a readable file holding the value"
+            ) from exc
+    value = env.get(key)
+    if value is None:
+        return None
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = _read(env, name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise SettingsError(
+            f"{ENV_PREFIX}{name}={raw!r} is not a whole number; set it to an integer >= {minimum}"
+        ) from None
+    if value < minimum:
+        raise SettingsError(f"{ENV_PREFIX}{name}={value} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = _read(env, name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{ENV_PREFIX}{name}={raw!r} is not a number; set it to a number > {minimum}"
+        ) from None
+    if not value > minimum:
+        raise SettingsError(f"{ENV_PREFIX}{name}={value} must be > {minimum}")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _read(env, name)
+    return default if raw is None or raw == "" else raw
+
+
+def _optional_str(env: Mapping[str, str], name: str) -> str | None:
+    raw = _read(env, name)
+    return None if raw is None or raw == "" else raw
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate settings from ``env`` (``os.environ`` by default).
+
+    Raises :class:`SettingsError` naming the first bad variable and how to fix it.
+    """
+    env = os.environ if env is None else env
+    known = {f.name.upper() for f in Settings.__dataclass_fields__.values()}
+    known |= {"AUTH_VOLUME"}
+    for key in env:
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX) :].removesuffix("_FILE")
+            if name not in known:
+                raise SettingsError(
+                    f"{key} is not a moonmind-codex setting (typo?); known settings: "
+                    + ", ".join(sorted(ENV_PREFIX + k for k in known))
+                )
+
+    shard_raw = _read(env, "SHARD")
+    shard: int | None = None
+    if shard_raw not in (None, ""):
+        try:
+            shard = int(shard_raw or "", 10)
+        except ValueError:
+            raise SettingsError(
+                f"{ENV_PREFIX}SHARD={shard_raw!r} is not a whole number; set it to the shard "
+                "this worker serves, e.g. 0"
+            ) from None
+
+    mode = _str(env, "QUEUE_MODE", "sharded")
+    if mode not in ("sharded", "single"):
+        raise SettingsError(
+            f"{ENV_PREFIX}QUEUE_MODE={mode!r} is not valid; use 'sharded' (one codex-N queue "
+            "per shard, the default) or 'single' (one shared 'codex' queue)"
+        )
+    patterns_raw = _optional_str(env, "CODEX_TASK_PATTERNS")
+    patterns = (
+        tuple(p.strip() for p in patterns_raw.split(",") if p.strip())
+        if patterns_raw is not None
+        else Settings.codex_task_patterns
+    )
+    audit_raw = _optional_str(env, "AUDIT_LOG")
+
+    settings = Settings(
+        broker_url=_str(env, "BROKER_URL", Settings.broker_url),
+        shard_count=_int(env, "SHARD_COUNT", Settings.shard_count, 1),
+        queue_mode=mode,  # type: ignore[arg-type]
+        queue_prefix=_str(env, "QUEUE_PREFIX", Settings.queue_prefix),
+        default_queue=_str(env, "DEFAULT_QUEUE", Settings.default_queue),
+        shard=shard,
+        auth_volume_template=_str(env, "AUTH_VOLUME_TEMPLATE", Settings.auth_volume_template),
+        auth_volume_override=_optional_str(env, "AUTH_VOLUME"),
+        host_name=_str(env, "HOST_NAME", socket.gethostname()),
+        job_image=_str(env, "JOB_IMAGE", Settings.job_image),
+        job_uid=_int(env, "JOB_UID", Settings.job_uid, 1),
+        job_gid=_int(env, "JOB_GID", Settings.job_gid, 1),
+        job_timeout_seconds=_float(env, "JOB_TIMEOUT_SECONDS", Settings.job_timeout_seconds, 0),
+        job_network=_str(env, "JOB_NETWORK", Settings.job_network),
+        preflight_timeout_seconds=_float(
+            env, "PREFLIGHT_TIMEOUT_SECONDS", Settings.preflight_timeout_seconds, 0
+        ),
+        last_refresh_warn_days=_float(
+            env, "LAST_REFRESH_WARN_DAYS", Settings.last_refresh_warn_days, 0
+        ),
+        workspace_volume=_str(env, "WORKSPACE_VOLUME", Settings.workspace_volume),
+        artifacts_dir=Path(_str(env, "ARTIFACTS_DIR", str(Settings.artifacts_dir))),
+        audit_log=Path(audit_raw) if audit_raw is not None else None,
+        assignments_db=Path(_str(env, "ASSIGNMENTS_DB", str(Settings.assignments_db))),
+        codex_task_patterns=patterns,
+        worker_container=_optional_str(env, "WORKER_CONTAINER"),
+        docker_url=_optional_str(env, "DOCKER_URL"),
+    )
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    p = ENV_PREFIX
+    if "{shard}" not in s.auth_volume_template:
+        raise SettingsError(
+            f"{p}AUTH_VOLUME_TEMPLATE={s.auth_volume_template!r} must contain '{{shard}}' so each "
+            "shard gets its own volume, e.g. 'codex_auth_{shard}'"
+        )
+    sample = s.auth_volume_template.replace("{shard}", "0")
+    if not _VOLUME_NAME.match(sample):
+        raise SettingsError(
+            f"{p}AUTH_VOLUME_TEMPLATE={s.auth_volume_template!r} does not make a valid Docker "
+            "volume name (letters, digits, '_', '.', '-')"
+        )
+    for name, value in (
+        ("AUTH_VOLUME", s.auth_volume_override),
+        ("WORKSPACE_VOLUME", s.workspace_volume),
+    ):
+        if value is not None and not _VOLUME_NAME.match(value):
+            raise SettingsError(
+                f"{p}{name}={value!r} is not a valid Docker volume name "
+                "(letters, digits, '_', '.', '-'; starting with a letter or digit)"
+            )
+    for name, value in (("QUEUE_PREFIX", s.queue_prefix), ("DEFAULT_QUEUE", s.default_queue)):
+        if not _QUEUE_NAME.match(value):
+            raise SettingsError(f"{p}{name}={value!r} is not a valid queue name")
+    if s.queue_prefix == s.default_queue:
+        raise SettingsError(
+            f"{p}QUEUE_PREFIX and {p}DEFAULT_QUEUE are both {s.default_queue!r}: Codex tasks "
+            "must not share the default queue; pick another prefix"
+        )
+    if s.shard is not None and not 0 <= s.shard < s.shard_count:
+        raise SettingsError(
+            f"{p}SHARD={s.shard} is out of range for {p}SHARD_COUNT={s.shard_count}; "
+            f"use a shard in 0..{s.shard_count - 1} or raise the shard count"
+        )
+    if not s.broker_url.startswith(("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://",
+                                    "memory://")):
+        raise SettingsError(
+            f"{p}BROKER_URL does not look like a broker URL (expected amqp://user:pass@host:5672//"
+            " or redis://host:6379/0)"
+        )
+    if not s.codex_task_patterns:
+        raise SettingsError(f"{p}CODEX_TASK_PATTERNS is empty; give at least one glob pattern")
