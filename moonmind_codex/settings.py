@@ -18,6 +18,19 @@ from typing import Literal
 
 ENV_PREFIX = "MOONMIND_CODEX_"
 
+# Read by scripts/setup.sh and the broker image, not by the runtime: accepted, not parsed here.
+_NON_RUNTIME_NAMES = frozenset(
+    {
+        "EXTRA_CA_DIR",
+        "BASE_IMAGE",
+        "BROKER_USER",
+        "BROKER_PASSWORD",
+        "BROKER_CONSUMER_TIMEOUT_MS",
+        "RUN_ID",
+        "PHASE",
+    }
+)
+
 QueueMode = Literal["sharded", "single"]
 
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -172,7 +185,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for key in env:
         if key.startswith(ENV_PREFIX):
             name = key[len(ENV_PREFIX) :].removesuffix("_FILE")
-            if name not in known:
+            if name not in known and name not in _NON_RUNTIME_NAMES:
                 raise SettingsError(
                     f"{key} is not a moonmind-codex setting (typo?); known settings: "
                     + ", ".join(sorted(ENV_PREFIX + k for k in known))

@@ -1,0 +1,41 @@
+# The two commands a newcomer needs (see README): `make deploy` and `make test`.
+# Both are safe to run again; set-up work already done is skipped.
+SHELL := /bin/bash
+VENV := .venv
+INVENTORY ?= inventory/local
+
+.PHONY: help setup deploy teardown login-check lint test test-python test-molecule bench
+
+help:
+	@echo "make deploy      install the engine, build images, run playbooks/site.yml on $(INVENTORY)"
+	@echo "make teardown    stop and remove workers and broker; volumes (logins) are kept"
+	@echo "make login-check print the per-shard login table"
+	@echo "make test        everything CI runs: lint, unit, integration, Ansible, Molecule"
+	@echo "make bench       benchmarks under bench/ (results printed and written to bench/results/)"
+
+setup:
+	bash scripts/setup.sh
+
+deploy: setup
+	$(VENV)/bin/ansible-playbook -i $(INVENTORY) playbooks/site.yml
+
+teardown:
+	$(VENV)/bin/ansible-playbook -i $(INVENTORY) playbooks/teardown.yml
+
+login-check:
+	$(VENV)/bin/ansible-playbook -i $(INVENTORY) playbooks/login-check.yml
+
+lint:
+	bash scripts/lint.sh
+
+test: setup
+	bash scripts/test.sh
+
+test-python:
+	$(VENV)/bin/pytest
+
+test-molecule:
+	bash scripts/molecule-test.sh
+
+bench: setup
+	bash scripts/bench.sh

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Static checks: ruff, mypy, yamllint, ansible-lint (production profile), shellcheck when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.venv/bin
+echo "== ruff";         "$venv/ruff" check .
+echo "== ruff format";  "$venv/ruff" format --check moonmind_codex
+echo "== mypy";         "$venv/mypy"
+echo "== yamllint";     "$venv/yamllint" --strict .
+echo "== ansible-lint"; "$venv/ansible-lint" --profile production
+if command -v shellcheck >/dev/null 2>&1; then
+  echo "== shellcheck"; shellcheck scripts/*.sh .ci/run
+fi
