@@ -1,0 +1,4 @@
+from moonmind_codex.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""Audit records: one JSON line when a Codex phase starts and one when it ends.
+
+Each line names the queue, shard, volume and host that served the phase, so any run can be
+traced to the login it used. Records go to the ``moonmind_codex.audit`` logger and, when
+configured, are appended to a JSON Lines file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger("moonmind_codex.audit")
+
+Event = Literal["codex_phase_started", "codex_phase_finished"]
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    event: Event
+    run_id: str
+    phase: str
+    queue: str
+    shard: int
+    volume: str
+    host: str
+    worker: str
+    task_id: str | None
+    container_id: str | None = None
+    preflight_status: str | None = None
+    outcome: str | None = None
+    exit_code: int | None = None
+    duration_s: float | None = None
+    timestamp: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def started(*, run_id: str, phase: str, queue: str, shard: int, volume: str, host: str,
+            worker: str, task_id: str | None) -> AuditRecord:
+    return AuditRecord(event="codex_phase_started", run_id=run_id, phase=phase, queue=queue,
+                       shard=shard, volume=volume, host=host, worker=worker, task_id=task_id,
+                       timestamp=_now())
+
+
+def finished(start: AuditRecord, *, outcome: str, preflight_status: str | None,
+             container_id: str | None, exit_code: int | None, duration_s: float) -> AuditRecord:
+    return replace(start, event="codex_phase_finished", outcome=outcome,
+                   preflight_status=preflight_status, container_id=container_id,
+                   exit_code=exit_code, duration_s=round(duration_s, 3), timestamp=_now())
+
+
+def emit(record: AuditRecord, audit_log: Path | None) -> None:
+    line = record.to_json()
+    log.info(line)
+    if audit_log is not None:
+        audit_log.parent.mkdir(parents=True, exist_ok=True)
+        # One write() of a whole line with O_APPEND: concurrent workers never interleave lines.
+        fd = os.open(audit_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, (line + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
+
+
+def read_records(audit_log: Path) -> list[dict[str, Any]]:
+    """All records of a JSON Lines audit file (for tests, reports and operators)."""
+    if not audit_log.exists():
+        return []
+    with audit_log.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]

@@ -1,0 +1,186 @@
+"""Inspect a Codex CLI ``auth.json`` without ever keeping a secret.
+
+Pure and standard-library only: this module also runs inside the job image (the pre-flight
+probe). The inspection records which fields are present, the auth mode, token expiry and the age
+of ``last_refresh``; it never stores a token, key or account id, and parse errors give a
+position, never the file's content.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+AuthMode = Literal["chatgpt", "api_key", "unknown"]
+
+TOKEN_FIELDS = ("id_token", "access_token", "refresh_token", "account_id")
+_API_KEY_MODES = frozenset({"apikey", "api_key"})
+_KNOWN_MODES = _API_KEY_MODES | {"chatgpt"}
+
+
+@dataclass(frozen=True)
+class AuthInspection:
+    """What an ``auth.json`` says, minus every secret in it."""
+
+    parse_error: str | None
+    auth_mode: AuthMode
+    declared_auth_mode: str | None
+    has_api_key: bool
+    token_fields: dict[str, bool]
+    access_token_expires_at: str | None
+    id_token_expires_at: str | None
+    access_token_expired: bool | None
+    last_refresh: str | None
+    last_refresh_age_days: float | None
+    problems: tuple[str, ...]
+
+    @property
+    def logged_in(self) -> bool:
+        """True when the file holds a usable login (not merely parseable, as ``{}`` is)."""
+        return self.parse_error is None and self.auth_mode != "unknown" and not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["problems"] = list(self.problems)
+        data["logged_in"] = self.logged_in
+        return data
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def jwt_expiry(token: object) -> datetime | None:
+    """The ``exp`` claim of a JWT's payload (no signature check), or None when absent/garbled."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        return None
+    payload_part = token.split(".")[1]
+    try:
+        padded = payload_part + "=" * (-len(payload_part) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeError):
+        return None
+    exp = payload.get("exp") if isinstance(payload, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(exp, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """An ISO 8601 timestamp (``Z`` or offset; naive means UTC), or None when not one."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _failed(error: str) -> AuthInspection:
+    return AuthInspection(
+        parse_error=error,
+        auth_mode="unknown",
+        declared_auth_mode=None,
+        has_api_key=False,
+        token_fields=dict.fromkeys(TOKEN_FIELDS, False),
+        access_token_expires_at=None,
+        id_token_expires_at=None,
+        access_token_expired=None,
+        last_refresh=None,
+        last_refresh_age_days=None,
+        problems=(),
+    )
+
+
+def _decode(raw: bytes) -> tuple[Any, str | None]:
+    if not raw.strip():
+        return None, "auth.json is empty"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"auth.json is not UTF-8 text (bad byte at offset {exc.start})"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        # exc.msg is the parser's description ("Expecting value"); it never quotes the input.
+        return None, f"auth.json is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+
+
+def inspect_auth_json(raw: bytes, now: datetime) -> AuthInspection:
+    """Inspect the bytes of an ``auth.json`` as the Codex CLI would read them."""
+    data, error = _decode(raw)
+    if error is not None:
+        return _failed(error)
+    if not isinstance(data, dict):
+        return _failed(f"auth.json holds a JSON {type(data).__name__}, not an object")
+
+    problems: list[str] = []
+    declared = data.get("auth_mode")
+    declared_mode = declared if isinstance(declared, str) else None
+
+    api_key = data.get("OPENAI_API_KEY")
+    has_api_key = isinstance(api_key, str) and api_key.strip() != ""
+    if api_key is not None and not isinstance(api_key, str):
+        problems.append("OPENAI_API_KEY is not a string")
+
+    tokens = data.get("tokens")
+    fields = dict.fromkeys(TOKEN_FIELDS, False)
+    if tokens is not None and not isinstance(tokens, dict):
+        problems.append("'tokens' is not an object")
+        tokens = None
+    if isinstance(tokens, dict):
+        for name in TOKEN_FIELDS:
+            value = tokens.get(name)
+            if value is not None and not isinstance(value, str):
+                problems.append(f"tokens.{name} is not a string")
+            fields[name] = isinstance(value, str) and value != ""
+
+    mode: AuthMode
+    declares_api_key = (declared_mode or "").lower() in _API_KEY_MODES
+    if has_api_key and (declares_api_key or tokens is None):
+        mode = "api_key"
+    elif tokens is not None:
+        mode = "chatgpt"
+        missing = [n for n in ("access_token", "refresh_token") if not fields[n]]
+        if missing:
+            problems.append("ChatGPT login is missing " + " and ".join(missing))
+    else:
+        mode = "unknown"
+
+    access_exp = jwt_expiry(tokens.get("access_token")) if isinstance(tokens, dict) else None
+    id_exp = jwt_expiry(tokens.get("id_token")) if isinstance(tokens, dict) else None
+
+    raw_refresh = data.get("last_refresh")
+    refreshed = parse_timestamp(raw_refresh)
+    if raw_refresh is not None and refreshed is None:
+        problems.append("last_refresh is not an ISO 8601 timestamp")
+    age_days = (now - refreshed).total_seconds() / 86400 if refreshed is not None else None
+
+    return AuthInspection(
+        parse_error=None,
+        auth_mode=mode,
+        # Only a known mode name is echoed back, so an odd file cannot smuggle text out.
+        declared_auth_mode=(
+            None if declared_mode is None
+            else declared_mode if declared_mode.lower() in _KNOWN_MODES else "other"
+        ),
+        has_api_key=has_api_key,
+        token_fields=fields,
+        access_token_expires_at=_iso(access_exp) if access_exp else None,
+        id_token_expires_at=_iso(id_exp) if id_exp else None,
+        access_token_expired=(access_exp <= now) if access_exp else None,
+        last_refresh=_iso(refreshed) if refreshed else None,
+        last_refresh_age_days=round(age_days, 3) if age_days is not None else None,
+        problems=tuple(problems),
+    )

@@ -1,0 +1,89 @@
+"""The Celery app of a Codex worker shard, and routing for any existing Celery app."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from moonmind_codex.assignments import AssignmentStore, SqliteAssignmentStore
+from moonmind_codex.dockerio import connect
+from moonmind_codex.phase import PhaseRequest, run_phase
+from moonmind_codex.router import CodexRouter
+from moonmind_codex.settings import Settings
+
+CODEX_PHASE_TASK = "moonmind_codex.codex_phase"
+PING_TASK = "moonmind_codex.ping"
+
+
+def install_routing(app: Celery, settings: Settings, store: AssignmentStore | None = None) -> None:
+    """Put the Codex router in front of an app's existing routes; other tasks are untouched."""
+    existing = app.conf.task_routes
+    if existing is None:
+        routes: tuple[Any, ...] = ()
+    elif isinstance(existing, list | tuple):
+        routes = tuple(existing)
+    else:
+        routes = (existing,)
+    app.conf.task_routes = (CodexRouter(settings, store), *routes)
+    app.conf.task_default_queue = settings.default_queue
+
+
+def create_app(settings: Settings, store: AssignmentStore | None = None,
+               sticky: bool = True) -> Celery:
+    """The app for workers and for producers (``store`` defaults to the SQLite file)."""
+    app = Celery("moonmind_codex", broker=settings.broker_url, backend="rpc://")
+    if store is None and sticky:
+        store = SqliteAssignmentStore(settings.assignments_db)
+    install_routing(app, settings, store)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # One Codex job per volume at a time: a worker holds one unacked message, acknowledged
+        # only when the phase finished, and a lost worker's message goes back to the queue.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        task_default_queue=settings.default_queue,
+        task_queues=[Queue(settings.default_queue, durable=True)],
+        task_create_missing_queues=True,
+        broker_connection_retry_on_startup=True,
+        result_expires=24 * 3600,
+        worker_hijack_root_logger=False,
+    )
+    _register_tasks(app, settings)
+    return app
+
+
+def _register_tasks(app: Celery, settings: Settings) -> None:
+    clients: dict[str, Any] = {}
+
+    def docker_client() -> Any:
+        if "client" not in clients:
+            clients["client"] = connect(settings)
+        return clients["client"]
+
+    @app.task(name=CODEX_PHASE_TASK, bind=True, codex=True)  # type: ignore[untyped-decorator]
+    def codex_phase(self: Any, run_id: str, phase: str, command: Sequence[str],
+                    repository: str | None = None, timeout_s: float | None = None,
+                    affinity_key: str | None = None) -> dict[str, Any]:
+        del repository, affinity_key  # routing inputs only
+        delivery = self.request.delivery_info or {}
+        return run_phase(
+            settings, docker_client(),
+            PhaseRequest(run_id=run_id, phase=phase, command=list(command), timeout_s=timeout_s),
+            worker=self.request.hostname or socket.gethostname(),
+            task_id=self.request.id,
+            delivered_on=delivery.get("routing_key"),
+        )
+
+    @app.task(name=PING_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def ping(self: Any, value: Any) -> dict[str, Any]:
+        delivery = self.request.delivery_info or {}
+        return {"value": value, "worker": self.request.hostname,
+                "queue": delivery.get("routing_key")}

@@ -1,0 +1,220 @@
+"""``moonmind-codex``: the operator's command line, a thin layer over the library.
+
+Exit codes: 0 success (pre-flight ok or warn), 2 pre-flight blocked or bad arguments,
+64 bad settings, 69 the Docker engine or broker is unavailable, 1 other failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from moonmind_codex import __version__
+from moonmind_codex.settings import Settings, SettingsError, load_settings
+
+EXIT_BLOCKED = 2
+EXIT_USAGE = 2
+EXIT_SETTINGS = 64
+EXIT_UNAVAILABLE = 69
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _shard_arg(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shard must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"shard must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="moonmind-codex", description=__doc__.split("\n")[0] if __doc__ else "")
+    parser.add_argument("--version", action="version", version=f"moonmind-codex {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("route", help="print the queue an affinity key (repository, run id) uses")
+    p.add_argument("key")
+    p.add_argument("--shards", type=_positive_int, help="fleet size (default: settings)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("preflight", help="check a shard's Codex login (exit 2 when blocked)")
+    p.add_argument("--shard", type=_shard_arg, required=True)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("worker", help="run the Celery worker of one shard")
+    p.add_argument("--shard", type=_shard_arg, help="default: MOONMIND_CODEX_SHARD")
+
+    p = sub.add_parser("login", help="sign a shard's volume in (device code by default)")
+    p.add_argument("--shard", type=_shard_arg, required=True)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--from-file", type=Path, metavar="AUTH_JSON",
+                        help="copy an auth.json made elsewhere ('-' reads standard input)")
+    source.add_argument("--api-key-stdin", action="store_true",
+                        help="read an API key from standard input")
+
+    p = sub.add_parser("repair", help="restore owner 1000 and modes 0700/0600 of a volume")
+    p.add_argument("--shard", type=_shard_arg, required=True)
+
+    p = sub.add_parser("enqueue", help="send one Codex phase through the broker")
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--phase", required=True)
+    p.add_argument("--repository")
+    p.add_argument("--timeout", type=float, help="job timeout in seconds")
+    p.add_argument("--wait", action="store_true", help="wait for and print the result")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND... run in the job container")
+    return parser
+
+
+def _print(data: dict[str, Any] | str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, sort_keys=True, indent=2))
+    else:
+        print(data)
+
+
+def _settings_for(args: argparse.Namespace) -> Settings:
+    settings = load_settings()
+    shard = getattr(args, "shard", None)
+    if shard is not None:
+        settings.check_shard(shard)
+    return settings
+
+
+def _route(args: argparse.Namespace) -> int:
+    from moonmind_codex.router import route_key
+
+    settings = load_settings()
+    if args.shards is not None:
+        settings = settings.with_overrides(shard_count=args.shards, shard=None)
+    decision = route_key(args.key, settings)
+    if args.json:
+        _print({"key": decision.key, "shard": decision.shard, "queue": decision.queue,
+                "shards": settings.shard_count, "mode": settings.queue_mode}, True)
+    else:
+        print(decision.queue)
+    return 0
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    from moonmind_codex.preflight import run_preflight
+
+    result = run_preflight(_settings_for(args), args.shard)
+    _print(result.to_dict() if args.json else result.message(), args.json)
+    return EXIT_BLOCKED if result.blocked else 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from moonmind_codex.worker import run_worker
+
+    settings = load_settings()
+    if args.shard is not None:
+        settings.check_shard(args.shard)
+        settings = settings.with_overrides(shard=args.shard)
+    settings.own_shard  # noqa: B018 - fails clearly when no shard was given anywhere
+    return run_worker(settings)
+
+
+def _login(args: argparse.Namespace) -> int:
+    from moonmind_codex import login
+    from moonmind_codex.dockerio import connect
+
+    settings = _settings_for(args)
+    client = connect(settings)
+    if args.from_file is not None:
+        if str(args.from_file) == "-":
+            import tempfile
+
+            with tempfile.NamedTemporaryFile() as tmp:
+                tmp.write(sys.stdin.buffer.read())
+                tmp.flush()
+                login.login_from_file(settings, args.shard, Path(tmp.name), client)
+        else:
+            login.login_from_file(settings, args.shard, args.from_file, client)
+    elif args.api_key_stdin:
+        login.login_api_key(settings, args.shard, sys.stdin.read(), client)
+    else:
+        code = login.login_device(settings, args.shard, client)
+        if code != 0:
+            return code
+    print(f"volume {settings.volume_for_shard(args.shard)} signed in; checking it now:")
+    return _preflight(argparse.Namespace(shard=args.shard, json=False))
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from moonmind_codex import login
+    from moonmind_codex.dockerio import connect
+
+    settings = _settings_for(args)
+    login.repair_volume(settings, args.shard, connect(settings))
+    return _preflight(argparse.Namespace(shard=args.shard, json=False))
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
+
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        print("moonmind-codex enqueue: give the command after '--', e.g. -- codex login status",
+              file=sys.stderr)
+        return EXIT_USAGE
+    settings = load_settings()
+    app = create_app(settings)
+    kwargs: dict[str, Any] = {"run_id": args.run_id, "phase": args.phase, "command": command}
+    if args.repository:
+        kwargs["repository"] = args.repository
+    if args.timeout:
+        kwargs["timeout_s"] = args.timeout
+    result = app.send_task(CODEX_PHASE_TASK, kwargs=kwargs)
+    if not args.wait:
+        print(result.id)
+        return 0
+    value = result.get(timeout=(args.timeout or settings.job_timeout_seconds) + 120)
+    _print(value, True)
+    return 0 if value.get("outcome") == "succeeded" else 1
+
+
+COMMANDS = {"route": _route, "preflight": _preflight, "worker": _worker, "login": _login,
+            "repair": _repair, "enqueue": _enqueue}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from moonmind_codex.dockerio import DockerUnavailable
+    from moonmind_codex.login import LoginError
+    from moonmind_codex.router import RoutingError
+
+    try:
+        return COMMANDS[args.command](args)
+    except SettingsError as exc:
+        print(f"moonmind-codex: bad setting: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
+    except DockerUnavailable as exc:
+        print(f"moonmind-codex: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except (LoginError, RoutingError) as exc:
+        print(f"moonmind-codex: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Worker start-up guards: refuse to serve a shard whose volume is missing or already served.
+
+A worker without its volume would otherwise run phases against nothing, and two workers on one
+volume would redeem the same rotating refresh token and log each other out.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from moonmind_codex import messages
+from moonmind_codex.dockerio import LABEL, volume_exists
+from moonmind_codex.preflight import run_preflight
+from moonmind_codex.preflight_eval import PreflightResult
+from moonmind_codex.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WorkerStartupError(RuntimeError):
+    """The worker must not start; the message says why and what to do."""
+
+
+def _is_self(container: Any, settings: Settings) -> bool:
+    if settings.worker_container and container.name == settings.worker_container:
+        return True
+    # Inside a container the hostname defaults to the short container id.
+    return bool(container.id.startswith(socket.gethostname()))
+
+
+def other_holders(settings: Settings, client: Any, volume: str) -> list[Any]:
+    """Running worker containers on this engine, other than this one, that serve ``volume``."""
+    running = client.containers.list(
+        filters={"label": [f"{LABEL}role=worker", f"{LABEL}volume={volume}"],
+                 "status": "running"}
+    )
+    return [c for c in running if not _is_self(c, settings)]
+
+
+def check_worker_startup(settings: Settings, client: Any) -> PreflightResult:
+    shard = settings.own_shard
+    volume = settings.volume_for_shard(shard)
+    host = settings.host_name
+    if not volume_exists(client, volume):
+        raise WorkerStartupError(
+            f"auth volume {volume} for shard {shard} does not exist on host {host}; the worker "
+            "will not start (it never falls back to an ephemeral volume). "
+            + messages.create_volume(shard, volume, host)
+        )
+    holders = other_holders(settings, client, volume)
+    if holders:
+        holder = holders[0]
+        holder_labels = holder.labels or {}
+        raise WorkerStartupError(
+            f"shard {shard}: "
+            + messages.doubly_assigned(
+                volume,
+                f"{holder.name} (shard {holder_labels.get(LABEL + 'shard', '?')})",
+                holder_labels.get(LABEL + "host", host),
+            )
+        )
+    return run_preflight(settings, shard, client)

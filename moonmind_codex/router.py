@@ -1,0 +1,91 @@
+"""A Celery router that sends Codex tasks to their run's shard queue and leaves the rest alone.
+
+Use it in any Celery app: ``app.conf.task_routes = (CodexRouter(settings, store),)`` or
+:func:`moonmind_codex.celery_app.install_routing`. A task is a Codex task when it is declared
+with ``@app.task(codex=True)`` or its name matches ``MOONMIND_CODEX_CODEX_TASK_PATTERNS``.
+Non-Codex tasks get ``None`` back, so the app's other routes and its default queue apply.
+
+The affinity key, in order: ``affinity_key`` kwarg or ``moonmind_codex_affinity`` header (a
+per-call override), else the ``repository`` kwarg, else the ``run_id`` kwarg. An explicit
+``queue=`` given to ``apply_async`` wins over every router (Celery's rule): don't pass one for
+Codex tasks.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from moonmind_codex.assignments import AssignmentStore
+from moonmind_codex.routing import shard_for_key, shard_queue
+from moonmind_codex.settings import Settings
+
+AFFINITY_HEADER = "moonmind_codex_affinity"
+
+
+class RoutingError(ValueError):
+    """A Codex task cannot be routed; the message names the task and what to pass."""
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    key: str
+    shard: int | None  # None in single-queue mode: any Codex worker may take it
+    queue: str
+
+
+def route_key(key: str, settings: Settings) -> RouteDecision:
+    """The queue for affinity key ``key`` under ``settings`` (pure)."""
+    if not isinstance(key, str) or not key.strip():
+        raise RoutingError("the affinity key must be a non-empty string")
+    if settings.queue_mode == "single":
+        return RouteDecision(key=key, shard=None, queue=settings.single_queue)
+    shard = shard_for_key(key, settings.shard_count)
+    return RouteDecision(key=key, shard=shard, queue=shard_queue(settings.queue_prefix, shard))
+
+
+def is_codex_task(name: str, task: Any, patterns: Sequence[str]) -> bool:
+    if getattr(task, "codex", False) is True:
+        return True
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def affinity_key(kwargs: Mapping[str, Any] | None, options: Mapping[str, Any] | None) -> str | None:
+    kwargs = kwargs or {}
+    headers = (options or {}).get("headers") or {}
+    for candidate in (kwargs.get("affinity_key"), headers.get(AFFINITY_HEADER),
+                      kwargs.get("repository"), kwargs.get("run_id")):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate
+    return None
+
+
+class CodexRouter:
+    """Celery router callable: ``(name, args, kwargs, options, task=None, **kw)``."""
+
+    def __init__(self, settings: Settings, store: AssignmentStore | None = None) -> None:
+        self.settings = settings
+        self.store = store
+
+    def __call__(self, name: str, args: Any, kwargs: Mapping[str, Any] | None,
+                 options: Mapping[str, Any] | None, task: Any = None,
+                 **_: Any) -> dict[str, str] | None:
+        if not is_codex_task(name, task, self.settings.codex_task_patterns):
+            return None
+        run_id = (kwargs or {}).get("run_id")
+        if self.store is not None and isinstance(run_id, str) and run_id:
+            pinned = self.store.queue_for_run(run_id)
+            if pinned is not None:
+                return {"queue": pinned, "routing_key": pinned}
+        key = affinity_key(kwargs, options)
+        if key is None:
+            raise RoutingError(
+                f"Codex task {name} has no affinity key: pass run_id= (and preferably "
+                "repository=) as keyword arguments, or affinity_key= to choose the shard"
+            )
+        queue = route_key(key, self.settings).queue
+        if self.store is not None and isinstance(run_id, str) and run_id:
+            queue = self.store.assign(run_id, queue)
+        return {"queue": queue, "routing_key": queue}
