@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from moonmind_codex.authfile import inspect_auth_json, jwt_expiry, parse_timestamp
+from tests.unit.helpers import api_key_auth, assert_no_secret, chatgpt_auth, fake_jwt
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def inspect(data: object) -> dict:
+    return inspect_auth_json(json.dumps(data).encode(), NOW).to_dict()
+
+
+def test_chatgpt_login_is_recognised_with_expiry_and_refresh_age() -> None:
+    result = inspect(chatgpt_auth(NOW, access_exp_days=2, last_refresh_days=3))
+    assert result["logged_in"] is True
+    assert result["auth_mode"] == "chatgpt"
+    assert result["token_fields"] == {"id_token": True, "access_token": True,
+                                      "refresh_token": True, "account_id": True}
+    assert result["access_token_expires_at"] == "2026-11-24T12:00:00Z"
+    assert result["access_token_expired"] is False
+    assert result["last_refresh_age_days"] == pytest.approx(3.0)
+
+
+def test_expired_access_token_is_reported_but_still_a_login() -> None:
+    result = inspect(chatgpt_auth(NOW, access_exp_days=-30))
+    assert result["access_token_expired"] is True
+    assert result["logged_in"] is True
+
+
+def test_api_key_login() -> None:
+    result = inspect(api_key_auth())
+    assert (result["auth_mode"], result["logged_in"], result["has_api_key"]) == ("api_key", True, True)
+
+
+def test_declared_api_key_mode_wins_over_leftover_tokens() -> None:
+    data = chatgpt_auth(NOW) | api_key_auth() | {"auth_mode": "apikey"}
+    assert inspect(data)["auth_mode"] == "api_key"
+
+
+@pytest.mark.parametrize("data", [{}, {"OPENAI_API_KEY": None}, {"OPENAI_API_KEY": "  "},
+                                  {"auth_mode": "chatgpt"}])
+def test_empty_logins_are_not_logins(data: dict) -> None:
+    # `codex login status` says "Logged in using ChatGPT" for {}: the inspection must not.
+    result = inspect(data)
+    assert result["logged_in"] is False
+    assert result["auth_mode"] == "unknown"
+
+
+def test_chatgpt_without_refresh_token_is_a_problem() -> None:
+    data = chatgpt_auth(NOW)
+    del data["tokens"]["refresh_token"]
+    result = inspect(data)
+    assert result["logged_in"] is False
+    assert "refresh_token" in result["problems"][0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b'{"tokens": ', "not valid JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[1, 2]", "JSON list"),
+        (b'"text"', "JSON str"),
+    ],
+)
+def test_unparseable_files_report_a_position_never_content(raw: bytes, expected: str) -> None:
+    result = inspect_auth_json(raw, NOW)
+    assert result.parse_error is not None and expected in result.parse_error
+    assert result.logged_in is False
+
+
+def test_parse_error_never_quotes_the_file() -> None:
+    raw = b'{"tokens": {"refresh_token": "SECRET-REFRESH-beef" oops}}'
+    result = inspect_auth_json(raw, NOW)
+    assert result.parse_error is not None and "line 1" in result.parse_error
+    assert_no_secret(json.dumps(result.to_dict()))
+
+
+def test_wrong_types_are_problems() -> None:
+    assert "'tokens' is not an object" in inspect({"tokens": "x"})["problems"]
+    assert "tokens.access_token is not a string" in inspect(
+        {"tokens": {"access_token": 5, "refresh_token": "r"}})["problems"]
+    assert "OPENAI_API_KEY is not a string" in inspect({"OPENAI_API_KEY": 42})["problems"]
+    assert "last_refresh is not an ISO 8601 timestamp" in inspect(
+        chatgpt_auth(NOW) | {"last_refresh": "yesterday"})["problems"]
+
+
+def test_no_secret_appears_in_the_inspection() -> None:
+    for data in (chatgpt_auth(NOW), api_key_auth(), chatgpt_auth(NOW) | {"auth_mode": "weird"}):
+        result = inspect_auth_json(json.dumps(data).encode(), NOW)
+        assert_no_secret(json.dumps(result.to_dict()))
+        assert_no_secret(repr(result))
+
+
+def test_unknown_declared_mode_is_not_echoed() -> None:
+    assert inspect(chatgpt_auth(NOW) | {"auth_mode": "sk-SECRET-KEY-1234"})[
+        "declared_auth_mode"] == "other"
+
+
+def test_jwt_expiry_handles_garbage() -> None:
+    assert jwt_expiry("not-a-jwt") is None
+    assert jwt_expiry("a.b.c") is None
+    assert jwt_expiry(None) is None
+    assert jwt_expiry(fake_jwt(NOW + timedelta(hours=1), "m")) == NOW + timedelta(hours=1)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-11-22T12:00:00Z", NOW),
+    ("2026-11-22T13:00:00+01:00", NOW),
+    ("2026-11-22T12:00:00", NOW),
+    # The Codex CLI writes nanoseconds; they are truncated to microseconds, not rejected.
+    ("2026-11-22T12:00:00.123456789Z", NOW + timedelta(microseconds=123456)),
+    ("nonsense", None),
+    (12, None),
+])
+def test_parse_timestamp(text: object, expected: datetime | None) -> None:
+    assert parse_timestamp(text) == expected

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from moonmind_codex.assignments import MemoryAssignmentStore, SqliteAssignmentStore
+from moonmind_codex.router import CodexRouter, RoutingError, affinity_key, route_key
+from moonmind_codex.settings import Settings
+
+SETTINGS = Settings(shard_count=3)
+CODEX_TASK = SimpleNamespace(codex=True)
+
+
+def test_non_codex_tasks_are_left_alone() -> None:
+    router = CodexRouter(SETTINGS, MemoryAssignmentStore())
+    assert router("app.send_email", (), {"run_id": "r1"}, {}, task=SimpleNamespace()) is None
+    assert router("app.send_email", (), {}, {}) is None
+
+
+def test_codex_tasks_by_attribute_or_name_pattern() -> None:
+    router = CodexRouter(SETTINGS)
+    expected = route_key("org/repo", SETTINGS).queue
+    assert router("app.submit", (), {"repository": "org/repo"}, {}, task=CODEX_TASK) == {
+        "queue": expected, "routing_key": expected}
+    assert router("app.codex_submit", (), {"repository": "org/repo"}, {})["queue"] == expected
+    # A truthy non-True attribute (e.g. a Mock) is not a declaration.
+    assert router("app.submit", (), {"repository": "x"}, {}, task=SimpleNamespace(codex=1)) is None
+
+
+def test_affinity_key_order() -> None:
+    assert affinity_key({"affinity_key": "a", "repository": "r", "run_id": "i"}, {}) == "a"
+    assert affinity_key({"repository": "r", "run_id": "i"},
+                        {"headers": {"moonmind_codex_affinity": "h"}}) == "h"
+    assert affinity_key({"repository": "r", "run_id": "i"}, {}) == "r"
+    assert affinity_key({"run_id": "i"}, None) == "i"
+    assert affinity_key({"repository": ""}, {}) is None
+
+
+def test_codex_task_without_key_is_a_clear_error() -> None:
+    with pytest.raises(RoutingError, match=r"app\.codex_x has no affinity key.*run_id="):
+        CodexRouter(SETTINGS)("app.codex_x", (), {}, {})
+
+
+def test_sticky_run_keeps_its_queue_when_the_fleet_grows() -> None:
+    store = MemoryAssignmentStore()
+    small, large = Settings(shard_count=3), Settings(shard_count=16)
+    key = next(k for k in (f"repo-{i}" for i in range(100))
+               if route_key(k, small).queue != route_key(k, large).queue)
+    first = CodexRouter(small, store)("x.codex_a", (), {"run_id": "run-1", "repository": key}, {})
+    later = CodexRouter(large, store)("x.codex_b", (), {"run_id": "run-1", "repository": key}, {})
+    fresh = CodexRouter(large, store)("x.codex_b", (), {"run_id": "run-2", "repository": key}, {})
+    assert first == later
+    assert fresh is not None and first is not None and fresh["queue"] != first["queue"]
+
+
+def test_single_queue_mode() -> None:
+    settings = Settings(queue_mode="single")
+    assert route_key("anything", settings).queue == "codex"
+    assert route_key("anything", settings).shard is None
+    assert CodexRouter(settings)("x.codex_a", (), {"run_id": "r"}, {}) == {
+        "queue": "codex", "routing_key": "codex"}
+
+
+def test_route_key_rejects_empty() -> None:
+    with pytest.raises(RoutingError):
+        route_key(" ", SETTINGS)
+
+
+def _race(path: str, run_id: str, queue: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    out.put(SqliteAssignmentStore(Path(path)).assign(run_id, queue))
+
+
+def test_sqlite_store_first_writer_wins_across_processes(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "assignments.sqlite3"
+    store = SqliteAssignmentStore(db)
+    assert store.queue_for_run("r") is None
+    out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    procs = [multiprocessing.Process(target=_race, args=(str(db), "race", f"codex-{i}", out))
+             for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=30)
+    answers = {out.get(timeout=5) for _ in procs}
+    assert len(answers) == 1
+    assert store.queue_for_run("race") == answers.pop()
+    assert store.assign("r", "codex-1") == "codex-1"
+    assert store.assign("r", "codex-2") == "codex-1"

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moonmind_codex.settings import Settings, SettingsError, load_settings
+
+
+def test_defaults() -> None:
+    s = load_settings({})
+    assert (s.shard_count, s.queue_mode, s.default_queue, s.shard) == (3, "sharded", "celery", None)
+    assert s.queue_for_shard(2) == "codex-2"
+    assert s.volume_for_shard(2) == "codex_auth_2"
+
+
+def test_full_environment() -> None:
+    s = load_settings({
+        "MOONMIND_CODEX_SHARD": "4", "MOONMIND_CODEX_SHARD_COUNT": "5",
+        "MOONMIND_CODEX_QUEUE_MODE": "single", "MOONMIND_CODEX_JOB_TIMEOUT_SECONDS": "90",
+        "MOONMIND_CODEX_CODEX_TASK_PATTERNS": "a.*, b.codex_*",
+        "MOONMIND_CODEX_AUDIT_LOG": "/tmp/a.jsonl",
+    })
+    assert s.own_shard == 4
+    assert s.queue_for_shard(4) == "codex"
+    assert s.job_timeout_seconds == 90.0
+    assert s.codex_task_patterns == ("a.*", "b.codex_*")
+    assert s.audit_log == Path("/tmp/a.jsonl")
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "url"
+    secret.write_text("amqp://u:p@h:5672//\n")
+    s = load_settings({"MOONMIND_CODEX_BROKER_URL_FILE": str(secret)})
+    assert s.broker_url == "amqp://u:p@h:5672//"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MOONMIND_CODEX_SHARD_COUNT": "three"}, "SHARD_COUNT='three' is not a whole number"),
+    ({"MOONMIND_CODEX_SHARD_COUNT": "0"}, "must be >= 1"),
+    ({"MOONMIND_CODEX_SHARD": "3"}, "SHARD=3 is out of range for MOONMIND_CODEX_SHARD_COUNT=3"),
+    ({"MOONMIND_CODEX_SHARD": "x"}, "SHARD='x' is not a whole number"),
+    ({"MOONMIND_CODEX_QUEUE_MODE": "round-robin"}, "use 'sharded'"),
+    ({"MOONMIND_CODEX_SHRAD": "1"}, "MOONMIND_CODEX_SHRAD is not a moonmind-codex setting"),
+    ({"MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": "codex_auth"}, "must contain '{shard}'"),
+    ({"MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": "bad name {shard}"}, "valid Docker volume name"),
+    ({"MOONMIND_CODEX_QUEUE_PREFIX": "celery"}, "must not share the default queue"),
+    ({"MOONMIND_CODEX_BROKER_URL": "localhost:5672"}, "does not look like a broker URL"),
+    ({"MOONMIND_CODEX_JOB_TIMEOUT_SECONDS": "-1"}, "must be > 0"),
+    ({"MOONMIND_CODEX_BROKER_URL": "amqp://a", "MOONMIND_CODEX_BROKER_URL_FILE": "/x"},
+     "not both"),
+    ({"MOONMIND_CODEX_BROKER_URL_FILE": "/nonexistent/url"}, "cannot be read"),
+    ({"MOONMIND_CODEX_CODEX_TASK_PATTERNS": " , "}, "is empty"),
+])
+def test_bad_settings_name_the_variable_and_fix(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=None) as caught:
+        load_settings(env)
+    assert message in str(caught.value)
+
+
+def test_broker_url_is_never_echoed_in_errors() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"MOONMIND_CODEX_BROKER_URL": "localhost:5672/secret-password"})
+    assert "secret-password" not in str(caught.value)
+
+
+def test_shard_checks() -> None:
+    s = Settings(shard_count=2)
+    with pytest.raises(SettingsError, match="out of range"):
+        s.queue_for_shard(2)
+    with pytest.raises(SettingsError, match="integer"):
+        s.check_shard(True)  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match="SHARD is not set"):
+        _ = s.own_shard
+    with pytest.raises(SettingsError, match="out of range"):
+        s.with_overrides(shard=5)
+
+
+def test_non_runtime_variables_are_accepted() -> None:
+    assert load_settings({"MOONMIND_CODEX_EXTRA_CA_DIR": "/x", "MOONMIND_CODEX_BASE_IMAGE": "d"})
