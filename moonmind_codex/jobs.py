@@ -183,5 +183,7 @@ def launch_job(settings: Settings, spec: JobSpec, client: Any) -> JobResult:
     finally:
         try:
             container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        except docker.errors.APIError as exc:
+            # Gone already, or a concurrent delivery's launcher is removing it right now.
+            if exc.status_code not in (404, 409):
+                raise

@@ -67,12 +67,23 @@ def run_preflight(settings: Settings, shard: int, client: Any | None = None) -> 
         return blocked(f"job image {settings.job_image} is not on host {host}",
                        f"build or load it on {host}: ansible-playbook playbooks/site.yml "
                        f"--limit {host}", "job image")
+    except docker.errors.APIError as exc:
+        # e.g. a volume on a read-only filesystem: a job could not start on it either.
+        return blocked(f"a job container cannot be created on volume {volume}: "
+                       f"{exc.explanation or exc}", messages.repair(shard, volume, host),
+                       "volume mount")
     except ENGINE_UNREACHABLE as exc:
         return blocked(f"cannot reach the Docker engine ({type(exc).__name__})",
                        messages.start_docker(host), "docker engine")
 
     try:
-        container.start()
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            # e.g. a volume on a read-only filesystem: a job could not start on it either.
+            return blocked(f"a job container cannot start on volume {volume}: "
+                           f"{exc.explanation or exc}",
+                           messages.repair(shard, volume, host), "volume mount")
         try:
             outcome = container.wait(timeout=settings.preflight_timeout_seconds)
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):

@@ -144,11 +144,12 @@ def evaluate(
     # auth.json: present, readable, 0600, owned by the job uid, a usable login.
     if auth_file.get("exists") is False:
         add("auth.json", "blocked", "no auth.json: the volume is not logged in", relogin)
-    elif auth_file.get("exists") is not True or auth_file.get("readable") is False:
+    elif auth_file.get("exists") is not True:
         add("auth.json", "blocked",
-            f"auth.json cannot be read by uid {job_uid} ({auth_file.get('error', 'unknown')})",
+            f"auth.json cannot be inspected by uid {job_uid} ({auth_file.get('error', 'unknown')})",
             repair)
     else:
+        # Owner and mode come from stat, which works even when the job uid cannot read the file.
         if auth_file.get("uid") != job_uid:
             add("auth.json owner", "blocked",
                 f"auth.json is owned by uid {auth_file.get('uid')}, not the job uid {job_uid}",
@@ -158,7 +159,10 @@ def evaluate(
                 f"auth.json has mode {auth_file.get('mode')}, not 0600", repair)
         else:
             add("auth.json permissions", "ok", f"owned by {job_uid}, mode 0600")
-        if inspection.get("parse_error"):
+        if auth_file.get("readable") is False:
+            add("auth.json readable", "blocked",
+                f"auth.json cannot be read by uid {job_uid} ({auth_file.get('error')})", repair)
+        elif inspection.get("parse_error"):
             add("auth.json content", "blocked", str(inspection["parse_error"]), relogin)
         elif inspection.get("auth_mode") == "unknown":
             add("auth.json content", "blocked",
@@ -196,6 +200,7 @@ def evaluate(
     else:
         add("codex login status", "ok", str(summary))
 
+    # max() returns the first of equals: the reason is the first blocking (or warning) check.
     worst = max(checks, key=lambda c: _SEVERITY[c.status])
     status: Status = "ok"
     if worst.status == "blocked":

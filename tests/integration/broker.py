@@ -1,0 +1,58 @@
+"""A real RabbitMQ broker container (the project's broker image) for tests and benchmarks."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import kombu
+
+BROKER_IMAGE = "moonmind-codex/broker:latest"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_broker(client: Any, workdir: Path, timeout_s: float = 90) -> Iterator[str]:
+    """Start the broker on a loopback port; yield its AMQP URL; remove it and its data."""
+    password = secrets.token_urlsafe(18)
+    secret = workdir / f"broker-password-{secrets.token_hex(3)}"
+    secret.write_text(password)
+    secret.chmod(0o644)  # read by the rabbitmq user inside the container
+    port = free_port()
+    name = f"mmc-test-broker-{secrets.token_hex(4)}"
+    container = client.containers.run(
+        BROKER_IMAGE, name=name, detach=True, ports={"5672/tcp": ("127.0.0.1", port)},
+        volumes={str(secret): {"bind": "/run/secrets/moonmind_codex_broker_password",
+                               "mode": "ro"}},
+        labels={"io.moonmind.codex.test": "1"})
+    url = f"amqp://moonmind:{password}@127.0.0.1:{port}//"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            container.reload()
+            logs = container.logs().decode("utf-8", "replace")
+            if "ready; user 'moonmind' configured" in logs:
+                try:
+                    with kombu.Connection(url, connect_timeout=5) as conn:
+                        conn.connect()
+                    break
+                except OSError:
+                    pass
+            if container.status == "exited":
+                raise RuntimeError(f"broker exited: {logs[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"broker not ready after {timeout_s} s: {logs[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        container.remove(force=True, v=True)
