@@ -40,8 +40,10 @@ def main() -> int:
     rows = []
     ok = True
     print(f"keys: {len(keys)}")
-    print(f"{'n->n+1':>8} {'ideal':>8} {'jump':>8} {'hash%n':>8} {'jump-ideal':>11} "
-          f"{'hash%n/jump':>12} {'min/mean':>9} {'max/mean':>9}")
+    print(
+        f"{'n->n+1':>8} {'ideal':>8} {'jump':>8} {'hash%n':>8} {'jump-ideal':>11} "
+        f"{'hash%n/jump':>12} {'min/mean':>9} {'max/mean':>9}"
+    )
     for n in (3, 8, 16):
         t0 = time.perf_counter()
         jump = moved_fraction(keys, shard_for_key, n)
@@ -50,14 +52,27 @@ def main() -> int:
         lo, hi = spread(keys, n)
         delta_points = (jump - ideal) * 100
         ok &= abs(delta_points) <= TARGET_POINTS
-        rows.append({"n": n, "ideal": ideal, "jump": jump, "modulo": modulo,
-                     "jump_minus_ideal_points": delta_points, "modulo_over_jump": modulo / jump,
-                     "min_load_over_mean": lo, "max_load_over_mean": hi,
-                     "seconds": time.perf_counter() - t0})
-        print(f"{n:>3}->{n + 1:<4} {ideal:8.4f} {jump:8.4f} {modulo:8.4f} {delta_points:+10.2f}p "
-              f"{modulo / jump:11.1f}x {lo:9.3f} {hi:9.3f}")
-    print(f"target: |jump - ideal| <= {TARGET_POINTS} percentage point: "
-          + ("MET" if ok else "NOT MET"))
+        rows.append(
+            {
+                "n": n,
+                "ideal": ideal,
+                "jump": jump,
+                "modulo": modulo,
+                "jump_minus_ideal_points": delta_points,
+                "modulo_over_jump": modulo / jump,
+                "min_load_over_mean": lo,
+                "max_load_over_mean": hi,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        print(
+            f"{n:>3}->{n + 1:<4} {ideal:8.4f} {jump:8.4f} {modulo:8.4f} {delta_points:+10.2f}p "
+            f"{modulo / jump:11.1f}x {lo:9.3f} {hi:9.3f}"
+        )
+    print(
+        f"target: |jump - ideal| <= {TARGET_POINTS} percentage point: "
+        + ("MET" if ok else "NOT MET")
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"keys": len(keys), "rows": rows, "target_met": ok}, fh, indent=2)

@@ -28,15 +28,18 @@ def distribution(samples: list[float]) -> dict[str, float]:
 
 
 def format_distribution(name: str, d: dict[str, float], unit: str = "s") -> str:
-    return (f"{name:<34} n={int(d['n']):<4} min={d['min']:.3f}{unit} p50={d['p50']:.3f}{unit} "
-            f"p90={d['p90']:.3f}{unit} p95={d['p95']:.3f}{unit} max={d['max']:.3f}{unit}")
+    return (
+        f"{name:<34} n={int(d['n']):<4} min={d['min']:.3f}{unit} p50={d['p50']:.3f}{unit} "
+        f"p90={d['p90']:.3f}{unit} p95={d['p95']:.3f}{unit} max={d['max']:.3f}{unit}"
+    )
 
 
 def machine() -> dict[str, str]:
     def run(*cmd: str) -> str:
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=10,
-                                  check=False).stdout.strip()
+            return subprocess.run(
+                cmd, capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
         except OSError:
             return "unknown"
 

@@ -1,4 +1,5 @@
-from moonmind_codex.cli import main
 import sys
+
+from moonmind_codex.cli import main
 
 sys.exit(main())

@@ -61,8 +61,9 @@ class SqliteAssignmentStore:
         db = self._connect()
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT OR IGNORE INTO run_queue (run_id, queue) VALUES (?, ?)",
-                       (run_id, queue))
+            db.execute(
+                "INSERT OR IGNORE INTO run_queue (run_id, queue) VALUES (?, ?)", (run_id, queue)
+            )
             row = db.execute("SELECT queue FROM run_queue WHERE run_id = ?", (run_id,)).fetchone()
             db.execute("COMMIT")
         finally:

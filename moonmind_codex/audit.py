@@ -46,18 +46,50 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def started(*, run_id: str, phase: str, queue: str, shard: int, volume: str, host: str,
-            worker: str, task_id: str | None) -> AuditRecord:
-    return AuditRecord(event="codex_phase_started", run_id=run_id, phase=phase, queue=queue,
-                       shard=shard, volume=volume, host=host, worker=worker, task_id=task_id,
-                       timestamp=_now())
+def started(
+    *,
+    run_id: str,
+    phase: str,
+    queue: str,
+    shard: int,
+    volume: str,
+    host: str,
+    worker: str,
+    task_id: str | None,
+) -> AuditRecord:
+    return AuditRecord(
+        event="codex_phase_started",
+        run_id=run_id,
+        phase=phase,
+        queue=queue,
+        shard=shard,
+        volume=volume,
+        host=host,
+        worker=worker,
+        task_id=task_id,
+        timestamp=_now(),
+    )
 
 
-def finished(start: AuditRecord, *, outcome: str, preflight_status: str | None,
-             container_id: str | None, exit_code: int | None, duration_s: float) -> AuditRecord:
-    return replace(start, event="codex_phase_finished", outcome=outcome,
-                   preflight_status=preflight_status, container_id=container_id,
-                   exit_code=exit_code, duration_s=round(duration_s, 3), timestamp=_now())
+def finished(
+    start: AuditRecord,
+    *,
+    outcome: str,
+    preflight_status: str | None,
+    container_id: str | None,
+    exit_code: int | None,
+    duration_s: float,
+) -> AuditRecord:
+    return replace(
+        start,
+        event="codex_phase_finished",
+        outcome=outcome,
+        preflight_status=preflight_status,
+        container_id=container_id,
+        exit_code=exit_code,
+        duration_s=round(duration_s, 3),
+        timestamp=_now(),
+    )
 
 
 def emit(record: AuditRecord, audit_log: Path | None) -> None:

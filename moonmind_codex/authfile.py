@@ -114,7 +114,8 @@ def _decode(raw: bytes) -> tuple[Any, str | None]:
         return json.loads(text), None
     except json.JSONDecodeError as exc:
         # exc.msg is the parser's description ("Expecting value"); it never quotes the input.
-        return None, f"auth.json is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        where = f"line {exc.lineno} column {exc.colno}"
+        return None, f"auth.json is not valid JSON ({exc.msg} at {where})"
 
 
 def inspect_auth_json(raw: bytes, now: datetime) -> AuthInspection:
@@ -172,8 +173,11 @@ def inspect_auth_json(raw: bytes, now: datetime) -> AuthInspection:
         auth_mode=mode,
         # Only a known mode name is echoed back, so an odd file cannot smuggle text out.
         declared_auth_mode=(
-            None if declared_mode is None
-            else declared_mode if declared_mode.lower() in _KNOWN_MODES else "other"
+            None
+            if declared_mode is None
+            else declared_mode
+            if declared_mode.lower() in _KNOWN_MODES
+            else "other"
         ),
         has_api_key=has_api_key,
         token_fields=fields,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from moonmind_codex.assignments import AssignmentStore, SqliteAssignmentStore
 from moonmind_codex.dockerio import connect
@@ -32,8 +32,9 @@ def install_routing(app: Celery, settings: Settings, store: AssignmentStore | No
     app.conf.task_default_queue = settings.default_queue
 
 
-def create_app(settings: Settings, store: AssignmentStore | None = None,
-               sticky: bool = True) -> Celery:
+def create_app(
+    settings: Settings, store: AssignmentStore | None = None, sticky: bool = True
+) -> Celery:
     """The app for workers and for producers (``store`` defaults to the SQLite file)."""
     app = Celery("moonmind_codex", broker=settings.broker_url, backend="rpc://")
     if store is None and sticky:
@@ -50,7 +51,7 @@ def create_app(settings: Settings, store: AssignmentStore | None = None,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         task_default_queue=settings.default_queue,
-        task_queues=[Queue(settings.default_queue, durable=True)],
+        task_queues=[Queue(settings.default_queue, durable=True)],  # type: ignore[no-untyped-call]
         task_create_missing_queues=True,
         broker_connection_retry_on_startup=True,
         result_expires=24 * 3600,
@@ -69,13 +70,20 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         return clients["client"]
 
     @app.task(name=CODEX_PHASE_TASK, bind=True, codex=True)  # type: ignore[untyped-decorator]
-    def codex_phase(self: Any, run_id: str, phase: str, command: Sequence[str],
-                    repository: str | None = None, timeout_s: float | None = None,
-                    affinity_key: str | None = None) -> dict[str, Any]:
+    def codex_phase(
+        self: Any,
+        run_id: str,
+        phase: str,
+        command: Sequence[str],
+        repository: str | None = None,
+        timeout_s: float | None = None,
+        affinity_key: str | None = None,
+    ) -> dict[str, Any]:
         del repository, affinity_key  # routing inputs only
         delivery = self.request.delivery_info or {}
         return run_phase(
-            settings, docker_client(),
+            settings,
+            docker_client(),
             PhaseRequest(run_id=run_id, phase=phase, command=list(command), timeout_s=timeout_s),
             worker=self.request.hostname or socket.gethostname(),
             task_id=self.request.id,
@@ -85,5 +93,8 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=PING_TASK, bind=True)  # type: ignore[untyped-decorator]
     def ping(self: Any, value: Any) -> dict[str, Any]:
         delivery = self.request.delivery_info or {}
-        return {"value": value, "worker": self.request.hostname,
-                "queue": delivery.get("routing_key")}
+        return {
+            "value": value,
+            "worker": self.request.hostname,
+            "queue": delivery.get("routing_key"),
+        }

@@ -67,10 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("login", help="sign a shard's volume in (device code by default)")
     p.add_argument("--shard", type=_shard_arg, required=True)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--from-file", type=Path, metavar="AUTH_JSON",
-                        help="copy an auth.json made elsewhere ('-' reads standard input)")
-    source.add_argument("--api-key-stdin", action="store_true",
-                        help="read an API key from standard input")
+    source.add_argument(
+        "--from-file",
+        type=Path,
+        metavar="AUTH_JSON",
+        help="copy an auth.json made elsewhere ('-' reads standard input)",
+    )
+    source.add_argument(
+        "--api-key-stdin", action="store_true", help="read an API key from standard input"
+    )
 
     p = sub.add_parser("repair", help="restore owner 1000 and modes 0700/0600 of a volume")
     p.add_argument("--shard", type=_shard_arg, required=True)
@@ -108,8 +113,16 @@ def _route(args: argparse.Namespace) -> int:
         settings = settings.with_overrides(shard_count=args.shards, shard=None)
     decision = route_key(args.key, settings)
     if args.json:
-        _print({"key": decision.key, "shard": decision.shard, "queue": decision.queue,
-                "shards": settings.shard_count, "mode": settings.queue_mode}, True)
+        _print(
+            {
+                "key": decision.key,
+                "shard": decision.shard,
+                "queue": decision.queue,
+                "shards": settings.shard_count,
+                "mode": settings.queue_mode,
+            },
+            True,
+        )
     else:
         print(decision.queue)
     return 0
@@ -174,8 +187,10 @@ def _enqueue(args: argparse.Namespace) -> int:
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
-        print("moonmind-codex enqueue: give the command after '--', e.g. -- codex login status",
-              file=sys.stderr)
+        print(
+            "moonmind-codex enqueue: give the command after '--', e.g. -- codex login status",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     settings = load_settings()
     app = create_app(settings)
@@ -193,8 +208,14 @@ def _enqueue(args: argparse.Namespace) -> int:
     return 0 if value.get("outcome") == "succeeded" else 1
 
 
-COMMANDS = {"route": _route, "preflight": _preflight, "worker": _worker, "login": _login,
-            "repair": _repair, "enqueue": _enqueue}
+COMMANDS = {
+    "route": _route,
+    "preflight": _preflight,
+    "worker": _worker,
+    "login": _login,
+    "repair": _repair,
+    "enqueue": _enqueue,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

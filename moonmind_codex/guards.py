@@ -33,8 +33,7 @@ def _is_self(container: Any, settings: Settings) -> bool:
 def other_holders(settings: Settings, client: Any, volume: str) -> list[Any]:
     """Running worker containers on this engine, other than this one, that serve ``volume``."""
     running = client.containers.list(
-        filters={"label": [f"{LABEL}role=worker", f"{LABEL}volume={volume}"],
-                 "status": "running"}
+        filters={"label": [f"{LABEL}role=worker", f"{LABEL}volume={volume}"], "status": "running"}
     )
     return [c for c in running if not _is_self(c, settings)]
 

@@ -8,6 +8,7 @@ the volume, taken by the image's entry point (exit 75 when held).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import threading
@@ -101,8 +102,15 @@ def job_container_config(settings: Settings, spec: JobSpec) -> dict[str, Any]:
         "network_mode": settings.job_network,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
-        "labels": labels(role="job", run_id=spec.run_id, phase=spec.phase, shard=spec.shard,
-                         queue=spec.queue, volume=spec.volume, host=settings.host_name),
+        "labels": labels(
+            role="job",
+            run_id=spec.run_id,
+            phase=spec.phase,
+            shard=spec.shard,
+            queue=spec.queue,
+            volume=spec.volume,
+            host=settings.host_name,
+        ),
         "detach": True,
     }
 
@@ -154,10 +162,8 @@ def launch_job(settings: Settings, spec: JobSpec, client: Any) -> JobResult:
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             timed_out = True
             exit_code = None
-            try:
+            with contextlib.suppress(docker.errors.APIError):  # it may have just ended
                 container.kill()
-            except docker.errors.APIError:
-                pass  # it ended between the timeout and the kill
             container.wait(timeout=30)
         pump.join(timeout=10)
         outcome: Outcome

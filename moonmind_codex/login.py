@@ -32,17 +32,36 @@ def _require_volume(settings: Settings, shard: int, client: Any) -> str:
     return volume
 
 
-def _run_with_stdin(settings: Settings, shard: int, volume: str, command: list[str],
-                    payload: bytes, user: str | None = None) -> tuple[int, str]:
+def _run_with_stdin(
+    settings: Settings,
+    shard: int,
+    volume: str,
+    command: list[str],
+    payload: bytes,
+    user: str | None = None,
+) -> tuple[int, str]:
     """Run ``command`` in a job container on the volume with ``payload`` on its stdin."""
     args = [
-        "docker", "run", "--rm", "-i", "--network", "none", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
-        "--user", user or f"{settings.job_uid}:{settings.job_gid}",
-        "--mount", f"type=volume,source={volume},target={CODEX_HOME}",
-        "--label", f"io.moonmind.codex.role=login",
-        "--label", f"io.moonmind.codex.shard={shard}",
-        settings.job_image, *command,
+        "docker",
+        "run",
+        "--rm",
+        "-i",
+        "--network",
+        "none",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        user or f"{settings.job_uid}:{settings.job_gid}",
+        "--mount",
+        f"type=volume,source={volume},target={CODEX_HOME}",
+        "--label",
+        "io.moonmind.codex.role=login",
+        "--label",
+        f"io.moonmind.codex.shard={shard}",
+        settings.job_image,
+        *command,
     ]
     done = subprocess.run(args, input=payload, capture_output=True, check=False, timeout=120)
     return done.returncode, done.stderr.decode("utf-8", "replace")[-2000:]
@@ -57,13 +76,19 @@ def login_from_file(settings: Settings, shard: int, source: Path, client: Any) -
         raise LoginError(f"cannot read {source}: {exc.strerror}") from None
     inspection = inspect_auth_json(raw, datetime.now(UTC))
     if not inspection.logged_in:
-        problem = inspection.parse_error or "; ".join(inspection.problems) or (
-            "it holds neither ChatGPT tokens nor an API key")
-        raise LoginError(f"{source} is not a usable Codex login: {problem}; volume {volume} was "
-                         "not changed")
+        problem = (
+            inspection.parse_error
+            or "; ".join(inspection.problems)
+            or ("it holds neither ChatGPT tokens nor an API key")
+        )
+        raise LoginError(
+            f"{source} is not a usable Codex login: {problem}; volume {volume} was not changed"
+        )
     # Write beside, then rename: a reader never sees a half-written auth.json.
-    script = ("umask 077 && cat > \"$HOME/.codex/auth.json.moonmind-new\" && "
-              "mv -f \"$HOME/.codex/auth.json.moonmind-new\" \"$HOME/.codex/auth.json\"")
+    script = (
+        'umask 077 && cat > "$HOME/.codex/auth.json.moonmind-new" && '
+        'mv -f "$HOME/.codex/auth.json.moonmind-new" "$HOME/.codex/auth.json"'
+    )
     code, err = _run_with_stdin(settings, shard, volume, ["sh", "-c", script], raw)
     if code != 0:
         raise LoginError(f"writing auth.json into {volume} failed (exit {code}): {err.strip()}")
@@ -74,8 +99,9 @@ def login_api_key(settings: Settings, shard: int, key: str, client: Any) -> None
     volume = _require_volume(settings, shard, client)
     if not key.strip():
         raise LoginError("no API key was given on standard input; nothing changed")
-    code, _err = _run_with_stdin(settings, shard, volume, ["codex", "login", "--with-api-key"],
-                                 key.strip().encode())
+    code, _err = _run_with_stdin(
+        settings, shard, volume, ["codex", "login", "--with-api-key"], key.strip().encode()
+    )
     if code != 0:
         # The CLI's stderr may echo part of the key: report only the exit code.
         raise LoginError(f"codex login --with-api-key failed with exit code {code}")
@@ -85,20 +111,34 @@ def login_device(settings: Settings, shard: int, client: Any) -> int:
     """Interactive ChatGPT device-code sign-in, attached to the operator's terminal."""
     volume = _require_volume(settings, shard, client)
     args = [
-        "docker", "run", "--rm", "-it", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
-        "--user", f"{settings.job_uid}:{settings.job_gid}",
-        "--mount", f"type=volume,source={volume},target={CODEX_HOME}",
-        "--label", "io.moonmind.codex.role=login",
-        settings.job_image, "codex", "login", "--device-auth",
+        "docker",
+        "run",
+        "--rm",
+        "-it",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        f"{settings.job_uid}:{settings.job_gid}",
+        "--mount",
+        f"type=volume,source={volume},target={CODEX_HOME}",
+        "--label",
+        "io.moonmind.codex.role=login",
+        settings.job_image,
+        "codex",
+        "login",
+        "--device-auth",
     ]
     return subprocess.call(args)
 
 
 def repair_command(settings: Settings) -> str:
     uid, gid = settings.job_uid, settings.job_gid
-    return (f"chown -R {uid}:{gid} {CODEX_HOME} && chmod 0700 {CODEX_HOME} && "
-            f"if [ -e {CODEX_HOME}/auth.json ]; then chmod 0600 {CODEX_HOME}/auth.json; fi")
+    return (
+        f"chown -R {uid}:{gid} {CODEX_HOME} && chmod 0700 {CODEX_HOME} && "
+        f"if [ -e {CODEX_HOME}/auth.json ]; then chmod 0600 {CODEX_HOME}/auth.json; fi"
+    )
 
 
 def repair_volume(settings: Settings, shard: int, client: Any) -> None:
@@ -119,7 +159,9 @@ def repair_volume(settings: Settings, shard: int, client: Any) -> None:
     try:
         code = container.wait(timeout=60).get("StatusCode")
         if code != 0:
-            raise LoginError(f"repairing {volume} failed with exit code {code}: "
-                             + shlex.quote(container.logs().decode("utf-8", "replace")[-500:]))
+            raise LoginError(
+                f"repairing {volume} failed with exit code {code}: "
+                + shlex.quote(container.logs().decode("utf-8", "replace")[-500:])
+            )
     finally:
         container.remove(force=True)

@@ -35,8 +35,15 @@ class PhaseRequest:
     timeout_s: float | None = None
 
 
-def run_phase(settings: Settings, client: Any, request: PhaseRequest, *, worker: str,
-              task_id: str | None, delivered_on: str | None) -> dict[str, Any]:
+def run_phase(
+    settings: Settings,
+    client: Any,
+    request: PhaseRequest,
+    *,
+    worker: str,
+    task_id: str | None,
+    delivered_on: str | None,
+) -> dict[str, Any]:
     shard = settings.own_shard
     queue = settings.queue_for_shard(shard)
     if delivered_on is not None and delivered_on != queue:
@@ -45,8 +52,16 @@ def run_phase(settings: Settings, client: Any, request: PhaseRequest, *, worker:
             f"this worker serves {queue}; check the producer's shard count and queue mode"
         )
     volume = settings.volume_for_shard(shard)
-    start = audit.started(run_id=request.run_id, phase=request.phase, queue=queue, shard=shard,
-                          volume=volume, host=settings.host_name, worker=worker, task_id=task_id)
+    start = audit.started(
+        run_id=request.run_id,
+        phase=request.phase,
+        queue=queue,
+        shard=shard,
+        volume=volume,
+        host=settings.host_name,
+        worker=worker,
+        task_id=task_id,
+    )
     audit.emit(start, settings.audit_log)
     began = time.monotonic()
     outcome, preflight_status = "failed", None
@@ -61,20 +76,43 @@ def run_phase(settings: Settings, client: Any, request: PhaseRequest, *, worker:
             raise CodexPhaseBlocked(check.message())
         if check.status == "warn":
             log.warning("%s", check.message())
-        spec = JobSpec(run_id=request.run_id, phase=request.phase, command=request.command,
-                       shard=shard, queue=queue, volume=volume,
-                       timeout_s=request.timeout_s or settings.job_timeout_seconds)
+        spec = JobSpec(
+            run_id=request.run_id,
+            phase=request.phase,
+            command=request.command,
+            shard=shard,
+            queue=queue,
+            volume=volume,
+            timeout_s=request.timeout_s or settings.job_timeout_seconds,
+        )
         result = launch_job(settings, spec, client)
         container_id, exit_code, outcome = result.container_id, result.exit_code, result.outcome
         return {
-            "run_id": request.run_id, "phase": request.phase, "queue": queue, "shard": shard,
-            "volume": volume, "host": settings.host_name, "worker": worker,
-            "container_id": result.container_id, "container_name": result.container_name,
-            "exit_code": result.exit_code, "outcome": result.outcome,
-            "preflight_status": check.status, "log_path": str(result.log_path),
-            "duration_s": result.duration_s, "reused_existing": result.reused_existing,
+            "run_id": request.run_id,
+            "phase": request.phase,
+            "queue": queue,
+            "shard": shard,
+            "volume": volume,
+            "host": settings.host_name,
+            "worker": worker,
+            "container_id": result.container_id,
+            "container_name": result.container_name,
+            "exit_code": result.exit_code,
+            "outcome": result.outcome,
+            "preflight_status": check.status,
+            "log_path": str(result.log_path),
+            "duration_s": result.duration_s,
+            "reused_existing": result.reused_existing,
         }
     finally:
-        audit.emit(audit.finished(start, outcome=outcome, preflight_status=preflight_status,
-                                  container_id=container_id, exit_code=exit_code,
-                                  duration_s=time.monotonic() - began), settings.audit_log)
+        audit.emit(
+            audit.finished(
+                start,
+                outcome=outcome,
+                preflight_status=preflight_status,
+                container_id=container_id,
+                exit_code=exit_code,
+                duration_s=time.monotonic() - began,
+            ),
+            settings.audit_log,
+        )

@@ -8,6 +8,7 @@ the reason, because a check that cannot run must not let the phase through.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -49,8 +50,15 @@ def run_preflight(settings: Settings, shard: int, client: Any | None = None) -> 
     started = time.monotonic()
 
     def blocked(reason: str, remedy: str, check: str = "infrastructure") -> PreflightResult:
-        return blocked_result(reason, shard=shard, volume=volume, host=host, remediation=remedy,
-                              duration_s=time.monotonic() - started, check_name=check)
+        return blocked_result(
+            reason,
+            shard=shard,
+            volume=volume,
+            host=host,
+            remediation=remedy,
+            duration_s=time.monotonic() - started,
+            check_name=check,
+        )
 
     try:
         if client is None:
@@ -58,50 +66,73 @@ def run_preflight(settings: Settings, shard: int, client: Any | None = None) -> 
         try:
             client.volumes.get(volume)
         except docker.errors.NotFound:
-            return blocked(f"auth volume {volume} does not exist on host {host}",
-                           messages.create_volume(shard, volume, host), "volume")
+            return blocked(
+                f"auth volume {volume} does not exist on host {host}",
+                messages.create_volume(shard, volume, host),
+                "volume",
+            )
         container = client.containers.create(**probe_container_config(settings, shard, volume))
     except DockerUnavailable as exc:
         return blocked(str(exc).split(";")[0], messages.start_docker(host), "docker engine")
     except docker.errors.ImageNotFound:
-        return blocked(f"job image {settings.job_image} is not on host {host}",
-                       f"build or load it on {host}: ansible-playbook playbooks/site.yml "
-                       f"--limit {host}", "job image")
+        return blocked(
+            f"job image {settings.job_image} is not on host {host}",
+            f"build or load it on {host}: ansible-playbook playbooks/site.yml --limit {host}",
+            "job image",
+        )
     except docker.errors.APIError as exc:
         # e.g. a volume on a read-only filesystem: a job could not start on it either.
-        return blocked(f"a job container cannot be created on volume {volume}: "
-                       f"{exc.explanation or exc}", messages.repair(shard, volume, host),
-                       "volume mount")
+        return blocked(
+            f"a job container cannot be created on volume {volume}: {exc.explanation or exc}",
+            messages.repair(shard, volume, host),
+            "volume mount",
+        )
     except ENGINE_UNREACHABLE as exc:
-        return blocked(f"cannot reach the Docker engine ({type(exc).__name__})",
-                       messages.start_docker(host), "docker engine")
+        return blocked(
+            f"cannot reach the Docker engine ({type(exc).__name__})",
+            messages.start_docker(host),
+            "docker engine",
+        )
 
     try:
         try:
             container.start()
         except docker.errors.APIError as exc:
             # e.g. a volume on a read-only filesystem: a job could not start on it either.
-            return blocked(f"a job container cannot start on volume {volume}: "
-                           f"{exc.explanation or exc}",
-                           messages.repair(shard, volume, host), "volume mount")
+            return blocked(
+                f"a job container cannot start on volume {volume}: {exc.explanation or exc}",
+                messages.repair(shard, volume, host),
+                "volume mount",
+            )
         try:
             outcome = container.wait(timeout=settings.preflight_timeout_seconds)
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             return blocked(
                 f"the login check did not finish within {settings.preflight_timeout_seconds:g} s",
-                messages.check_docker_then_retry(shard, host), "timeout")
+                messages.check_docker_then_retry(shard, host),
+                "timeout",
+            )
         output = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
         if outcome.get("StatusCode") != 0:
-            return blocked(f"the probe failed with exit code {outcome.get('StatusCode')}",
-                           messages.check_docker_then_retry(shard, host), "probe")
+            return blocked(
+                f"the probe failed with exit code {outcome.get('StatusCode')}",
+                messages.check_docker_then_retry(shard, host),
+                "probe",
+            )
         try:
             report = json.loads(output.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            return blocked("the probe printed no readable report",
-                           messages.check_docker_then_retry(shard, host), "probe")
+            return blocked(
+                "the probe printed no readable report",
+                messages.check_docker_then_retry(shard, host),
+                "probe",
+            )
         if not isinstance(report, dict):
-            return blocked("the probe printed no readable report",
-                           messages.check_docker_then_retry(shard, host), "probe")
+            return blocked(
+                "the probe printed no readable report",
+                messages.check_docker_then_retry(shard, host),
+                "probe",
+            )
         return evaluate(
             report,
             shard=shard,
@@ -113,10 +144,11 @@ def run_preflight(settings: Settings, shard: int, client: Any | None = None) -> 
             duration_s=time.monotonic() - started,
         )
     except ENGINE_UNREACHABLE as exc:
-        return blocked(f"lost the Docker engine during the check ({type(exc).__name__})",
-                       messages.start_docker(host), "docker engine")
+        return blocked(
+            f"lost the Docker engine during the check ({type(exc).__name__})",
+            messages.start_docker(host),
+            "docker engine",
+        )
     finally:
-        try:
+        with contextlib.suppress(*ENGINE_UNREACHABLE):
             container.remove(force=True)
-        except ENGINE_UNREACHABLE:
-            pass

@@ -107,8 +107,12 @@ def evaluate(
     relogin = messages.relogin(shard, volume, host)
     repair = messages.repair(shard, volume, host)
 
-    def add(name: str, status: Literal["ok", "info", "warn", "blocked"], detail: str,
-            remedy: str | None = None) -> None:
+    def add(
+        name: str,
+        status: Literal["ok", "info", "warn", "blocked"],
+        detail: str,
+        remedy: str | None = None,
+    ) -> None:
         checks.append(Check(name, status, detail))
         if status == "blocked" and remedy is not None:
             fix.append(remedy)
@@ -120,24 +124,40 @@ def evaluate(
 
     # Directory: must belong to the job uid, 0700, writable (refreshed tokens are written back).
     if directory.get("exists") is not True:
-        add("directory", "blocked",
+        add(
+            "directory",
+            "blocked",
             f"{probe.get('codex_home', 'the Codex home')} is not accessible to uid {job_uid} "
-            f"({directory.get('error', 'missing')})", repair)
+            f"({directory.get('error', 'missing')})",
+            repair,
+        )
     else:
         dir_mode = _mode(directory.get("mode"))
         if directory.get("uid") != job_uid:
-            add("directory owner", "blocked",
+            add(
+                "directory owner",
+                "blocked",
                 f"the volume root is owned by uid {directory.get('uid')}, not the job uid "
-                f"{job_uid}", repair)
+                f"{job_uid}",
+                repair,
+            )
         elif dir_mode != 0o700:
-            add("directory mode", "blocked",
-                f"the volume root has mode {directory.get('mode')}, not 0700", repair)
+            add(
+                "directory mode",
+                "blocked",
+                f"the volume root has mode {directory.get('mode')}, not 0700",
+                repair,
+            )
         else:
             add("directory", "ok", f"owned by {job_uid}, mode 0700")
         if directory.get("writable") is not True:
-            add("directory writable", "blocked",
+            add(
+                "directory writable",
+                "blocked",
                 f"uid {job_uid} cannot write to the volume ({directory.get('write_error')}); "
-                "the Codex CLI must write refreshed tokens back", repair)
+                "the Codex CLI must write refreshed tokens back",
+                repair,
+            )
         else:
             add("directory writable", "ok", "uid can create files (token refresh possible)")
 
@@ -145,28 +165,46 @@ def evaluate(
     if auth_file.get("exists") is False:
         add("auth.json", "blocked", "no auth.json: the volume is not logged in", relogin)
     elif auth_file.get("exists") is not True:
-        add("auth.json", "blocked",
+        add(
+            "auth.json",
+            "blocked",
             f"auth.json cannot be inspected by uid {job_uid} ({auth_file.get('error', 'unknown')})",
-            repair)
+            repair,
+        )
     else:
         # Owner and mode come from stat, which works even when the job uid cannot read the file.
         if auth_file.get("uid") != job_uid:
-            add("auth.json owner", "blocked",
+            add(
+                "auth.json owner",
+                "blocked",
                 f"auth.json is owned by uid {auth_file.get('uid')}, not the job uid {job_uid}",
-                repair)
+                repair,
+            )
         elif _mode(auth_file.get("mode")) != 0o600:
-            add("auth.json mode", "blocked",
-                f"auth.json has mode {auth_file.get('mode')}, not 0600", repair)
+            add(
+                "auth.json mode",
+                "blocked",
+                f"auth.json has mode {auth_file.get('mode')}, not 0600",
+                repair,
+            )
         else:
             add("auth.json permissions", "ok", f"owned by {job_uid}, mode 0600")
         if auth_file.get("readable") is False:
-            add("auth.json readable", "blocked",
-                f"auth.json cannot be read by uid {job_uid} ({auth_file.get('error')})", repair)
+            add(
+                "auth.json readable",
+                "blocked",
+                f"auth.json cannot be read by uid {job_uid} ({auth_file.get('error')})",
+                repair,
+            )
         elif inspection.get("parse_error"):
             add("auth.json content", "blocked", str(inspection["parse_error"]), relogin)
         elif inspection.get("auth_mode") == "unknown":
-            add("auth.json content", "blocked",
-                "auth.json holds neither ChatGPT tokens nor an API key", relogin)
+            add(
+                "auth.json content",
+                "blocked",
+                "auth.json holds neither ChatGPT tokens nor an API key",
+                relogin,
+            )
         elif inspection.get("problems"):
             add("auth.json content", "blocked", "; ".join(inspection["problems"]), relogin)
         elif inspection.get("auth_mode") == "api_key":
@@ -177,14 +215,20 @@ def evaluate(
     if inspection.get("auth_mode") == "chatgpt" and not inspection.get("problems"):
         expires = inspection.get("access_token_expires_at")
         if inspection.get("access_token_expired"):
-            add("access token", "info",
-                f"expired at {expires}; the Codex CLI refreshes it on next use")
+            add(
+                "access token",
+                "info",
+                f"expired at {expires}; the Codex CLI refreshes it on next use",
+            )
         elif expires:
             add("access token", "ok", f"valid until {expires}")
         age = inspection.get("last_refresh_age_days")
         if isinstance(age, int | float) and age > warn_after_days:
-            add("last refresh", "warn",
-                f"last refreshed {age:.1f} days ago (warning threshold {warn_after_days:g})")
+            add(
+                "last refresh",
+                "warn",
+                f"last refreshed {age:.1f} days ago (warning threshold {warn_after_days:g})",
+            )
             fix.append(messages.refresh_soon(shard, volume, host, float(age)))
         elif isinstance(age, int | float):
             add("last refresh", "ok", f"{age:.1f} days ago")
@@ -193,8 +237,12 @@ def evaluate(
     exit_code = status_run.get("exit_code")
     summary = status_run.get("summary", "not run")
     if status_run.get("error"):
-        add("codex login status", "blocked", str(status_run["error"]),
-            messages.check_docker_then_retry(shard, host))
+        add(
+            "codex login status",
+            "blocked",
+            str(status_run["error"]),
+            messages.check_docker_then_retry(shard, host),
+        )
     elif exit_code != 0:
         add("codex login status", "blocked", f"exit {exit_code}: {summary}", relogin)
     else:

@@ -99,12 +99,19 @@ def run_codex_status(timeout_s: float = STATUS_TIMEOUT_SECONDS) -> dict[str, Any
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError:
-        return {"exit_code": None, "summary": "codex CLI not found", "duration_s": 0.0,
-                "error": "codex binary is not on PATH"}
+        return {
+            "exit_code": None,
+            "summary": "codex CLI not found",
+            "duration_s": 0.0,
+            "error": "codex binary is not on PATH",
+        }
     except subprocess.TimeoutExpired:
-        return {"exit_code": None, "summary": "timed out",
-                "duration_s": round(time.monotonic() - started, 3),
-                "error": f"codex login status did not finish within {timeout_s} s"}
+        return {
+            "exit_code": None,
+            "summary": "timed out",
+            "duration_s": round(time.monotonic() - started, 3),
+            "error": f"codex login status did not finish within {timeout_s} s",
+        }
     return {
         "exit_code": done.returncode,
         "summary": summarise_status_output(done.stdout + "\n" + done.stderr),

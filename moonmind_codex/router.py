@@ -55,8 +55,12 @@ def is_codex_task(name: str, task: Any, patterns: Sequence[str]) -> bool:
 def affinity_key(kwargs: Mapping[str, Any] | None, options: Mapping[str, Any] | None) -> str | None:
     kwargs = kwargs or {}
     headers = (options or {}).get("headers") or {}
-    for candidate in (kwargs.get("affinity_key"), headers.get(AFFINITY_HEADER),
-                      kwargs.get("repository"), kwargs.get("run_id")):
+    for candidate in (
+        kwargs.get("affinity_key"),
+        headers.get(AFFINITY_HEADER),
+        kwargs.get("repository"),
+        kwargs.get("run_id"),
+    ):
         if isinstance(candidate, str) and candidate.strip():
             return candidate
     return None
@@ -69,9 +73,15 @@ class CodexRouter:
         self.settings = settings
         self.store = store
 
-    def __call__(self, name: str, args: Any, kwargs: Mapping[str, Any] | None,
-                 options: Mapping[str, Any] | None, task: Any = None,
-                 **_: Any) -> dict[str, str] | None:
+    def __call__(
+        self,
+        name: str,
+        args: Any,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+        task: Any = None,
+        **_: Any,
+    ) -> dict[str, str] | None:
         if not is_codex_task(name, task, self.settings.codex_task_patterns):
             return None
         run_id = (kwargs or {}).get("run_id")

@@ -284,8 +284,9 @@ def _validate(s: Settings) -> None:
             f"{p}SHARD={s.shard} is out of range for {p}SHARD_COUNT={s.shard_count}; "
             f"use a shard in 0..{s.shard_count - 1} or raise the shard count"
         )
-    if not s.broker_url.startswith(("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://",
-                                    "memory://")):
+    if not s.broker_url.startswith(
+        ("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://", "memory://")
+    ):
         raise SettingsError(
             f"{p}BROKER_URL does not look like a broker URL (expected amqp://user:pass@host:5672//"
             " or redis://host:6379/0)"

@@ -17,8 +17,11 @@ EXIT_STARTUP_REFUSED = 78  # EX_CONFIG: systemd's Restart=on-failure retries, th
 
 
 def configure_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def run_worker(settings: Settings) -> int:
@@ -37,12 +40,27 @@ def run_worker(settings: Settings) -> int:
         # The worker still starts: each phase runs its own pre-flight and is blocked there, so a
         # re-login fixes the shard without a restart.
         log.warning("%s", startup.message())
-    log.info("shard %s consuming %s with volume %s on host %s", shard, queue, volume,
-             settings.host_name)
+    log.info(
+        "shard %s consuming %s with volume %s on host %s", shard, queue, volume, settings.host_name
+    )
     app = create_app(settings, sticky=False)
-    app.worker_main([
-        "worker", "--queues", queue, "--concurrency", "1", "--prefetch-multiplier", "1",
-        "--hostname", f"codex-{shard}@{settings.host_name}", "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle", "--pool", "prefork",
-    ])
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            queue,
+            "--concurrency",
+            "1",
+            "--prefetch-multiplier",
+            "1",
+            "--hostname",
+            f"codex-{shard}@{settings.host_name}",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--pool",
+            "prefork",
+        ]
+    )
     return 0

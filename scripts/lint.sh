@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv/bin
 echo "== ruff";         "$venv/ruff" check .
-echo "== ruff format";  "$venv/ruff" format --check moonmind_codex
+echo "== ruff format";  "$venv/ruff" format --check moonmind_codex tests bench
 echo "== mypy";         "$venv/mypy"
 echo "== yamllint";     "$venv/yamllint" --strict .
 echo "== ansible-lint"; "$venv/ansible-lint" --profile production

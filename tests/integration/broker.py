@@ -31,10 +31,15 @@ def running_broker(client: Any, workdir: Path, timeout_s: float = 90) -> Iterato
     port = free_port()
     name = f"mmc-test-broker-{secrets.token_hex(4)}"
     container = client.containers.run(
-        BROKER_IMAGE, name=name, detach=True, ports={"5672/tcp": ("127.0.0.1", port)},
-        volumes={str(secret): {"bind": "/run/secrets/moonmind_codex_broker_password",
-                               "mode": "ro"}},
-        labels={"io.moonmind.codex.test": "1"})
+        BROKER_IMAGE,
+        name=name,
+        detach=True,
+        ports={"5672/tcp": ("127.0.0.1", port)},
+        volumes={
+            str(secret): {"bind": "/run/secrets/moonmind_codex_broker_password", "mode": "ro"}
+        },
+        labels={"io.moonmind.codex.test": "1"},
+    )
     url = f"amqp://moonmind:{password}@127.0.0.1:{port}//"
     try:
         deadline = time.monotonic() + timeout_s

@@ -68,13 +68,33 @@ def make_volume(client: Any) -> Iterator[Callable[..., str]]:
         client.volumes.get(name).remove(force=True)
 
 
-def run_in_volume(volume: str, script: str, *, user: str = "1000:1000",
-                  stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_in_volume(
+    volume: str, script: str, *, user: str = "1000:1000", stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """A throw-away job-image container with ``volume`` at /home/app/.codex."""
     return subprocess.run(
-        ["docker", "run", "--rm", "-i", "--network", "none", "--user", user,
-         "--entrypoint", "sh", "-v", f"{volume}:/home/app/.codex", JOB_IMAGE, "-c", script],
-        input=stdin, capture_output=True, check=False, timeout=120)
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-i",
+            "--network",
+            "none",
+            "--user",
+            user,
+            "--entrypoint",
+            "sh",
+            "-v",
+            f"{volume}:/home/app/.codex",
+            JOB_IMAGE,
+            "-c",
+            script,
+        ],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def api_key_login(volume: str) -> None:
@@ -83,14 +103,17 @@ def api_key_login(volume: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def write_auth(volume: str, data: dict[str, Any] | bytes, *, mode: str = "600",
-               owner: str = "1000:1000") -> None:
+def write_auth(
+    volume: str, data: dict[str, Any] | bytes, *, mode: str = "600", owner: str = "1000:1000"
+) -> None:
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
     done = run_in_volume(
         volume,
         f"cat > /home/app/.codex/auth.json && chmod {mode} /home/app/.codex/auth.json && "
         f"chown {owner} /home/app/.codex/auth.json && chown 1000:1000 /home/app/.codex",
-        user="0:0", stdin=raw)
+        user="0:0",
+        stdin=raw,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -101,9 +124,13 @@ def settings_for(tmp_path: Path, make_volume: Callable[..., str]) -> Callable[..
     def build(volume: str, shard: int = 0, **changes: Any) -> Settings:
         workspace = make_volume("ws")
         values: dict[str, Any] = {
-            "shard_count": 3, "shard": shard, "auth_volume_override": volume,
-            "host_name": "test-host", "workspace_volume": workspace,
-            "artifacts_dir": tmp_path / "artifacts", "audit_log": tmp_path / "audit.jsonl",
+            "shard_count": 3,
+            "shard": shard,
+            "auth_volume_override": volume,
+            "host_name": "test-host",
+            "workspace_volume": workspace,
+            "artifacts_dir": tmp_path / "artifacts",
+            "audit_log": tmp_path / "audit.jsonl",
             "preflight_timeout_seconds": 60.0,
         }
         values.update(changes)

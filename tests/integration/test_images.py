@@ -12,14 +12,24 @@ from tests.integration.conftest import BROKER_IMAGE, JOB_IMAGE, unique
 
 
 def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", "run", "--rm", *args], capture_output=True, text=True,
-                          check=False, timeout=120, input=stdin.decode() if stdin else None)
+    return subprocess.run(
+        ["docker", "run", "--rm", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        input=stdin.decode() if stdin else None,
+    )
 
 
 def test_job_image_user_home_and_tools(client: Any) -> None:
-    done = run(JOB_IMAGE, "sh", "-c",
-               "id; echo HOME=$HOME; stat -c '%n %u:%g %a' /home/app/.codex /work;"
-               "codex --version; specify --help >/dev/null && echo specify-ok; git --version")
+    done = run(
+        JOB_IMAGE,
+        "sh",
+        "-c",
+        "id; echo HOME=$HOME; stat -c '%n %u:%g %a' /home/app/.codex /work;"
+        "codex --version; specify --help >/dev/null && echo specify-ok; git --version",
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "uid=1000(app) gid=1000(app)" in out and "HOME=/home/app" in out
@@ -29,24 +39,40 @@ def test_job_image_user_home_and_tools(client: Any) -> None:
 
 def test_fresh_volume_takes_job_ownership(client: Any, make_volume: Callable[..., str]) -> None:
     volume = make_volume()
-    done = run("-v", f"{volume}:/home/app/.codex", JOB_IMAGE, "stat", "-c", "%u:%g %a",
-               "/home/app/.codex")
+    done = run(
+        "-v", f"{volume}:/home/app/.codex", JOB_IMAGE, "stat", "-c", "%u:%g %a", "/home/app/.codex"
+    )
     assert done.stdout.strip() == "1000:1000 700"
 
 
 def test_no_credentials_in_image_layers(client: Any) -> None:
     done = run("--entrypoint", "sh", JOB_IMAGE, "-c", "ls -A /home/app/.codex | wc -l")
     assert done.stdout.strip() == "0"
-    history = subprocess.run(["docker", "history", "--no-trunc", JOB_IMAGE], capture_output=True,
-                             text=True, check=True).stdout
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", JOB_IMAGE], capture_output=True, text=True, check=True
+    ).stdout
     assert "OPENAI_API_KEY" not in history and "auth.json" not in history
 
 
 def test_lock_wrapper_refuses_a_second_job(client: Any, make_volume: Callable[..., str]) -> None:
     volume = make_volume()
     holder = unique("lock")
-    subprocess.run(["docker", "run", "-d", "--name", holder, "-v", f"{volume}:/home/app/.codex",
-                    JOB_IMAGE, "sleep", "30"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            holder,
+            "-v",
+            f"{volume}:/home/app/.codex",
+            JOB_IMAGE,
+            "sleep",
+            "30",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         time.sleep(1.5)
         second = run("-v", f"{volume}:/home/app/.codex", JOB_IMAGE, "true")
@@ -77,7 +103,7 @@ def test_broker_real_user_and_no_guest(client: Any, tmp_path: Path) -> None:
             with kombu.Connection(guest, connect_timeout=10) as conn:
                 conn.connect()
             raise AssertionError("guest could log in")
-        except Exception as exc:  # noqa: BLE001 - any refusal will do, but it must be ACCESS_REFUSED
+        except Exception as exc:
             assert "ACCESS_REFUSED" in str(exc) or "403" in str(exc), exc
 
 

@@ -16,15 +16,28 @@ from tests.integration.conftest import api_key_login, run_in_volume
 SettingsFor = Callable[..., Settings]
 
 
-def spec(volume: str, command: list[str], *, run_id: str = "run-1", phase: str = "specify",
-         timeout_s: float = 60) -> JobSpec:
-    return JobSpec(run_id=run_id, phase=phase, command=command, shard=0, queue="codex-0",
-                   volume=volume, timeout_s=timeout_s)
+def spec(
+    volume: str,
+    command: list[str],
+    *,
+    run_id: str = "run-1",
+    phase: str = "specify",
+    timeout_s: float = 60,
+) -> JobSpec:
+    return JobSpec(
+        run_id=run_id,
+        phase=phase,
+        command=command,
+        shard=0,
+        queue="codex-0",
+        volume=volume,
+        timeout_s=timeout_s,
+    )
 
 
-def test_job_mounts_the_login_read_write_as_uid_1000(client: Any,
-                                                     make_volume: Callable[..., str],
-                                                     settings_for: SettingsFor) -> None:
+def test_job_mounts_the_login_read_write_as_uid_1000(
+    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
+) -> None:
     volume = make_volume()
     api_key_login(volume)
     settings = settings_for(volume)
@@ -57,17 +70,20 @@ def test_job_mounts_the_login_read_write_as_uid_1000(client: Any,
     assert result.log_path == settings.artifacts_dir / "spec_workflows" / "run-1" / "specify.log"
 
 
-def test_failed_command_exit_code_is_captured(client: Any, make_volume: Callable[..., str],
-                                              settings_for: SettingsFor) -> None:
+def test_failed_command_exit_code_is_captured(
+    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
+) -> None:
     volume = make_volume()
-    result = launch_job(settings_for(volume), spec(volume, ["sh", "-c", "echo boom; exit 3"]),
-                        client)
+    result = launch_job(
+        settings_for(volume), spec(volume, ["sh", "-c", "echo boom; exit 3"]), client
+    )
     assert (result.outcome, result.exit_code) == ("failed", 3)
     assert "boom" in result.log_path.read_text()
 
 
-def test_timeout_kills_the_container(client: Any, make_volume: Callable[..., str],
-                                     settings_for: SettingsFor) -> None:
+def test_timeout_kills_the_container(
+    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
+) -> None:
     volume = make_volume()
     started = time.monotonic()
     result = launch_job(settings_for(volume), spec(volume, ["sleep", "60"], timeout_s=2), client)
@@ -77,14 +93,17 @@ def test_timeout_kills_the_container(client: Any, make_volume: Callable[..., str
     assert not client.containers.list(all=True, filters={"name": result.container_name})
 
 
-def test_second_job_on_the_same_volume_is_refused_as_busy(client: Any,
-                                                          make_volume: Callable[..., str],
-                                                          settings_for: SettingsFor) -> None:
+def test_second_job_on_the_same_volume_is_refused_as_busy(
+    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
+) -> None:
     volume = make_volume()
     settings = settings_for(volume)
     results: dict[str, Any] = {}
-    first = threading.Thread(target=lambda: results.setdefault(
-        "first", launch_job(settings, spec(volume, ["sleep", "6"], phase="plan"), client)))
+    first = threading.Thread(
+        target=lambda: results.setdefault(
+            "first", launch_job(settings, spec(volume, ["sleep", "6"], phase="plan"), client)
+        )
+    )
     first.start()
     deadline = time.monotonic() + 30
     while not client.containers.list(filters={"name": job_container_name("run-1", "plan")}):
@@ -98,9 +117,9 @@ def test_second_job_on_the_same_volume_is_refused_as_busy(client: Any,
     assert results["first"].outcome == "succeeded"
 
 
-def test_redelivered_phase_awaits_the_first_container(client: Any,
-                                                      make_volume: Callable[..., str],
-                                                      settings_for: SettingsFor) -> None:
+def test_redelivered_phase_awaits_the_first_container(
+    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
+) -> None:
     volume = make_volume()
     settings = settings_for(volume)
     job = spec(volume, ["sh", "-c", "sleep 4; echo done-once"], phase="implement")
@@ -120,9 +139,9 @@ def test_redelivered_phase_awaits_the_first_container(client: Any,
     assert not client.containers.list(all=True, filters={"name": name})
 
 
-def test_exited_container_of_an_earlier_delivery_is_reaped(client: Any,
-                                                           make_volume: Callable[..., str],
-                                                           settings_for: SettingsFor) -> None:
+def test_exited_container_of_an_earlier_delivery_is_reaped(
+    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
+) -> None:
     volume = make_volume()
     settings = settings_for(volume)
     job = spec(volume, ["sh", "-c", "echo first-delivery; exit 4"], phase="review")
@@ -135,19 +154,30 @@ def test_exited_container_of_an_earlier_delivery_is_reaped(client: Any,
     assert (result.reused_existing, result.exit_code, result.outcome) == (True, 4, "failed")
     assert result.container_id == leftover.id
     assert "first-delivery" in result.log_path.read_text()
-    assert not client.containers.list(all=True, filters={"name": job_container_name("run-1",
-                                                                                     "review")})
+    assert not client.containers.list(
+        all=True, filters={"name": job_container_name("run-1", "review")}
+    )
 
 
-@pytest.mark.parametrize(("run_id", "phase", "message"), [
-    ("../etc", "p", "run_id '../etc' is not valid"),
-    ("r", "a b", "phase 'a b' is not valid"),
-    ("", "p", "run_id '' is not valid"),
-])
+@pytest.mark.parametrize(
+    ("run_id", "phase", "message"),
+    [
+        ("../etc", "p", "run_id '../etc' is not valid"),
+        ("r", "a b", "phase 'a b' is not valid"),
+        ("", "p", "run_id '' is not valid"),
+    ],
+)
 def test_bad_ids_are_refused_before_anything_runs(run_id: str, phase: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        JobSpec(run_id=run_id, phase=phase, command=["true"], shard=0, queue="codex-0",
-                volume="v", timeout_s=1)
+        JobSpec(
+            run_id=run_id,
+            phase=phase,
+            command=["true"],
+            shard=0,
+            queue="codex-0",
+            volume="v",
+            timeout_s=1,
+        )
 
 
 def test_container_names_are_stable_and_distinct() -> None:

@@ -7,8 +7,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-SECRET_MARKERS = ("SECRET-ACCESS-f00d", "SECRET-REFRESH-beef", "SECRET-ACCOUNT-cafe",
-                  "SECRET-ID-dead", "sk-SECRET-KEY-1234")
+SECRET_MARKERS = (
+    "SECRET-ACCESS-f00d",
+    "SECRET-REFRESH-beef",
+    "SECRET-ACCOUNT-cafe",
+    "SECRET-ID-dead",
+    "sk-SECRET-KEY-1234",
+)
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -19,8 +24,9 @@ def fake_jwt(exp: datetime, marker: str) -> str:
     return f"{_b64({'alg': 'RS256'})}.{_b64({'exp': int(exp.timestamp()), 'sub': marker})}.{marker}"
 
 
-def chatgpt_auth(now: datetime | None = None, *, access_exp_days: float = 1,
-                 last_refresh_days: float = 1) -> dict[str, Any]:
+def chatgpt_auth(
+    now: datetime | None = None, *, access_exp_days: float = 1, last_refresh_days: float = 1
+) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     return {
         "auth_mode": "chatgpt",

@@ -6,21 +6,53 @@ from pathlib import Path
 
 from moonmind_codex import audit
 
-FIELDS = {"event", "run_id", "phase", "queue", "shard", "volume", "host", "worker", "task_id",
-          "container_id", "preflight_status", "outcome", "exit_code", "duration_s", "timestamp"}
+FIELDS = {
+    "event",
+    "run_id",
+    "phase",
+    "queue",
+    "shard",
+    "volume",
+    "host",
+    "worker",
+    "task_id",
+    "container_id",
+    "preflight_status",
+    "outcome",
+    "exit_code",
+    "duration_s",
+    "timestamp",
+}
 
 
 def _start() -> audit.AuditRecord:
-    return audit.started(run_id="r", phase="p", queue="codex-1", shard=1, volume="codex_auth_1",
-                         host="h", worker="codex-1@h", task_id="t")
+    return audit.started(
+        run_id="r",
+        phase="p",
+        queue="codex-1",
+        shard=1,
+        volume="codex_auth_1",
+        host="h",
+        worker="codex-1@h",
+        task_id="t",
+    )
 
 
 def test_start_and_finish_records(tmp_path: Path) -> None:
     log = tmp_path / "audit" / "a.jsonl"
     start = _start()
     audit.emit(start, log)
-    audit.emit(audit.finished(start, outcome="succeeded", preflight_status="ok",
-                              container_id="c1", exit_code=0, duration_s=1.23456), log)
+    audit.emit(
+        audit.finished(
+            start,
+            outcome="succeeded",
+            preflight_status="ok",
+            container_id="c1",
+            exit_code=0,
+            duration_s=1.23456,
+        ),
+        log,
+    )
     records = audit.read_records(log)
     assert [r["event"] for r in records] == ["codex_phase_started", "codex_phase_finished"]
     assert all(set(r) == FIELDS for r in records)

@@ -19,8 +19,12 @@ def test_chatgpt_login_is_recognised_with_expiry_and_refresh_age() -> None:
     result = inspect(chatgpt_auth(NOW, access_exp_days=2, last_refresh_days=3))
     assert result["logged_in"] is True
     assert result["auth_mode"] == "chatgpt"
-    assert result["token_fields"] == {"id_token": True, "access_token": True,
-                                      "refresh_token": True, "account_id": True}
+    assert result["token_fields"] == {
+        "id_token": True,
+        "access_token": True,
+        "refresh_token": True,
+        "account_id": True,
+    }
     assert result["access_token_expires_at"] == "2026-11-24T12:00:00Z"
     assert result["access_token_expired"] is False
     assert result["last_refresh_age_days"] == pytest.approx(3.0)
@@ -34,7 +38,8 @@ def test_expired_access_token_is_reported_but_still_a_login() -> None:
 
 def test_api_key_login() -> None:
     result = inspect(api_key_auth())
-    assert (result["auth_mode"], result["logged_in"], result["has_api_key"]) == ("api_key", True, True)
+    assert result["auth_mode"] == "api_key"
+    assert result["logged_in"] is True and result["has_api_key"] is True
 
 
 def test_declared_api_key_mode_wins_over_leftover_tokens() -> None:
@@ -42,8 +47,9 @@ def test_declared_api_key_mode_wins_over_leftover_tokens() -> None:
     assert inspect(data)["auth_mode"] == "api_key"
 
 
-@pytest.mark.parametrize("data", [{}, {"OPENAI_API_KEY": None}, {"OPENAI_API_KEY": "  "},
-                                  {"auth_mode": "chatgpt"}])
+@pytest.mark.parametrize(
+    "data", [{}, {"OPENAI_API_KEY": None}, {"OPENAI_API_KEY": "  "}, {"auth_mode": "chatgpt"}]
+)
 def test_empty_logins_are_not_logins(data: dict) -> None:
     # `codex login status` says "Logged in using ChatGPT" for {}: the inspection must not.
     result = inspect(data)
@@ -85,11 +91,15 @@ def test_parse_error_never_quotes_the_file() -> None:
 
 def test_wrong_types_are_problems() -> None:
     assert "'tokens' is not an object" in inspect({"tokens": "x"})["problems"]
-    assert "tokens.access_token is not a string" in inspect(
-        {"tokens": {"access_token": 5, "refresh_token": "r"}})["problems"]
+    assert (
+        "tokens.access_token is not a string"
+        in inspect({"tokens": {"access_token": 5, "refresh_token": "r"}})["problems"]
+    )
     assert "OPENAI_API_KEY is not a string" in inspect({"OPENAI_API_KEY": 42})["problems"]
-    assert "last_refresh is not an ISO 8601 timestamp" in inspect(
-        chatgpt_auth(NOW) | {"last_refresh": "yesterday"})["problems"]
+    assert (
+        "last_refresh is not an ISO 8601 timestamp"
+        in inspect(chatgpt_auth(NOW) | {"last_refresh": "yesterday"})["problems"]
+    )
 
 
 def test_no_secret_appears_in_the_inspection() -> None:
@@ -100,8 +110,10 @@ def test_no_secret_appears_in_the_inspection() -> None:
 
 
 def test_unknown_declared_mode_is_not_echoed() -> None:
-    assert inspect(chatgpt_auth(NOW) | {"auth_mode": "sk-SECRET-KEY-1234"})[
-        "declared_auth_mode"] == "other"
+    assert (
+        inspect(chatgpt_auth(NOW) | {"auth_mode": "sk-SECRET-KEY-1234"})["declared_auth_mode"]
+        == "other"
+    )
 
 
 def test_jwt_expiry_handles_garbage() -> None:
@@ -111,14 +123,17 @@ def test_jwt_expiry_handles_garbage() -> None:
     assert jwt_expiry(fake_jwt(NOW + timedelta(hours=1), "m")) == NOW + timedelta(hours=1)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2026-11-22T12:00:00Z", NOW),
-    ("2026-11-22T13:00:00+01:00", NOW),
-    ("2026-11-22T12:00:00", NOW),
-    # The Codex CLI writes nanoseconds; they are truncated to microseconds, not rejected.
-    ("2026-11-22T12:00:00.123456789Z", NOW + timedelta(microseconds=123456)),
-    ("nonsense", None),
-    (12, None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-22T12:00:00Z", NOW),
+        ("2026-11-22T13:00:00+01:00", NOW),
+        ("2026-11-22T12:00:00", NOW),
+        # The Codex CLI writes nanoseconds; they are truncated to microseconds, not rejected.
+        ("2026-11-22T12:00:00.123456789Z", NOW + timedelta(microseconds=123456)),
+        ("nonsense", None),
+        (12, None),
+    ],
+)
 def test_parse_timestamp(text: object, expected: datetime | None) -> None:
     assert parse_timestamp(text) == expected

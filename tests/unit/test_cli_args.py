@@ -31,31 +31,36 @@ def test_route_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and data["shards"] == 3 and data["queue"] == f"codex-{data['shard']}"
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["route", "k", "--shards", "0"], "must be at least 1"),
-    (["route", "k", "--shards", "x"], "expected a whole number"),
-    (["preflight", "--shard", "-1"], "shard must be >= 0"),
-    (["preflight", "--shard", "one"], "shard must be a whole number"),
-    (["preflight"], "the following arguments are required: --shard"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["login", "--shard", "0", "--from-file", "a", "--api-key-stdin"], "not allowed with"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["route", "k", "--shards", "0"], "must be at least 1"),
+        (["route", "k", "--shards", "x"], "expected a whole number"),
+        (["preflight", "--shard", "-1"], "shard must be >= 0"),
+        (["preflight", "--shard", "one"], "shard must be a whole number"),
+        (["preflight"], "the following arguments are required: --shard"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["login", "--shard", "0", "--from-file", "a", "--api-key-stdin"], "not allowed with"),
+    ],
+)
 def test_bad_arguments(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     code, _, err = run(capsys, *argv)
     assert code == 2
     assert message in err and "--help" in err
 
 
-def test_shard_out_of_range_is_refused_before_docker(capsys: pytest.CaptureFixture[str],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shard_out_of_range_is_refused_before_docker(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MOONMIND_CODEX_DOCKER_URL", "unix:///nonexistent/docker.sock")
     code, _, err = run(capsys, "preflight", "--shard", "3")
     assert code == 64
     assert "shard 3 is out of range: this fleet has 3 shards (0..2)" in err
 
 
-def test_malformed_settings(capsys: pytest.CaptureFixture[str],
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_malformed_settings(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MOONMIND_CODEX_SHARD_COUNT", "many")
     code, _, err = run(capsys, "route", "k")
     assert code == 64 and "MOONMIND_CODEX_SHARD_COUNT='many' is not a whole number" in err
@@ -71,8 +76,9 @@ def test_enqueue_without_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "give the command after '--'" in err
 
 
-def test_docker_down_is_a_clear_error(capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_down_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MOONMIND_CODEX_DOCKER_URL", "unix:///nonexistent/docker.sock")
     code, _, err = run(capsys, "repair", "--shard", "0")
     assert code == 69 and "cannot reach the Docker engine" in err

@@ -13,29 +13,59 @@ from tests.unit.helpers import api_key_auth, assert_no_secret, chatgpt_auth
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def probe(auth: dict[str, Any] | None = None, *, dir_mode: str = "0700", dir_uid: int = 1000,
-          writable: bool = True, file_mode: str = "0600", file_uid: int = 1000,
-          status_exit: int = 0, raw: bytes | None = None) -> dict[str, Any]:
+def probe(
+    auth: dict[str, Any] | None = None,
+    *,
+    dir_mode: str = "0700",
+    dir_uid: int = 1000,
+    writable: bool = True,
+    file_mode: str = "0600",
+    file_uid: int = 1000,
+    status_exit: int = 0,
+    raw: bytes | None = None,
+) -> dict[str, Any]:
     report: dict[str, Any] = {
         "codex_home": "/home/app/.codex",
-        "dir": {"exists": True, "mode": dir_mode, "uid": dir_uid, "gid": 1000,
-                "writable": writable, "write_error": None if writable else "permission denied"},
+        "dir": {
+            "exists": True,
+            "mode": dir_mode,
+            "uid": dir_uid,
+            "gid": 1000,
+            "writable": writable,
+            "write_error": None if writable else "permission denied",
+        },
         "auth_file": {"exists": False},
         "inspection": None,
-        "codex_status": {"exit_code": status_exit, "summary": "Logged in using ChatGPT",
-                         "error": None},
+        "codex_status": {
+            "exit_code": status_exit,
+            "summary": "Logged in using ChatGPT",
+            "error": None,
+        },
     }
     if auth is not None or raw is not None:
         data = raw if raw is not None else json.dumps(auth).encode()
-        report["auth_file"] = {"exists": True, "readable": True, "mode": file_mode,
-                               "uid": file_uid, "gid": 1000}
+        report["auth_file"] = {
+            "exists": True,
+            "readable": True,
+            "mode": file_mode,
+            "uid": file_uid,
+            "gid": 1000,
+        }
         report["inspection"] = inspect_auth_json(data, NOW).to_dict()
     return report
 
 
 def judge(report: dict[str, Any], warn_after_days: float = 7):
-    return evaluate(report, shard=2, volume="codex_auth_2", host="h2", job_uid=1000,
-                    job_gid=1000, warn_after_days=warn_after_days, duration_s=0.5)
+    return evaluate(
+        report,
+        shard=2,
+        volume="codex_auth_2",
+        host="h2",
+        job_uid=1000,
+        job_gid=1000,
+        warn_after_days=warn_after_days,
+        duration_s=0.5,
+    )
 
 
 def test_chatgpt_login_ok() -> None:
@@ -71,15 +101,16 @@ def test_old_last_refresh_warns_with_threshold() -> None:
         (probe(raw=b"{not json"), "not valid JSON", "moonmind-codex login --shard 2"),
         (probe({}), "neither ChatGPT tokens nor an API key", "moonmind-codex login --shard 2"),
         (probe(chatgpt_auth(NOW), file_uid=0), "owned by uid 0", "moonmind-codex repair --shard 2"),
-        (probe(chatgpt_auth(NOW), file_mode="0644"), "mode 0644", "moonmind-codex repair --shard 2"),
+        (probe(chatgpt_auth(NOW), file_mode="0644"), "mode 0644", "repair --shard 2"),
         (probe(chatgpt_auth(NOW), dir_mode="0755"), "mode 0755", "moonmind-codex repair --shard 2"),
         (probe(chatgpt_auth(NOW), dir_uid=0, writable=False), "owned by uid 0", "repair"),
         (probe(chatgpt_auth(NOW), writable=False), "cannot write", "repair"),
         (probe(chatgpt_auth(NOW), status_exit=1), "exit 1", "login --shard 2"),
     ],
 )
-def test_blocking_problems_name_shard_volume_host_and_fix(report: dict[str, Any],
-                                                          reason_part: str, fix_part: str) -> None:
+def test_blocking_problems_name_shard_volume_host_and_fix(
+    report: dict[str, Any], reason_part: str, fix_part: str
+) -> None:
     result = judge(report)
     assert result.status == "blocked"
     assert reason_part in result.reason
@@ -101,14 +132,23 @@ def test_unreadable_directory_blocks() -> None:
 
 def test_codex_cli_missing_blocks() -> None:
     report = probe(api_key_auth())
-    report["codex_status"] = {"exit_code": None, "summary": "codex CLI not found",
-                              "error": "codex binary is not on PATH"}
+    report["codex_status"] = {
+        "exit_code": None,
+        "summary": "codex CLI not found",
+        "error": "codex binary is not on PATH",
+    }
     assert judge(report).status == "blocked"
 
 
 def test_blocked_result_for_infrastructure() -> None:
-    result = blocked_result("cannot reach the Docker engine", shard=1, volume="v", host="h",
-                            remediation="start it", duration_s=0.01234)
+    result = blocked_result(
+        "cannot reach the Docker engine",
+        shard=1,
+        volume="v",
+        host="h",
+        remediation="start it",
+        duration_s=0.01234,
+    )
     assert result.to_dict()["checks"][0]["status"] == "blocked"
     assert result.duration_s == 0.012
     assert "Fix: start it" in result.message()

@@ -57,13 +57,16 @@ def test_gather_missing_dir(tmp_path: Path) -> None:
     assert report["dir"] == {"exists": False}
 
 
-@pytest.mark.parametrize(("output", "phrase"), [
-    ("Logged in using ChatGPT\n", "Logged in using ChatGPT"),
-    ("API key configured - sk-abc***123\n", "Logged in using an API key"),
-    ("Not logged in\n", "Not logged in"),
-    ("Error: something sk-SECRET-KEY-1234\n", "unrecognised output"),
-    ("", "no output"),
-])
+@pytest.mark.parametrize(
+    ("output", "phrase"),
+    [
+        ("Logged in using ChatGPT\n", "Logged in using ChatGPT"),
+        ("API key configured - sk-abc***123\n", "Logged in using an API key"),
+        ("Not logged in\n", "Not logged in"),
+        ("Error: something sk-SECRET-KEY-1234\n", "unrecognised output"),
+        ("", "no output"),
+    ],
+)
 def test_status_output_is_reduced_to_known_phrases(output: str, phrase: str) -> None:
     assert probe.summarise_status_output(output) == phrase
 
@@ -78,8 +81,13 @@ def test_main_prints_exactly_one_json_object(tmp_path: Path, fake_codex: Path) -
     home = tmp_path / ".codex"
     home.mkdir()
     env = dict(os.environ, CODEX_HOME=str(home))
-    done = subprocess.run([sys.executable, "-m", "moonmind_codex.probe"], capture_output=True,
-                          text=True, env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "moonmind_codex.probe"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["codex_home"] == str(home)

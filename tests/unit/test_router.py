@@ -24,7 +24,9 @@ def test_codex_tasks_by_attribute_or_name_pattern() -> None:
     router = CodexRouter(SETTINGS)
     expected = route_key("org/repo", SETTINGS).queue
     assert router("app.submit", (), {"repository": "org/repo"}, {}, task=CODEX_TASK) == {
-        "queue": expected, "routing_key": expected}
+        "queue": expected,
+        "routing_key": expected,
+    }
     assert router("app.codex_submit", (), {"repository": "org/repo"}, {})["queue"] == expected
     # A truthy non-True attribute (e.g. a Mock) is not a declaration.
     assert router("app.submit", (), {"repository": "x"}, {}, task=SimpleNamespace(codex=1)) is None
@@ -32,8 +34,12 @@ def test_codex_tasks_by_attribute_or_name_pattern() -> None:
 
 def test_affinity_key_order() -> None:
     assert affinity_key({"affinity_key": "a", "repository": "r", "run_id": "i"}, {}) == "a"
-    assert affinity_key({"repository": "r", "run_id": "i"},
-                        {"headers": {"moonmind_codex_affinity": "h"}}) == "h"
+    assert (
+        affinity_key(
+            {"repository": "r", "run_id": "i"}, {"headers": {"moonmind_codex_affinity": "h"}}
+        )
+        == "h"
+    )
     assert affinity_key({"repository": "r", "run_id": "i"}, {}) == "r"
     assert affinity_key({"run_id": "i"}, None) == "i"
     assert affinity_key({"repository": ""}, {}) is None
@@ -47,8 +53,11 @@ def test_codex_task_without_key_is_a_clear_error() -> None:
 def test_sticky_run_keeps_its_queue_when_the_fleet_grows() -> None:
     store = MemoryAssignmentStore()
     small, large = Settings(shard_count=3), Settings(shard_count=16)
-    key = next(k for k in (f"repo-{i}" for i in range(100))
-               if route_key(k, small).queue != route_key(k, large).queue)
+    key = next(
+        k
+        for k in (f"repo-{i}" for i in range(100))
+        if route_key(k, small).queue != route_key(k, large).queue
+    )
     first = CodexRouter(small, store)("x.codex_a", (), {"run_id": "run-1", "repository": key}, {})
     later = CodexRouter(large, store)("x.codex_b", (), {"run_id": "run-1", "repository": key}, {})
     fresh = CodexRouter(large, store)("x.codex_b", (), {"run_id": "run-2", "repository": key}, {})
@@ -61,7 +70,9 @@ def test_single_queue_mode() -> None:
     assert route_key("anything", settings).queue == "codex"
     assert route_key("anything", settings).shard is None
     assert CodexRouter(settings)("x.codex_a", (), {"run_id": "r"}, {}) == {
-        "queue": "codex", "routing_key": "codex"}
+        "queue": "codex",
+        "routing_key": "codex",
+    }
 
 
 def test_route_key_rejects_empty() -> None:
@@ -78,8 +89,10 @@ def test_sqlite_store_first_writer_wins_across_processes(tmp_path: Path) -> None
     store = SqliteAssignmentStore(db)
     assert store.queue_for_run("r") is None
     out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    procs = [multiprocessing.Process(target=_race, args=(str(db), "race", f"codex-{i}", out))
-             for i in range(6)]
+    procs = [
+        multiprocessing.Process(target=_race, args=(str(db), "race", f"codex-{i}", out))
+        for i in range(6)
+    ]
     for p in procs:
         p.start()
     for p in procs:

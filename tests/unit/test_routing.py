@@ -34,18 +34,28 @@ def test_growing_moves_about_one_in_n_plus_one_keys(n: int) -> None:
     for key in KEYS:
         before, after = shard_for_key(key, n), shard_for_key(key, n + 1)
         assert after in (before, n)
-    modulo_moved = sum(modulo_shard_for_key(k, n) != modulo_shard_for_key(k, n + 1)
-                       for k in KEYS) / len(KEYS)
+    modulo_moved = sum(
+        modulo_shard_for_key(k, n) != modulo_shard_for_key(k, n + 1) for k in KEYS
+    ) / len(KEYS)
     assert modulo_moved > 0.6
 
 
 def test_digest_is_stable_across_processes() -> None:
     # Python's hash() is salted per process; the shard of a key must not be.
-    code = ("from moonmind_codex.routing import shard_for_key;"
-            "print([shard_for_key(f'k{i}', 7) for i in range(50)])")
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              check=True, env={"PYTHONHASHSEED": seed}).stdout
-               for seed in ("1", "2", "3")}
+    code = (
+        "from moonmind_codex.routing import shard_for_key;"
+        "print([shard_for_key(f'k{i}', 7) for i in range(50)])"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
     assert len(outputs) == 1
     assert outputs.pop().strip() == str([shard_for_key(f"k{i}", 7) for i in range(50)])
 

@@ -15,12 +15,16 @@ def test_defaults() -> None:
 
 
 def test_full_environment() -> None:
-    s = load_settings({
-        "MOONMIND_CODEX_SHARD": "4", "MOONMIND_CODEX_SHARD_COUNT": "5",
-        "MOONMIND_CODEX_QUEUE_MODE": "single", "MOONMIND_CODEX_JOB_TIMEOUT_SECONDS": "90",
-        "MOONMIND_CODEX_CODEX_TASK_PATTERNS": "a.*, b.codex_*",
-        "MOONMIND_CODEX_AUDIT_LOG": "/tmp/a.jsonl",
-    })
+    s = load_settings(
+        {
+            "MOONMIND_CODEX_SHARD": "4",
+            "MOONMIND_CODEX_SHARD_COUNT": "5",
+            "MOONMIND_CODEX_QUEUE_MODE": "single",
+            "MOONMIND_CODEX_JOB_TIMEOUT_SECONDS": "90",
+            "MOONMIND_CODEX_CODEX_TASK_PATTERNS": "a.*, b.codex_*",
+            "MOONMIND_CODEX_AUDIT_LOG": "/tmp/a.jsonl",
+        }
+    )
     assert s.own_shard == 4
     assert s.queue_for_shard(4) == "codex"
     assert s.job_timeout_seconds == 90.0
@@ -35,23 +39,28 @@ def test_secret_from_file(tmp_path: Path) -> None:
     assert s.broker_url == "amqp://u:p@h:5672//"
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"MOONMIND_CODEX_SHARD_COUNT": "three"}, "SHARD_COUNT='three' is not a whole number"),
-    ({"MOONMIND_CODEX_SHARD_COUNT": "0"}, "must be >= 1"),
-    ({"MOONMIND_CODEX_SHARD": "3"}, "SHARD=3 is out of range for MOONMIND_CODEX_SHARD_COUNT=3"),
-    ({"MOONMIND_CODEX_SHARD": "x"}, "SHARD='x' is not a whole number"),
-    ({"MOONMIND_CODEX_QUEUE_MODE": "round-robin"}, "use 'sharded'"),
-    ({"MOONMIND_CODEX_SHRAD": "1"}, "MOONMIND_CODEX_SHRAD is not a moonmind-codex setting"),
-    ({"MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": "codex_auth"}, "must contain '{shard}'"),
-    ({"MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": "bad name {shard}"}, "valid Docker volume name"),
-    ({"MOONMIND_CODEX_QUEUE_PREFIX": "celery"}, "must not share the default queue"),
-    ({"MOONMIND_CODEX_BROKER_URL": "localhost:5672"}, "does not look like a broker URL"),
-    ({"MOONMIND_CODEX_JOB_TIMEOUT_SECONDS": "-1"}, "must be > 0"),
-    ({"MOONMIND_CODEX_BROKER_URL": "amqp://a", "MOONMIND_CODEX_BROKER_URL_FILE": "/x"},
-     "not both"),
-    ({"MOONMIND_CODEX_BROKER_URL_FILE": "/nonexistent/url"}, "cannot be read"),
-    ({"MOONMIND_CODEX_CODEX_TASK_PATTERNS": " , "}, "is empty"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MOONMIND_CODEX_SHARD_COUNT": "three"}, "SHARD_COUNT='three' is not a whole number"),
+        ({"MOONMIND_CODEX_SHARD_COUNT": "0"}, "must be >= 1"),
+        ({"MOONMIND_CODEX_SHARD": "3"}, "SHARD=3 is out of range for MOONMIND_CODEX_SHARD_COUNT=3"),
+        ({"MOONMIND_CODEX_SHARD": "x"}, "SHARD='x' is not a whole number"),
+        ({"MOONMIND_CODEX_QUEUE_MODE": "round-robin"}, "use 'sharded'"),
+        ({"MOONMIND_CODEX_SHRAD": "1"}, "MOONMIND_CODEX_SHRAD is not a moonmind-codex setting"),
+        ({"MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": "codex_auth"}, "must contain '{shard}'"),
+        ({"MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": "bad name {shard}"}, "valid Docker volume name"),
+        ({"MOONMIND_CODEX_QUEUE_PREFIX": "celery"}, "must not share the default queue"),
+        ({"MOONMIND_CODEX_BROKER_URL": "localhost:5672"}, "does not look like a broker URL"),
+        ({"MOONMIND_CODEX_JOB_TIMEOUT_SECONDS": "-1"}, "must be > 0"),
+        (
+            {"MOONMIND_CODEX_BROKER_URL": "amqp://a", "MOONMIND_CODEX_BROKER_URL_FILE": "/x"},
+            "not both",
+        ),
+        ({"MOONMIND_CODEX_BROKER_URL_FILE": "/nonexistent/url"}, "cannot be read"),
+        ({"MOONMIND_CODEX_CODEX_TASK_PATTERNS": " , "}, "is empty"),
+    ],
+)
 def test_bad_settings_name_the_variable_and_fix(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=None) as caught:
         load_settings(env)

@@ -1,0 +1,300 @@
+"""End to end through a real RabbitMQ with real worker containers, volumes and Codex CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moonmind_codex.assignments import SqliteAssignmentStore
+from moonmind_codex.audit import read_records
+from moonmind_codex.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
+from moonmind_codex.phase import CodexPhaseBlocked
+from moonmind_codex.router import route_key
+from moonmind_codex.settings import Settings
+from tests.integration.broker import running_broker
+from tests.integration.conftest import WORKER_IMAGE, api_key_login
+
+SHARDS = 3
+LOGGED_IN = (0, 1)  # shard 2's volume exists but is not signed in
+WORKER_UID = 10001
+
+
+@dataclass
+class Fleet:
+    url: str
+    tag: str
+    state: Path
+    producer: Settings
+    workers: dict[int, Any]
+
+    def volume(self, shard: int) -> str:
+        return f"mmc-test-{self.tag}-auth-{shard}"
+
+    def key_for(self, shard: int, shard_count: int = SHARDS) -> str:
+        settings = Settings(shard_count=shard_count)
+        return next(
+            k
+            for k in (f"org/repo-{i}" for i in range(1000))
+            if route_key(k, settings).queue == f"codex-{shard}"
+        )
+
+    def audit(self) -> list[dict[str, Any]]:
+        return read_records(self.state / "audit" / "codex-audit.jsonl")
+
+
+def start_worker(
+    client: Any, fleet_tag: str, url_file: Path, state: Path, shard: int, name: str, volume: str
+) -> Any:
+    env = {
+        "MOONMIND_CODEX_SHARD": str(shard),
+        "MOONMIND_CODEX_SHARD_COUNT": str(SHARDS),
+        "MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": f"mmc-test-{fleet_tag}-auth-{{shard}}",
+        "MOONMIND_CODEX_HOST_NAME": "e2e-host",
+        "MOONMIND_CODEX_BROKER_URL_FILE": "/run/secrets/moonmind_codex_broker_url",
+        "MOONMIND_CODEX_ARTIFACTS_DIR": "/var/lib/moonmind-codex/artifacts",
+        "MOONMIND_CODEX_AUDIT_LOG": "/var/lib/moonmind-codex/audit/codex-audit.jsonl",
+        "MOONMIND_CODEX_WORKSPACE_VOLUME": f"mmc-test-{fleet_tag}-ws",
+        "MOONMIND_CODEX_WORKER_CONTAINER": name,
+    }
+    return client.containers.run(
+        WORKER_IMAGE,
+        name=name,
+        detach=True,
+        network_mode="host",
+        environment=env,
+        group_add=[str(os.stat("/var/run/docker.sock").st_gid)],
+        volumes={
+            "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+            str(state): {"bind": "/var/lib/moonmind-codex", "mode": "rw"},
+            str(url_file): {"bind": "/run/secrets/moonmind_codex_broker_url", "mode": "ro"},
+        },
+        labels={
+            "io.moonmind.codex.role": "worker",
+            "io.moonmind.codex.shard": str(shard),
+            "io.moonmind.codex.volume": volume,
+            "io.moonmind.codex.host": "e2e-host",
+        },
+    )
+
+
+def wait_for_log(container: Any, text: str, timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        logs = container.logs().decode("utf-8", "replace")
+        if text in logs:
+            return logs
+        container.reload()
+        if container.status == "exited":
+            return logs
+        time.sleep(0.3)
+    raise TimeoutError(f"{container.name}: {text!r} not seen in {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    tag = secrets.token_hex(3)
+    work = tmp_path_factory.mktemp("fleet")
+    state = work / "state"
+    state.mkdir()
+    os.chown(state, WORKER_UID, WORKER_UID)
+    with running_broker(client, work) as url:
+        url_file = work / "broker_url"
+        url_file.write_text(url)
+        url_file.chmod(0o444)
+        volumes = [client.volumes.create(f"mmc-test-{tag}-auth-{n}") for n in range(SHARDS)]
+        for n in LOGGED_IN:
+            api_key_login(volumes[n].name)
+        workers: dict[int, Any] = {}
+        default_worker = None
+        try:
+            for n in range(SHARDS):
+                workers[n] = start_worker(
+                    client, tag, url_file, state, n, f"mmc-test-{tag}-worker-{n}", volumes[n].name
+                )
+            for container in workers.values():
+                logs = wait_for_log(container, " ready.")
+                assert " ready." in logs, logs[-3000:]
+            producer = Settings(
+                broker_url=url,
+                shard_count=SHARDS,
+                assignments_db=work / "producer" / "assignments.sqlite3",
+            )
+            # A plain default-queue worker, for the non-Codex task.
+            env = dict(os.environ, MOONMIND_CODEX_BROKER_URL=url)
+            default_worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from moonmind_codex.celery_app import create_app;"
+                    "from moonmind_codex.settings import load_settings;"
+                    "create_app(load_settings(), sticky=False).worker_main(['worker','-Q','celery',"
+                    "'-c','1','--pool','solo','-n','default@e2e','--without-gossip',"
+                    "'--without-mingle'])",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            yield Fleet(url=url, tag=tag, state=state, producer=producer, workers=workers)
+        finally:
+            if default_worker is not None:
+                default_worker.terminate()
+                default_worker.wait(timeout=30)
+            for container in workers.values():
+                container.remove(force=True)
+            for volume in volumes:
+                volume.remove(force=True)
+            for leftover in client.volumes.list(filters={"name": f"mmc-test-{tag}-"}):
+                leftover.remove(force=True)
+
+
+def send_phase(app: Any, run_id: str, phase: str, repository: str, command: list[str]) -> Any:
+    return app.send_task(
+        CODEX_PHASE_TASK,
+        kwargs={"run_id": run_id, "phase": phase, "repository": repository, "command": command},
+    )
+
+
+def test_codex_tasks_run_on_the_shard_that_owns_the_volume(fleet: Fleet) -> None:
+    app = create_app(fleet.producer)
+    script = "id -u; codex login status; ls /var/run/docker.sock 2>&1 || true"
+    for shard in LOGGED_IN:
+        key = fleet.key_for(shard)
+        result = send_phase(
+            app, f"run-route-{shard}-{fleet.tag}", "specify", key, ["sh", "-c", script]
+        ).get(timeout=90)
+        assert result["queue"] == route_key(key, fleet.producer).queue == f"codex-{shard}"
+        assert (result["shard"], result["volume"]) == (shard, fleet.volume(shard))
+        assert result["worker"] == f"codex-{shard}@e2e-host"
+        assert (result["outcome"], result["preflight_status"]) == ("succeeded", "ok")
+        log = fleet.state / Path(result["log_path"]).relative_to("/var/lib/moonmind-codex")
+        text = log.read_text()
+        assert text.splitlines()[0] == "1000"
+        assert "API key configured" in text
+        assert "No such file or directory" in text  # no Docker socket in the job
+
+
+def test_non_codex_task_stays_on_the_default_queue(fleet: Fleet) -> None:
+    app = create_app(fleet.producer)
+    result = app.send_task(PING_TASK, args=["hello"]).get(timeout=60)
+    assert result == {"value": "hello", "worker": "default@e2e", "queue": "celery"}
+
+
+def test_sticky_run_keeps_its_queue_after_the_fleet_grew(fleet: Fleet) -> None:
+    store = SqliteAssignmentStore(fleet.producer.assignments_db)
+    small = fleet.producer
+    grown = small.with_overrides(shard_count=8)
+    key = next(
+        k
+        for k in (f"sticky/repo-{i}" for i in range(2000))
+        if route_key(k, small).queue == "codex-0" and route_key(k, grown).queue != "codex-0"
+    )
+    run_id = f"run-sticky-{fleet.tag}"
+    first = send_phase(create_app(small, store), run_id, "specify", key, ["true"]).get(timeout=90)
+    second = send_phase(create_app(grown, store), run_id, "plan", key, ["true"]).get(timeout=90)
+    assert first["queue"] == second["queue"] == "codex-0"
+    assert first["volume"] == second["volume"] == fleet.volume(0)
+
+
+def test_n_phases_leave_exactly_2n_audit_records(fleet: Fleet) -> None:
+    app = create_app(fleet.producer)
+    run_ids = [f"run-audit-{i}-{fleet.tag}" for i in range(4)]
+    pending = [
+        send_phase(app, run_id, "specify", fleet.key_for(i % 2), ["true"])
+        for i, run_id in enumerate(run_ids)
+    ]
+    for result in pending:
+        assert result.get(timeout=120)["outcome"] == "succeeded"
+    records = [r for r in fleet.audit() if r["run_id"] in run_ids]
+    assert len(records) == 2 * len(run_ids)
+    for run_id in run_ids:
+        mine = [r for r in records if r["run_id"] == run_id]
+        assert [r["event"] for r in mine] == ["codex_phase_started", "codex_phase_finished"]
+        end = mine[1]
+        for field in (
+            "queue",
+            "shard",
+            "volume",
+            "host",
+            "worker",
+            "container_id",
+            "preflight_status",
+            "outcome",
+            "duration_s",
+        ):
+            assert end[field] not in (None, ""), (field, end)
+        assert end["volume"] == fleet.volume(end["shard"]) and end["host"] == "e2e-host"
+        assert end["queue"] == f"codex-{end['shard']}"
+
+
+def test_phase_on_a_volume_without_login_is_blocked(fleet: Fleet, client: Any) -> None:
+    app = create_app(fleet.producer)
+    run_id = f"run-blocked-{fleet.tag}"
+    with pytest.raises(CodexPhaseBlocked) as caught:
+        send_phase(app, run_id, "specify", fleet.key_for(2), ["true"]).get(timeout=90)
+    message = str(caught.value)
+    for part in (
+        "shard 2",
+        fleet.volume(2),
+        "host e2e-host",
+        "not logged in",
+        "moonmind-codex login --shard 2",
+    ):
+        assert part in message
+    end = [r for r in fleet.audit() if r["run_id"] == run_id][-1]
+    assert (end["outcome"], end["preflight_status"], end["container_id"]) == (
+        "blocked",
+        "blocked",
+        None,
+    )
+    assert not (fleet.state / "artifacts" / "spec_workflows" / run_id).exists()
+
+
+def test_worker_without_its_volume_refuses_to_start(
+    fleet: Fleet, client: Any, tmp_path: Path
+) -> None:
+    url_file = tmp_path / "url"
+    url_file.write_text(fleet.url)
+    url_file.chmod(0o444)
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, WORKER_UID, WORKER_UID)
+    container = start_worker(
+        client, f"{fleet.tag}-missing", url_file, state, 0, f"mmc-test-{fleet.tag}-noworker", "none"
+    )
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 78
+        logs = container.logs().decode()
+        assert f"auth volume mmc-test-{fleet.tag}-missing-auth-0 for shard 0 does not exist" in logs
+        assert "never falls back to an ephemeral volume" in logs
+    finally:
+        container.remove(force=True)
+
+
+def test_second_worker_on_a_held_volume_refuses_and_names_the_holder(
+    fleet: Fleet, client: Any, tmp_path: Path
+) -> None:
+    url_file = tmp_path / "url"
+    url_file.write_text(fleet.url)
+    url_file.chmod(0o444)
+    container = start_worker(
+        client, fleet.tag, url_file, fleet.state, 0, f"mmc-test-{fleet.tag}-dup-0", fleet.volume(0)
+    )
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 78
+        logs = container.logs().decode()
+        holder = fleet.workers[0].name
+        assert f"auth volume {fleet.volume(0)} is already used by worker {holder}" in logs
+    finally:
+        container.remove(force=True)
+    assert json.loads(json.dumps(fleet.workers[0].attrs["State"]))["Running"] is True
