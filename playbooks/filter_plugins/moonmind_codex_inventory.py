@@ -1,0 +1,99 @@
+"""Cross-host inventory rules, checked once before any host is touched.
+
+Pure functions (no Ansible import needed to test them): every shard 0..count-1 on exactly one
+host of ``codex_workers``, ids are real integers, a broker is defined exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+FIX_SHARDS = "set moonmind_codex_shards to a list of integers, e.g. [0, 1]"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def inventory_errors(
+    workers: Sequence[str],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    brokers: Sequence[str],
+    shard_count: Any,
+    external_broker_url: Any = "",
+) -> list[str]:
+    """Every problem with the fleet's inventory, each naming the host/shard and the fix."""
+    errors: list[str] = []
+    if not _is_int(shard_count) or shard_count < 1:
+        errors.append(
+            f"moonmind_codex_shard_count must be a positive integer, got {shard_count!r}: set it "
+            "in group_vars/all (e.g. moonmind_codex_shard_count: 3)"
+        )
+        shard_count = None
+    if not workers:
+        errors.append("group codex_workers is empty: add at least one host with "
+                      "moonmind_codex_shards")
+
+    owners: dict[int, list[str]] = {}
+    for host in workers:
+        shards = hostvars.get(host, {}).get("moonmind_codex_shards")
+        if shards is None:
+            errors.append(f"host {host}: moonmind_codex_shards is not set; {FIX_SHARDS} "
+                          "(or [] for a host that serves no shard)")
+            continue
+        if not isinstance(shards, list | tuple):
+            errors.append(f"host {host}: moonmind_codex_shards is {shards!r}, not a list; "
+                          f"{FIX_SHARDS}")
+            continue
+        for shard in shards:
+            if not _is_int(shard):
+                errors.append(f"host {host}: shard {shard!r} is not an integer; {FIX_SHARDS}")
+                continue
+            if shard_count is not None and not 0 <= shard < shard_count:
+                errors.append(
+                    f"host {host}: shard {shard} is out of range for moonmind_codex_shard_count="
+                    f"{shard_count} (valid: 0..{shard_count - 1}); remove it or raise the count"
+                )
+                continue
+            owners.setdefault(shard, []).append(host)
+
+    for shard, hosts in sorted(owners.items()):
+        if len(hosts) > 1:
+            errors.append(
+                f"shard {shard} is assigned to {len(hosts)} hosts ({', '.join(hosts)}): a login "
+                "must live on exactly one host; keep it in one host's moonmind_codex_shards"
+            )
+    if shard_count is not None:
+        missing = [s for s in range(shard_count) if s not in owners]
+        for shard in missing:
+            errors.append(
+                f"shard {shard} is assigned to no host (gap): add {shard} to one host's "
+                "moonmind_codex_shards, or lower moonmind_codex_shard_count"
+            )
+
+    external = isinstance(external_broker_url, str) and external_broker_url.strip() != ""
+    if len(brokers) > 1:
+        errors.append(f"group codex_broker has {len(brokers)} hosts ({', '.join(brokers)}): "
+                      "put exactly one host in it")
+    if external and brokers:
+        errors.append("both moonmind_codex_broker_url and a codex_broker host are set: use the "
+                      "external URL or the managed broker, not both")
+    if not external and not brokers:
+        errors.append("no broker defined: put one host in group codex_broker, or set "
+                      "moonmind_codex_broker_url (amqp://user:password@host:5672//)")
+    return errors
+
+
+def shard_owners(workers: Sequence[str], hostvars: Mapping[str, Mapping[str, Any]]) -> dict:
+    """{shard: host} for a valid inventory."""
+    return {shard: host for host in workers
+            for shard in hostvars.get(host, {}).get("moonmind_codex_shards") or []}
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "moonmind_codex_inventory_errors": inventory_errors,
+            "moonmind_codex_shard_owners": shard_owners,
+        }
