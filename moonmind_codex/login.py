@@ -7,6 +7,7 @@ image layer), and a file offered as a login is validated before the volume is to
 from __future__ import annotations
 
 import shlex
+import socket
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,39 +33,45 @@ def _require_volume(settings: Settings, shard: int, client: Any) -> str:
     return volume
 
 
-def _run_with_stdin(
-    settings: Settings,
-    shard: int,
-    volume: str,
-    command: list[str],
-    payload: bytes,
-    user: str | None = None,
-) -> tuple[int, str]:
-    """Run ``command`` in a job container on the volume with ``payload`` on its stdin."""
-    args = [
-        "docker",
-        "run",
-        "--rm",
-        "-i",
-        "--network",
-        "none",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--user",
-        user or f"{settings.job_uid}:{settings.job_gid}",
-        "--mount",
-        f"type=volume,source={volume},target={CODEX_HOME}",
-        "--label",
-        "io.moonmind.codex.role=login",
-        "--label",
-        f"io.moonmind.codex.shard={shard}",
+def _run_with_stdin(settings: Settings, shard: int, volume: str, command: list[str],
+                    payload: bytes, client: Any) -> tuple[int, str]:
+    """Run ``command`` in a job container on the volume with ``payload`` on its stdin.
+
+    Uses the Engine API (attach before start, stdin closed after the payload), so it needs no
+    docker CLI and works from inside the worker image.
+    """
+    config = client.api.create_container_config(
         settings.job_image,
-        *command,
-    ]
-    done = subprocess.run(args, input=payload, capture_output=True, check=False, timeout=120)
-    return done.returncode, done.stderr.decode("utf-8", "replace")[-2000:]
+        command[1:],
+        entrypoint=[command[0]],
+        user=f"{settings.job_uid}:{settings.job_gid}",
+        environment={"HOME": "/home/app"},
+        labels=labels(role="login", shard=shard, volume=volume),
+        stdin_open=True,
+        host_config=client.api.create_host_config(
+            mounts=[Mount(target=CODEX_HOME, source=volume, type="volume")],
+            network_mode="none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+        ),
+    )
+    # The SDK has no parameter for it: with StdinOnce the container's stdin closes when we
+    # close our end, so `cat` and `codex login --with-api-key` see the end of input.
+    config["StdinOnce"] = True
+    container = client.containers.get(client.api.create_container_from_config(config)["Id"])
+    try:
+        sock = container.attach_socket(params={"stdin": 1, "stream": 1})
+        container.start()
+        raw = getattr(sock, "_sock", sock)
+        raw.sendall(payload)
+        # Half-close: close() alone would wait for the SocketIO wrapper's references.
+        raw.shutdown(socket.SHUT_WR)
+        sock.close()
+        code = int(container.wait(timeout=120).get("StatusCode", 1))
+        err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")[-2000:]
+        return code, err
+    finally:
+        container.remove(force=True)
 
 
 def login_from_file(settings: Settings, shard: int, source: Path, client: Any) -> None:
@@ -89,7 +96,7 @@ def login_from_file(settings: Settings, shard: int, source: Path, client: Any) -
         'umask 077 && cat > "$HOME/.codex/auth.json.moonmind-new" && '
         'mv -f "$HOME/.codex/auth.json.moonmind-new" "$HOME/.codex/auth.json"'
     )
-    code, err = _run_with_stdin(settings, shard, volume, ["sh", "-c", script], raw)
+    code, err = _run_with_stdin(settings, shard, volume, ["sh", "-c", script], raw, client)
     if code != 0:
         raise LoginError(f"writing auth.json into {volume} failed (exit {code}): {err.strip()}")
 
@@ -100,7 +107,7 @@ def login_api_key(settings: Settings, shard: int, key: str, client: Any) -> None
     if not key.strip():
         raise LoginError("no API key was given on standard input; nothing changed")
     code, _err = _run_with_stdin(
-        settings, shard, volume, ["codex", "login", "--with-api-key"], key.strip().encode()
+        settings, shard, volume, ["codex", "login", "--with-api-key"], key.strip().encode(), client
     )
     if code != 0:
         # The CLI's stderr may echo part of the key: report only the exit code.
