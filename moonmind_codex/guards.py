@@ -7,7 +7,9 @@ volume would redeem the same rotating refresh token and log each other out.
 from __future__ import annotations
 
 import logging
+import re
 import socket
+from pathlib import Path
 from typing import Any
 
 from moonmind_codex import messages
@@ -23,10 +25,28 @@ class WorkerStartupError(RuntimeError):
     """The worker must not start; the message says why and what to do."""
 
 
+_CONTAINER_ID = re.compile(r"/containers/([0-9a-f]{64})/")
+
+
+def own_container_id(mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """This process's container id, from the engine's bind mounts (hostname, resolv.conf).
+
+    The hostname is no guide: with host networking it is the host's name.
+    """
+    try:
+        match = _CONTAINER_ID.search(mountinfo.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    return match.group(1) if match else None
+
+
 def _is_self(container: Any, settings: Settings) -> bool:
     if settings.worker_container and container.name == settings.worker_container:
         return True
-    # Inside a container the hostname defaults to the short container id.
+    own = own_container_id()
+    if own is not None:
+        return bool(container.id == own)
+    # Outside host networking the hostname defaults to the short container id.
     return bool(container.id.startswith(socket.gethostname()))
 
 

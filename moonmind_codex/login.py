@@ -33,8 +33,9 @@ def _require_volume(settings: Settings, shard: int, client: Any) -> str:
     return volume
 
 
-def _run_with_stdin(settings: Settings, shard: int, volume: str, command: list[str],
-                    payload: bytes, client: Any) -> tuple[int, str]:
+def _run_with_stdin(
+    settings: Settings, shard: int, volume: str, command: list[str], payload: bytes, client: Any
+) -> tuple[int, str]:
     """Run ``command`` in a job container on the volume with ``payload`` on its stdin.
 
     Uses the Engine API (attach before start, stdin closed after the payload), so it needs no

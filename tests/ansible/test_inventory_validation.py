@@ -36,11 +36,18 @@ all:
 """
 
 
-def inventory(tmp_path: Path, shards_a: str = "[0, 1]", shards_b: str = "[2]",
-              brokers: str = "        broker.invalid:", extra: str = "") -> Path:
-    text = GOOD.format(shards_a=f"{{moonmind_codex_shards: {shards_a}}}",
-                       shards_b=f"{{moonmind_codex_shards: {shards_b}}}",
-                       brokers=brokers or "        {}")
+def inventory(
+    tmp_path: Path,
+    shards_a: str = "[0, 1]",
+    shards_b: str = "[2]",
+    brokers: str = "        broker.invalid:",
+    extra: str = "",
+) -> Path:
+    text = GOOD.format(
+        shards_a=f"{{moonmind_codex_shards: {shards_a}}}",
+        shards_b=f"{{moonmind_codex_shards: {shards_b}}}",
+        brokers=brokers or "        {}",
+    )
     if not brokers:
         text = text.replace("    codex_broker:\n      hosts:\n        {}\n", "")
     path = tmp_path / "hosts.yml"
@@ -50,9 +57,15 @@ def inventory(tmp_path: Path, shards_a: str = "[0, 1]", shards_b: str = "[2]",
 
 def run_site(inv: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    return subprocess.run([str(PLAYBOOK_BIN), "-i", str(inv), str(REPO / "playbooks/site.yml"),
-                           *extra], capture_output=True, text=True, cwd=REPO, env=env,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [str(PLAYBOOK_BIN), "-i", str(inv), str(REPO / "playbooks/site.yml"), *extra],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -65,14 +78,25 @@ def run_site(inv: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         ({"shards_b": "[true]"}, "host host-b.invalid: shard True is not an integer"),
         ({"shards_b": "2"}, "host host-b.invalid: moonmind_codex_shards is 2, not a list"),
         ({"brokers": ""}, "no broker defined: put one host in group codex_broker"),
-        ({"brokers": "        broker.invalid:\n        broker2.invalid:"},
-         "group codex_broker has 2 hosts"),
+        (
+            {"brokers": "        broker.invalid:\n        broker2.invalid:"},
+            "group codex_broker has 2 hosts",
+        ),
     ],
-    ids=["duplicate", "gap", "out-of-range", "string-id", "bool-id", "not-a-list",
-         "no-broker", "two-brokers"],
+    ids=[
+        "duplicate",
+        "gap",
+        "out-of-range",
+        "string-id",
+        "bool-id",
+        "not-a-list",
+        "no-broker",
+        "two-brokers",
+    ],
 )
-def test_bad_inventory_fails_before_any_host_changes(tmp_path: Path, kwargs: dict[str, str],
-                                                     message: str) -> None:
+def test_bad_inventory_fails_before_any_host_changes(
+    tmp_path: Path, kwargs: dict[str, str], message: str
+) -> None:
     done = run_site(inventory(tmp_path, **kwargs))
     output = done.stdout + done.stderr
     assert done.returncode != 0
@@ -86,8 +110,11 @@ def test_bad_inventory_fails_before_any_host_changes(tmp_path: Path, kwargs: dic
 
 def test_bad_shard_count(tmp_path: Path) -> None:
     inv = inventory(tmp_path)
-    inv.write_text(inv.read_text().replace("moonmind_codex_shard_count: 3",
-                                           "moonmind_codex_shard_count: three"))
+    inv.write_text(
+        inv.read_text().replace(
+            "moonmind_codex_shard_count: 3", "moonmind_codex_shard_count: three"
+        )
+    )
     done = run_site(inv)
     assert done.returncode != 0
     assert "moonmind_codex_shard_count must be a positive integer, got 'three'" in done.stdout
@@ -111,10 +138,15 @@ def test_filter_reports_every_problem_at_once() -> None:
     hostvars = {"a": {"moonmind_codex_shards": [0, 0, 5, "x"]}, "b": {}}
     errors = inventory_errors(["a", "b"], hostvars, [], 3, "")
     text = "\n".join(errors)
-    for part in ("host b: moonmind_codex_shards is not set", "shard 5 is out of range",
-                 "shard 'x' is not an integer", "shard 0 is assigned to 2 hosts (a, a)",
-                 "shard 1 is assigned to no host", "shard 2 is assigned to no host",
-                 "no broker defined"):
+    for part in (
+        "host b: moonmind_codex_shards is not set",
+        "shard 5 is out of range",
+        "shard 'x' is not an integer",
+        "shard 0 is assigned to 2 hosts (a, a)",
+        "shard 1 is assigned to no host",
+        "shard 2 is assigned to no host",
+        "no broker defined",
+    ):
         assert part in text
 
 
@@ -122,23 +154,42 @@ def test_filter_accepts_a_valid_fleet_and_external_broker() -> None:
     hostvars = {"a": {"moonmind_codex_shards": [0, 2]}, "b": {"moonmind_codex_shards": [1]}}
     assert inventory_errors(["a", "b"], hostvars, [], 3, "amqp://u:p@mq:5672//") == []
     assert "both moonmind_codex_broker_url and a codex_broker host" in "".join(
-        inventory_errors(["a", "b"], hostvars, ["mq"], 3, "amqp://x"))
+        inventory_errors(["a", "b"], hostvars, ["mq"], 3, "amqp://x")
+    )
 
 
 def test_example_and_local_inventories_are_valid() -> None:
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     for inv in ("inventory/local", "inventory/example"):
-        done = subprocess.run([str(PLAYBOOK_BIN), "-i", inv, "playbooks/validate.yml",
-                               "-e", "vault_moonmind_codex_broker_password=x"],
-                              capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
-                              check=False)
+        done = subprocess.run(
+            [
+                str(PLAYBOOK_BIN),
+                "-i",
+                inv,
+                "playbooks/validate.yml",
+                "-e",
+                "vault_moonmind_codex_broker_password=x",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_syntax_of_every_playbook() -> None:
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     for playbook in sorted((REPO / "playbooks").glob("*.yml")):
-        done = subprocess.run([str(PLAYBOOK_BIN), "--syntax-check", str(playbook)],
-                              capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
-                              check=False)
+        done = subprocess.run(
+            [str(PLAYBOOK_BIN), "--syntax-check", str(playbook)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, (playbook, done.stderr)

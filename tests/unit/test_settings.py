@@ -87,3 +87,15 @@ def test_shard_checks() -> None:
 
 def test_non_runtime_variables_are_accepted() -> None:
     assert load_settings({"MOONMIND_CODEX_EXTRA_CA_DIR": "/x", "MOONMIND_CODEX_BASE_IMAGE": "d"})
+
+
+def test_own_container_id_from_mountinfo(tmp_path: Path) -> None:
+    from moonmind_codex.guards import own_container_id
+
+    cid = "a" * 64
+    info = tmp_path / "mountinfo"
+    info.write_text(f"1 2 0:1 /var/lib/docker/containers/{cid}/hostname /etc/hostname rw\n")
+    assert own_container_id(info) == cid
+    info.write_text("1 2 0:1 / / rw\n")
+    assert own_container_id(info) is None
+    assert own_container_id(tmp_path / "missing") is None
