@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.stats import machine  # noqa: E402
+from bench.stats import machine
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "mmc-bench-converge-host"

@@ -22,12 +22,12 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.stats import distribution, format_distribution, machine  # noqa: E402
-from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app  # noqa: E402
-from moonmind_codex.jobs import JobSpec, launch_job  # noqa: E402
-from moonmind_codex.router import route_key  # noqa: E402
-from moonmind_codex.settings import Settings  # noqa: E402
-from tests.integration.broker import running_broker  # noqa: E402
+from bench.stats import distribution, format_distribution, machine
+from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
+from moonmind_codex.jobs import JobSpec, launch_job
+from moonmind_codex.router import route_key
+from moonmind_codex.settings import Settings
+from tests.integration.broker import running_broker
 
 TARGET_P50_S = 2.0
 JOB_IMAGE = "moonmind-codex/job:latest"

@@ -18,9 +18,9 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.stats import distribution, format_distribution, machine  # noqa: E402
-from moonmind_codex.preflight import run_preflight  # noqa: E402
-from moonmind_codex.settings import Settings  # noqa: E402
+from bench.stats import distribution, format_distribution, machine
+from moonmind_codex.preflight import run_preflight
+from moonmind_codex.settings import Settings
 
 TARGET_P50_S = 1.0
 JOB_IMAGE = "moonmind-codex/job:latest"
