@@ -37,13 +37,22 @@ def login_with_api_key(host, shard: int) -> None:
     assert result.rc == 0, result.stdout + result.stderr
 
 
-def login_check_table() -> dict[int, str]:
+def playbook(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_ROLES_PATH=str(REPO / "roles"))
-    done = subprocess.run(
+               ANSIBLE_ROLES_PATH=str(REPO / "roles"), MOLECULE_PROJECT_DIRECTORY=str(REPO))
+    return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY),
-         str(REPO / "playbooks" / "login-check.yml")],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=False)
+         str(REPO / "playbooks" / name), *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=900, check=False)
+
+
+def recap_changed(output: str) -> dict[str, int]:
+    return {host: int(n) for host, n in re.findall(r"(mmc-molecule-\S+)\s+:.*?changed=(\d+)",
+                                                   output)}
+
+
+def login_check_table() -> dict[int, str]:
+    done = playbook("login-check.yml")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = re.findall(r"(\d+)\s+codex_auth_\d+\s+(\S+)\s+(ok|warn|blocked)\b", done.stdout)
     assert rows, done.stdout[-3000:]
@@ -117,3 +126,32 @@ def test_6_broker_has_one_consumer_per_shard_queue() -> None:
     consumers = dict(line.split() for line in out.splitlines() if line.startswith("codex-")
                      and "pidbox" not in line)
     assert consumers == {"codex-0": "1", "codex-1": "1", "codex-2": "1"}
+
+
+def test_7_check_mode_runs_through_and_changes_nothing() -> None:
+    done = playbook("site.yml", "--check", "--diff")
+    assert done.returncode == 0, done.stdout[-3000:]
+    changed = recap_changed(done.stdout)
+    assert set(changed) == {HOST_A, HOST_B, BROKER} and set(changed.values()) == {0}
+
+
+def test_8_teardown_keeps_logins_and_site_restores_the_fleet() -> None:
+    host_a = on(HOST_A)
+    before = host_a.check_output(
+        "docker run --rm --network none --entrypoint sha256sum -v codex_auth_0:/c "
+        "moonmind-codex/job:latest /c/auth.json")
+    done = playbook("teardown.yml")
+    assert done.returncode == 0, done.stdout[-3000:]
+    for shard in (0, 1):
+        assert not host_a.service(f"moonmind-codex-worker@{shard}").is_enabled
+        assert host_a.run(f"docker inspect moonmind-codex-worker-{shard}").rc != 0
+    assert host_a.run("docker volume inspect codex_auth_0 codex_auth_1").rc == 0
+    done = playbook("site.yml")
+    assert done.returncode == 0, done.stdout[-3000:]
+    for shard in (0, 1):
+        assert host_a.service(f"moonmind-codex-worker@{shard}").is_running
+    after = host_a.check_output(
+        "docker run --rm --network none --entrypoint sha256sum -v codex_auth_0:/c "
+        "moonmind-codex/job:latest /c/auth.json")
+    assert after == before  # the login survived teardown and re-provisioning untouched
+    assert login_check_table()[0] == f"{HOST_A} ok"
