@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from moonmind_codex.jobs import JobSpec, launch_job
 from moonmind_codex.router import route_key
 from moonmind_codex.settings import Settings
 from tests.integration.broker import running_broker
+from tests.integration.conftest import api_key_login
 
 TARGET_P50_S = 2.0
 JOB_IMAGE = "moonmind-codex/job:latest"
@@ -54,23 +54,7 @@ def main() -> int:
     client.volumes.create(volume)
     worker = None
     try:
-        subprocess.run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "-i",
-                "-v",
-                f"{volume}:/home/app/.codex",
-                JOB_IMAGE,
-                "codex",
-                "login",
-                "--with-api-key",
-            ],
-            input=b"sk-bench-NOT-A-REAL-KEY",
-            check=True,
-            capture_output=True,
-        )
+        api_key_login(volume)  # a real `codex login --with-api-key`, fake key on stdin
         with running_broker(client, work) as url:
             url_file = work / "broker_url"
             url_file.write_text(url)

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import distribution, format_distribution, machine
 from moonmind_codex.preflight import run_preflight
 from moonmind_codex.settings import Settings
+from tests.integration.conftest import api_key_login
 
 TARGET_P50_S = 1.0
 JOB_IMAGE = "moonmind-codex/job:latest"
@@ -35,23 +36,7 @@ def main() -> int:
     volume = f"mmc-bench-auth-{secrets.token_hex(3)}"
     client.volumes.create(volume)
     try:
-        subprocess.run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "-i",
-                "-v",
-                f"{volume}:/home/app/.codex",
-                JOB_IMAGE,
-                "codex",
-                "login",
-                "--with-api-key",
-            ],
-            input=b"sk-bench-NOT-A-REAL-KEY",
-            check=True,
-            capture_output=True,
-        )
+        api_key_login(volume)  # a real `codex login --with-api-key`, fake key on stdin
         settings = Settings(shard=0, auth_volume_override=volume, host_name="bench")
         run_preflight(settings, 0, client)  # warm-up: page cache, image layers
         full, bare = [], []

@@ -16,6 +16,10 @@ from moonmind_codex.router import CodexRouter
 from moonmind_codex.settings import Settings
 
 CODEX_PHASE_TASK = "moonmind_codex.codex_phase"
+# A phase that found its volume locked by another job (an operator's login, say) waits and
+# retries rather than failing the run.
+BUSY_RETRY_SECONDS = 30
+BUSY_MAX_RETRIES = 20
 PING_TASK = "moonmind_codex.ping"
 
 
@@ -81,7 +85,7 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
     ) -> dict[str, Any]:
         del repository, affinity_key  # routing inputs only
         delivery = self.request.delivery_info or {}
-        return run_phase(
+        result = run_phase(
             settings,
             docker_client(),
             PhaseRequest(run_id=run_id, phase=phase, command=list(command), timeout_s=timeout_s),
@@ -89,6 +93,9 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
             task_id=self.request.id,
             delivered_on=delivery.get("routing_key"),
         )
+        if result["outcome"] == "busy":
+            raise self.retry(countdown=BUSY_RETRY_SECONDS, max_retries=BUSY_MAX_RETRIES)
+        return result
 
     @app.task(name=PING_TASK, bind=True)  # type: ignore[untyped-decorator]
     def ping(self: Any, value: Any) -> dict[str, Any]:

@@ -13,7 +13,11 @@ from moonmind_codex.settings import Settings
 
 log = logging.getLogger("moonmind_codex.worker")
 
-EXIT_STARTUP_REFUSED = 78  # EX_CONFIG: systemd's Restart=on-failure retries, the log says why
+# EX_CONFIG: the shard's volume is missing or already served; the unit does not retry
+# (RestartPreventExitStatus=78) because only an operator can fix it.
+EXIT_STARTUP_REFUSED = 78
+# EX_UNAVAILABLE: the engine is down; the unit retries.
+EXIT_ENGINE_UNAVAILABLE = 69
 
 
 def configure_logging() -> None:
@@ -32,7 +36,10 @@ def run_worker(settings: Settings) -> int:
     try:
         client = connect(settings)
         startup = check_worker_startup(settings, client)
-    except (DockerUnavailable, WorkerStartupError) as exc:
+    except DockerUnavailable as exc:
+        log.error("worker for shard %s cannot start yet: %s", shard, exc)
+        return EXIT_ENGINE_UNAVAILABLE
+    except WorkerStartupError as exc:
         log.error("worker for shard %s refused to start: %s", shard, exc)
         return EXIT_STARTUP_REFUSED
     log.info("start-up pre-flight: %s", json.dumps(startup.to_dict(), sort_keys=True))
