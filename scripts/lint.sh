@@ -9,5 +9,6 @@ echo "== mypy";         "$venv/mypy"
 echo "== yamllint";     "$venv/yamllint" --strict .
 echo "== ansible-lint"; "$venv/ansible-lint" --profile production
 if command -v shellcheck >/dev/null 2>&1; then
-  echo "== shellcheck"; shellcheck scripts/*.sh .ci/run
+  echo "== shellcheck"; shellcheck scripts/*.sh .ci/run images/job/moonmind-codex-job \
+    images/job/moonmind-codex-probe images/broker/moonmind-codex-broker
 fi

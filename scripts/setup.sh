@@ -127,13 +127,13 @@ ensure_base_image() {
     return
   fi
   command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
-  local rootfs
+  # Global, not local: the EXIT trap runs after this function has returned.
   rootfs=$(mktemp -d /var/tmp/moonmind-codex-rootfs.XXXXXX)
-  trap 'rm -rf "$rootfs"' EXIT
+  trap 'rm -rf "${rootfs:-}"' EXIT
   say "debootstrap bookworm (minbase) into $rootfs"
   debootstrap --variant=minbase bookworm "$rootfs" >/var/tmp/moonmind-codex-debootstrap.log 2>&1 \
     || die "debootstrap failed; see /var/tmp/moonmind-codex-debootstrap.log"
-  tar -C "$rootfs" -c . | docker import -q - "$base_image" >/dev/null
+  tar -C "$rootfs" -c . | docker import - "$base_image" >/dev/null
   rm -rf "$rootfs"
   trap - EXIT
   say "base image $base_image imported"
