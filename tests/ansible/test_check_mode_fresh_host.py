@@ -1,0 +1,140 @@
+"""`site.yml --check --diff` on a brand-new systemd + Docker host runs through, changes nothing.
+
+The preview an operator runs before the first deploy: the engine has none of the images,
+units, volumes or containers yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+HOST_FLAGS = [
+    "--cap-add",
+    "SYS_ADMIN",
+    "--cap-add",
+    "NET_ADMIN",
+    "--cap-add",
+    "SYS_PTRACE",
+    "--cap-add",
+    "MKNOD",
+    "--cap-add",
+    "SYS_MODULE",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+    "--cgroupns=host",
+    "--tmpfs",
+    "/run",
+    "--tmpfs",
+    "/run/lock",
+    "-v",
+    "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--stop-signal",
+    "SIGRTMIN+3",
+]
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=check, timeout=300
+    )
+
+
+@pytest.fixture
+def fresh_host() -> Iterator[str]:
+    name = f"mmc-test-fresh-{secrets.token_hex(3)}"
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--hostname",
+        name,
+        *HOST_FLAGS,
+        "-v",
+        f"{name}-docker:/var/lib/docker",
+        "moonmind-codex/host:latest",
+    )
+    try:
+        docker("exec", name, "systemctl", "is-system-running", "--wait", check=False)
+        deadline = time.monotonic() + 90
+        while docker("exec", name, "docker", "info", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the host's Docker engine did not start"
+            time.sleep(1)
+        yield name
+    finally:
+        docker("rm", "-f", name, check=False)
+        docker("volume", "rm", "-f", f"{name}-docker", check=False)
+
+
+def test_check_mode_on_a_new_host_runs_through_and_changes_nothing(
+    fresh_host: str, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        json.dumps(
+            {
+                "all": {
+                    "vars": {
+                        "ansible_connection": "community.docker.docker",
+                        "ansible_become": False,
+                        "ansible_python_interpreter": "/usr/bin/python3",
+                        "moonmind_codex_shard_count": 2,
+                        "moonmind_codex_images_source": "load",
+                        "moonmind_codex_images_archive_dir": str(tmp_path / "archives"),
+                        "moonmind_codex_broker_password": "not-a-secret",
+                    },
+                    "children": {
+                        "codex_workers": {"hosts": {fresh_host: {"moonmind_codex_shards": [0, 1]}}},
+                        "codex_broker": {"hosts": {fresh_host: {}}},
+                    },
+                }
+            }
+        )
+    )
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    for image in ("worker", "job", "broker"):  # ids only: check mode loads nothing
+        image_id = docker(
+            "image", "inspect", "--format", "{{.Id}}", f"moonmind-codex/{image}:latest"
+        ).stdout.strip()
+        (archives / f"{image}.tar.id").write_text(image_id)
+        (archives / f"{image}.tar").write_text("")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            str(REPO / "playbooks" / "site.yml"),
+            "--check",
+            "--diff",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "failed=0" in done.stdout.split("PLAY RECAP")[-1]
+    assert "moonmind-codex-worker@.service" in done.stdout  # the diff shows the unit it would add
+    assert docker("exec", fresh_host, "docker", "ps", "-aq").stdout.strip() == ""
+    assert docker("exec", fresh_host, "docker", "volume", "ls", "-q").stdout.strip() == ""
+    assert docker("exec", fresh_host, "docker", "images", "-q").stdout.strip() == ""
+    units = docker("exec", fresh_host, "ls", "/etc/systemd/system").stdout
+    assert "moonmind-codex" not in units
