@@ -77,11 +77,18 @@ def _run_with_stdin(
 
 def login_from_file(settings: Settings, shard: int, source: Path, client: Any) -> None:
     """Copy an ``auth.json`` made elsewhere into the shard's volume (0600, job uid)."""
-    volume = _require_volume(settings, shard, client)
     try:
         raw = source.read_bytes()
     except OSError as exc:
         raise LoginError(f"cannot read {source}: {exc.strerror}") from None
+    login_from_bytes(settings, shard, raw, client, str(source))
+
+
+def login_from_bytes(
+    settings: Settings, shard: int, raw: bytes, client: Any, source_name: str = "standard input"
+) -> None:
+    """Validate ``raw`` as a Codex login, then write it into the shard's volume."""
+    volume = _require_volume(settings, shard, client)
     inspection = inspect_auth_json(raw, datetime.now(UTC))
     if not inspection.logged_in:
         problem = (
@@ -90,7 +97,7 @@ def login_from_file(settings: Settings, shard: int, source: Path, client: Any) -
             or ("it holds neither ChatGPT tokens nor an API key")
         )
         raise LoginError(
-            f"{source} is not a usable Codex login: {problem}; volume {volume} was not changed"
+            f"{source_name} is not a usable Codex login: {problem}; volume {volume} was not changed"
         )
     # Write beside, then rename: a reader never sees a half-written auth.json.
     script = (

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import api_key_login
+from tests.unit.helpers import chatgpt_auth
 
 CLI = shutil.which("moonmind-codex") or os.path.join(
     os.path.dirname(os.sys.executable), "moonmind-codex"
@@ -100,3 +101,23 @@ def test_bad_input_changes_nothing(
     assert done.returncode == code, (done.stdout, done.stderr)
     assert message in done.stderr
     assert engine_state(client) == before
+
+
+def test_login_from_stdin_validates_then_writes(
+    client: Any, make_volume: Callable[..., str]
+) -> None:
+    volume = make_volume()
+    bad = cli("login", "--shard", "0", "--from-file", "-", env=volume_env(volume), stdin="{}")
+    assert bad.returncode == 1 and "standard input is not a usable Codex login" in bad.stderr
+    good = cli(
+        "login",
+        "--shard",
+        "0",
+        "--from-file",
+        "-",
+        env=volume_env(volume),
+        stdin=json.dumps(chatgpt_auth()),
+    )
+    assert good.returncode == 0, good.stderr
+    assert "OK for shard 0" in good.stdout
+    assert "SECRET" not in good.stdout + good.stderr
