@@ -53,7 +53,14 @@ class Fleet:
 
 
 def start_worker(
-    client: Any, fleet_tag: str, url_file: Path, state: Path, shard: int, name: str, volume: str
+    client: Any,
+    fleet_tag: str,
+    url_file: Path,
+    state: Path,
+    shard: int,
+    name: str,
+    volume: str,
+    extra_env: dict[str, str] | None = None,
 ) -> Any:
     env = {
         "MOONMIND_CODEX_SHARD": str(shard),
@@ -65,6 +72,7 @@ def start_worker(
         "MOONMIND_CODEX_AUDIT_LOG": "/var/lib/moonmind-codex/audit/codex-audit.jsonl",
         "MOONMIND_CODEX_WORKSPACE_VOLUME": f"mmc-test-{fleet_tag}-ws",
         "MOONMIND_CODEX_WORKER_CONTAINER": name,
+        **(extra_env or {}),
     }
     return client.containers.run(
         WORKER_IMAGE,
@@ -298,3 +306,42 @@ def test_second_worker_on_a_held_volume_refuses_and_names_the_holder(
     finally:
         container.remove(force=True)
     assert json.loads(json.dumps(fleet.workers[0].attrs["State"]))["Running"] is True
+
+
+def test_single_queue_mode_uses_one_codex_queue(fleet: Fleet, client: Any, tmp_path: Path) -> None:
+    tag = f"{fleet.tag}-single"
+    volume = client.volumes.create(f"mmc-test-{tag}-auth-0")
+    url_file = tmp_path / "url"
+    url_file.write_text(fleet.url)
+    url_file.chmod(0o444)
+    worker = None
+    try:
+        api_key_login(volume.name)
+        worker = start_worker(
+            client,
+            tag,
+            url_file,
+            fleet.state,
+            0,
+            f"mmc-test-{tag}-worker",
+            volume.name,
+            # Its own host name: Celery node names (codex-N@host) must be unique.
+            {"MOONMIND_CODEX_QUEUE_MODE": "single", "MOONMIND_CODEX_HOST_NAME": "e2e-single"},
+        )
+        logs = wait_for_log(worker, " ready.")
+        assert (
+            ".> codex " in logs or ".> codex\t" in logs or "codex            exchange=codex" in logs
+        ), logs[-2000:]
+        producer = fleet.producer.with_overrides(queue_mode="single")
+        result = send_phase(
+            create_app(producer), f"run-single-{tag}", "specify", "any/repo", ["true"]
+        ).get(timeout=90)
+        assert (result["queue"], result["volume"], result["outcome"]) == (
+            "codex",
+            volume.name,
+            "succeeded",
+        )
+    finally:
+        if worker is not None:
+            worker.remove(force=True)
+        volume.remove(force=True)
