@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 VENV := .venv
 INVENTORY ?= inventory/local
+# Explicit, so Ansible uses it even from a world-writable checkout (where it would ignore it).
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help setup deploy teardown login-check lint test test-python test-molecule bench
 

@@ -178,6 +178,8 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _enqueue(args: argparse.Namespace) -> int:
+    from kombu.exceptions import OperationalError
+
     from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -194,11 +196,27 @@ def _enqueue(args: argparse.Namespace) -> int:
         kwargs["repository"] = args.repository
     if args.timeout:
         kwargs["timeout_s"] = args.timeout
-    result = app.send_task(CODEX_PHASE_TASK, kwargs=kwargs)
-    if not args.wait:
-        print(result.id)
-        return 0
-    value = result.get(timeout=(args.timeout or settings.job_timeout_seconds) + 120)
+    try:
+        result = app.send_task(CODEX_PHASE_TASK, kwargs=kwargs)
+        if not args.wait:
+            print(result.id)
+            return 0
+        value = result.get(timeout=(args.timeout or settings.job_timeout_seconds) + 120)
+    except OperationalError as exc:
+        # kombu's message shows the URL with the password masked.
+        print(
+            f"moonmind-codex enqueue: cannot reach the broker ({exc}); check "
+            "MOONMIND_CODEX_BROKER_URL(_FILE) and that the broker is running",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
+    except Exception as exc:  # the worker's exception, re-raised here: one line, not a traceback
+        print(
+            f"moonmind-codex enqueue: phase {args.phase} of run {args.run_id} failed: "
+            f"{type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
     _print(value, True)
     return 0 if value.get("outcome") == "succeeded" else 1
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import docker
 import docker.errors
 import requests.exceptions
@@ -21,12 +19,21 @@ ENGINE_UNREACHABLE: tuple[type[BaseException], ...] = (
     FileNotFoundError,
 )
 
+# Everything a call to the engine can raise that is not a bug in this package: the engine is
+# gone, slow (read timeouts), or refused. Callers that must never raise (the pre-flight) catch
+# these and report them.
+ENGINE_ERRORS: tuple[type[BaseException], ...] = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    OSError,
+)
+
 
 class DockerUnavailable(RuntimeError):
     """The Docker engine cannot be reached; the message says how to start it."""
 
 
-def connect(settings: Settings, timeout_s: float = 10.0) -> Any:
+def connect(settings: Settings, timeout_s: float = 10.0) -> docker.DockerClient:
     """A client for the configured engine (``docker_url`` or the environment), ping()ed."""
     try:
         if settings.docker_url:
@@ -34,7 +41,7 @@ def connect(settings: Settings, timeout_s: float = 10.0) -> Any:
         else:
             client = docker.from_env(timeout=int(timeout_s))
         client.ping()
-    except ENGINE_UNREACHABLE as exc:
+    except ENGINE_ERRORS as exc:
         where = settings.docker_url or "the default socket (DOCKER_HOST or /var/run/docker.sock)"
         raise DockerUnavailable(
             f"cannot reach the Docker engine at {where} ({type(exc).__name__}); "
@@ -43,7 +50,8 @@ def connect(settings: Settings, timeout_s: float = 10.0) -> Any:
     return client
 
 
-def volume_exists(client: Any, name: str) -> bool:
+def volume_exists(client: docker.DockerClient, name: str) -> bool:
+    """Whether the named volume exists. Only asks: a missing volume is never created here."""
     try:
         client.volumes.get(name)
     except docker.errors.NotFound:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import docker
 import docker.errors
 import requests.exceptions
 from docker.types import Mount
@@ -97,7 +98,12 @@ def job_container_config(settings: Settings, spec: JobSpec) -> dict[str, Any]:
         },
         "mounts": [
             Mount(target=CODEX_HOME, source=spec.volume, type="volume", read_only=False),
-            Mount(target=WORKSPACE_MOUNT, source=settings.workspace_volume, type="volume"),
+            Mount(
+                target=WORKSPACE_MOUNT,
+                source=settings.workspace_volume,
+                type="volume",
+                read_only=False,
+            ),
         ],
         "network_mode": settings.job_network,
         "cap_drop": ["ALL"],
@@ -132,7 +138,7 @@ def _stream_logs(container: Any, path: Path) -> threading.Thread:
     return thread
 
 
-def launch_job(settings: Settings, spec: JobSpec, client: Any) -> JobResult:
+def launch_job(settings: Settings, spec: JobSpec, client: docker.DockerClient) -> JobResult:
     """Run ``spec`` in a job container and wait for it; the container is always removed."""
     name = job_container_name(spec.run_id, spec.phase)
     log_path = log_path_for(settings, spec.run_id, spec.phase)
@@ -152,6 +158,12 @@ def launch_job(settings: Settings, spec: JobSpec, client: Any) -> JobResult:
             reused = True
     try:
         container.reload()
+        if reused:
+            with log_path.open("a", encoding="utf-8") as sink:
+                sink.write(
+                    f"[moonmind-codex] container {name} of an earlier delivery of this phase "
+                    f"was found ({container.status}): collecting it instead of starting another\n"
+                )
         if container.status == "created":
             container.start()
         pump = _stream_logs(container, log_path)
@@ -164,7 +176,9 @@ def launch_job(settings: Settings, spec: JobSpec, client: Any) -> JobResult:
             exit_code = None
             with contextlib.suppress(docker.errors.APIError):  # it may have just ended
                 container.kill()
-            container.wait(timeout=30)
+            # Only to let the log stream end; removal below kills it for good anyway.
+            with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+                container.wait(timeout=30)
         pump.join(timeout=10)
         outcome: Outcome
         if timed_out:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+from datetime import UTC, datetime
 
 from moonmind_codex.celery_app import create_app
 from moonmind_codex.dockerio import DockerUnavailable, connect
@@ -20,12 +22,49 @@ EXIT_STARTUP_REFUSED = 78
 EXIT_ENGINE_UNAVAILABLE = 69
 
 
+# user:password@ in any URL (the broker URL carries the broker password).
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@", re.I)
+AUDIT_LOGGER = "moonmind_codex.audit"
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` URL replaced."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, so journald and log shippers can parse worker output.
+
+    Audit records are already JSON: they are embedded as an object, not as an escaped string.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = redact(record.getMessage())
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        if record.name == AUDIT_LOGGER and message.startswith("{"):
+            try:
+                entry["audit"] = json.loads(message)
+            except ValueError:
+                entry["msg"] = message
+        else:
+            entry["msg"] = message
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, sort_keys=False, default=str)
+
+
 def configure_logging() -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # Library warnings would otherwise be bare lines on stderr between the JSON ones.
+    logging.captureWarnings(True)
 
 
 def run_worker(settings: Settings) -> int:

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv/bin
+export ANSIBLE_CONFIG="$PWD/ansible.cfg"
 echo "== ruff";         "$venv/ruff" check .
 echo "== ruff format";  "$venv/ruff" format --check moonmind_codex tests bench
 echo "== mypy";         "$venv/mypy"

@@ -22,7 +22,7 @@ from moonmind_codex.phase import CodexPhaseBlocked
 from moonmind_codex.router import route_key
 from moonmind_codex.settings import Settings
 from tests.integration.broker import running_broker
-from tests.integration.conftest import WORKER_IMAGE, api_key_login
+from tests.integration.conftest import FAKE_API_KEY, WORKER_IMAGE, api_key_login
 
 SHARDS = 3
 LOGGED_IN = (0, 1)  # shard 2's volume exists but is not signed in
@@ -98,7 +98,7 @@ def start_worker(
 def wait_for_log(container: Any, text: str, timeout_s: float = 60) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        logs = container.logs().decode("utf-8", "replace")
+        logs: str = container.logs().decode("utf-8", "replace")
         if text in logs:
             return logs
         container.reload()
@@ -194,8 +194,11 @@ def test_codex_tasks_run_on_the_shard_that_owns_the_volume(fleet: Fleet) -> None
 
 def test_non_codex_task_stays_on_the_default_queue(fleet: Fleet) -> None:
     app = create_app(fleet.producer)
-    result = app.send_task(PING_TASK, args=["hello"]).get(timeout=60)
+    pending = app.send_task(PING_TASK, args=["hello"])
+    result = pending.get(timeout=60)
     assert result == {"value": "hello", "worker": "default@e2e", "queue": "celery"}
+    for container in fleet.workers.values():
+        assert pending.id not in container.logs().decode("utf-8", "replace"), container.name
 
 
 def test_sticky_run_keeps_its_queue_after_the_fleet_grew(fleet: Fleet) -> None:
@@ -225,10 +228,14 @@ def test_n_phases_leave_exactly_2n_audit_records(fleet: Fleet) -> None:
         assert result.get(timeout=120)["outcome"] == "succeeded"
     records = [r for r in fleet.audit() if r["run_id"] in run_ids]
     assert len(records) == 2 * len(run_ids)
+    assert {r["shard"] for r in records} == {0, 1}
     for run_id in run_ids:
         mine = [r for r in records if r["run_id"] == run_id]
         assert [r["event"] for r in mine] == ["codex_phase_started", "codex_phase_finished"]
-        end = mine[1]
+        start, end = mine
+        for field in ("queue", "shard", "volume", "host", "worker", "task_id"):
+            assert start[field] not in (None, "") and start[field] == end[field], (field, start)
+        assert start["timestamp"] and start["outcome"] is None
         for field in (
             "queue",
             "shard",
@@ -248,8 +255,24 @@ def test_n_phases_leave_exactly_2n_audit_records(fleet: Fleet) -> None:
 def test_phase_on_a_volume_without_login_is_blocked(fleet: Fleet, client: Any) -> None:
     app = create_app(fleet.producer)
     run_id = f"run-blocked-{fleet.tag}"
+    since = int(time.time()) - 1
     with pytest.raises(CodexPhaseBlocked) as caught:
         send_phase(app, run_id, "specify", fleet.key_for(2), ["true"]).get(timeout=90)
+    # The engine's own record: no container was ever created for this run (the pre-flight
+    # probe has no run-id label; a job container would).
+    created = list(
+        client.events(
+            since=since,
+            until=int(time.time()) + 1,
+            decode=True,
+            filters={
+                "type": "container",
+                "event": "create",
+                "label": f"io.moonmind.codex.run-id={run_id}",
+            },
+        )
+    )
+    assert created == []
     message = str(caught.value)
     for part in (
         "shard 2",
@@ -345,3 +368,32 @@ def test_single_queue_mode_uses_one_codex_queue(fleet: Fleet, client: Any, tmp_p
         if worker is not None:
             worker.remove(force=True)
         volume.remove(force=True)
+
+
+def test_worker_logs_are_json_lines_without_secrets(fleet: Fleet) -> None:
+    password = fleet.url.split(":")[2].split("@")[0]
+    run_id = f"run-logs-{fleet.tag}"
+    app = create_app(fleet.producer)
+    done = send_phase(app, run_id, "specify", fleet.key_for(0), ["true"]).get(timeout=90)
+    assert done["outcome"] == "succeeded"
+    for shard, container in fleet.workers.items():
+        # stderr carries the logging output; stdout carries Celery's start-up banner.
+        err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
+        lines = [line for line in err.splitlines() if line.strip()]
+        entries = [json.loads(line) for line in lines]
+        startup = [e for e in entries if e.get("msg", "").startswith("start-up pre-flight: ")]
+        assert len(startup) == 1, err[-2000:]
+        result = json.loads(startup[0]["msg"].removeprefix("start-up pre-flight: "))
+        expected = "ok" if shard in LOGGED_IN else "blocked"
+        assert (result["shard"], result["volume"], result["status"]) == (
+            shard,
+            fleet.volume(shard),
+            expected,
+        )
+        everything = container.logs().decode("utf-8", "replace")
+        assert password not in everything and FAKE_API_KEY not in everything
+        # The log carries the same audit records as the JSONL file, as objects.
+        logged = [e["audit"] for e in entries if "audit" in e]
+        filed = [r for r in fleet.audit() if r["worker"] == f"codex-{shard}@e2e-host"]
+        assert logged == filed, (shard, len(logged), len(filed))
+        assert filed or shard != 0
