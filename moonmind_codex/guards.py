@@ -6,11 +6,12 @@ volume would redeem the same rotating refresh token and log each other out.
 
 from __future__ import annotations
 
-import logging
 import re
 import socket
 from pathlib import Path
 from typing import Any
+
+import docker
 
 from moonmind_codex import messages
 from moonmind_codex.dockerio import LABEL, volume_exists
@@ -18,14 +19,14 @@ from moonmind_codex.preflight import run_preflight
 from moonmind_codex.preflight_eval import PreflightResult
 from moonmind_codex.settings import Settings
 
-log = logging.getLogger(__name__)
-
 
 class WorkerStartupError(RuntimeError):
     """The worker must not start; the message says why and what to do."""
 
 
 _CONTAINER_ID = re.compile(r"/containers/([0-9a-f]{64})/")
+# Docker's default hostname for a container: the first 12 hex digits of its id.
+_SHORT_ID = re.compile(r"^[0-9a-f]{12,64}$")
 
 
 def own_container_id(mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
@@ -46,11 +47,13 @@ def _is_self(container: Any, settings: Settings) -> bool:
     own = own_container_id()
     if own is not None:
         return bool(container.id == own)
-    # Outside host networking the hostname defaults to the short container id.
-    return bool(container.id.startswith(socket.gethostname()))
+    # Outside host networking the hostname defaults to the short container id; a host name
+    # such as "abc" must not pass for the prefix of some other container's id.
+    hostname = socket.gethostname()
+    return bool(_SHORT_ID.match(hostname) and container.id.startswith(hostname))
 
 
-def other_holders(settings: Settings, client: Any, volume: str) -> list[Any]:
+def other_holders(settings: Settings, client: docker.DockerClient, volume: str) -> list[Any]:
     """Running worker containers on this engine, other than this one, that serve ``volume``."""
     running = client.containers.list(
         filters={"label": [f"{LABEL}role=worker", f"{LABEL}volume={volume}"], "status": "running"}
@@ -58,7 +61,12 @@ def other_holders(settings: Settings, client: Any, volume: str) -> list[Any]:
     return [c for c in running if not _is_self(c, settings)]
 
 
-def check_worker_startup(settings: Settings, client: Any) -> PreflightResult:
+def check_worker_startup(settings: Settings, client: docker.DockerClient) -> PreflightResult:
+    """Refuse a missing or already-served volume, then run and return the start-up pre-flight.
+
+    A blocked login does not stop the worker (each phase runs its own pre-flight and is blocked
+    by it); the caller logs the result.
+    """
     shard = settings.own_shard
     volume = settings.volume_for_shard(shard)
     host = settings.host_name

@@ -201,9 +201,17 @@ def launch_job(settings: Settings, spec: JobSpec, client: docker.DockerClient) -
             reused_existing=reused,
         )
     finally:
-        try:
-            container.remove(force=True)
-        except docker.errors.APIError as exc:
-            # Gone already, or a concurrent delivery's launcher is removing it right now.
-            if exc.status_code not in (404, 409):
-                raise
+        _remove(container)
+
+
+def _remove(container: Any) -> None:
+    """Remove the container; when a concurrent launcher is already at it, see it gone."""
+    try:
+        container.remove(force=True)
+    except docker.errors.APIError as exc:
+        if exc.status_code == 404:
+            return
+        if exc.status_code != 409:  # 409: removal already in progress elsewhere
+            raise
+        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+            container.wait(condition="removed", timeout=30)

@@ -96,6 +96,17 @@ class _Check:
             "docker engine",
         )
 
+    def unusable_volume(self) -> str:
+        # Owner and modes cannot be the cause (the engine refused before any uid touched it):
+        # the volume's filesystem or driver options are.
+        return (
+            f"on host {self.host}, volume {self.volume} must be a writable local volume: check "
+            f"`docker volume inspect {self.volume}` (driver, options such as 'ro'); if it is "
+            f"wrong, remove it (docker volume rm {self.volume}), recreate it with "
+            f"ansible-playbook playbooks/site.yml --limit {self.host} and sign it in: "
+            f"{messages.login_command(self.shard)}"
+        )
+
     def retry(self) -> str:
         return messages.check_docker_then_retry(self.shard, self.host)
 
@@ -146,7 +157,7 @@ def _probe(run: _Check, client: docker.DockerClient) -> PreflightResult:
     except docker.errors.APIError as exc:
         return run.blocked(
             f"a job container cannot be created on volume {volume}: {exc.explanation or exc}",
-            messages.repair(run.shard, volume, host),
+            run.unusable_volume(),
             "volume mount",
         )
     except ENGINE_ERRORS as exc:
@@ -167,7 +178,7 @@ def _run_container(run: _Check, container: Any) -> PreflightResult:
         # e.g. a volume on a read-only filesystem: a job could not start on it either.
         return run.blocked(
             f"a job container cannot start on volume {volume}: {exc.explanation or exc}",
-            messages.repair(run.shard, volume, run.host),
+            run.unusable_volume(),
             "volume mount",
         )
     except ENGINE_ERRORS as exc:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import kombu
+from kombu.connection import Connection
 
 BROKER_IMAGE = "moonmind-codex/broker:latest"
 
@@ -47,12 +47,14 @@ def running_broker(client: Any, workdir: Path, timeout_s: float = 90) -> Iterato
             container.reload()
             logs = container.logs().decode("utf-8", "replace")
             if "ready; user 'moonmind' configured" in logs:
+                conn: Any = Connection(url, connect_timeout=5)  # type: ignore[no-untyped-call]
                 try:
-                    with kombu.Connection(url, connect_timeout=5) as conn:
-                        conn.connect()
+                    conn.connect()
                     break
-                except OSError:
-                    pass
+                except (OSError, *conn.connection_errors):
+                    pass  # the log line comes a moment before the listener accepts logins
+                finally:
+                    conn.release()
             if container.status == "exited":
                 raise RuntimeError(f"broker exited: {logs[-2000:]}")
             if time.monotonic() > deadline:

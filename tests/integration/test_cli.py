@@ -6,16 +6,18 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import api_key_login
+from tests.integration.conftest import api_key_login, unique
 from tests.unit.helpers import chatgpt_auth
 
 CLI = shutil.which("moonmind-codex") or os.path.join(
-    os.path.dirname(os.sys.executable), "moonmind-codex"
+    os.path.dirname(sys.executable), "moonmind-codex"
 )
 
 
@@ -42,11 +44,44 @@ def volume_env(volume: str) -> dict[str, str]:
     }
 
 
-def engine_state(client: Any) -> tuple[set[str], set[str]]:
-    return (
-        {v.name for v in client.volumes.list()},
-        {c.name for c in client.containers.list(all=True)},
+def engine_events_naming(client: Any, since: int, text: str) -> list[dict[str, Any]]:
+    """Engine events (any object, any action) since ``since`` that mention ``text``.
+
+    Other engineers use the same engine meanwhile, so "nothing changed" is checked for the
+    objects this command could have touched (all named after ``text``), not the whole engine.
+    """
+    events = client.events(since=since, until=int(time.time()) + 1, decode=True)
+    return [e for e in events if text in json.dumps(e)]
+
+
+def test_route_is_stable_and_json_matches(client: Any) -> None:
+    runs = [cli("route", "org/some-repo", "--shards", "8") for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs
+    assert runs[0].stdout == runs[1].stdout
+    queue = runs[0].stdout.strip()
+    assert queue.startswith("codex-") and 0 <= int(queue.removeprefix("codex-")) < 8
+    as_json = cli("route", "org/some-repo", "--shards", "8", "--json")
+    data = json.loads(as_json.stdout)
+    assert data == {
+        "key": "org/some-repo",
+        "shard": int(queue.removeprefix("codex-")),
+        "queue": queue,
+        "shards": 8,
+        "mode": "sharded",
+    }
+    # A separate process: no per-process hash salt may change the answer.
+    other = cli("route", "org/some-repo", env={"MOONMIND_CODEX_SHARD_COUNT": "8"})
+    assert other.stdout == runs[0].stdout
+
+
+def test_python_dash_m_and_version(client: Any) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "moonmind_codex", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    assert done.returncode == 0 and done.stdout.startswith("moonmind-codex "), done
 
 
 def test_preflight_ok_and_json(client: Any, make_volume: Callable[..., str]) -> None:
@@ -61,8 +96,11 @@ def test_preflight_ok_and_json(client: Any, make_volume: Callable[..., str]) -> 
 
 def test_preflight_blocked_exit_2(client: Any, make_volume: Callable[..., str]) -> None:
     volume = make_volume()
+    since = int(time.time()) - 1
     done = cli("preflight", "--shard", "0", env=volume_env(volume))
     assert done.returncode == 2
+    # Positive control for the "nothing changed" checks below: the probe shows up in events.
+    assert engine_events_naming(client, since, volume) != []
     for part in ("BLOCKED", "shard 0", volume, "host cli-host", "moonmind-codex login --shard 0"):
         assert part in done.stdout
 
@@ -89,6 +127,11 @@ def test_login_api_key_stdin_then_ok(client: Any, make_volume: Callable[..., str
         (["login", "--shard", "5", "--api-key-stdin"], {}, 64, "shard 5 is out of range"),
         (["route", "k", "--shards", "0"], {}, 2, "must be at least 1"),
         (["route", "k"], {"MOONMIND_CODEX_SHARD_COUNT": "-2"}, 64, "must be >= 1"),
+        (["route", "k"], {"MOONMIND_CODEX_SHARD_COUNT": "3x"}, 64, "is not a whole number"),
+        (["preflight", "--shard", "0"], {"MOONMIND_CODEX_SHARDS": "3"}, 64, "typo?"),
+        (["worker"], {}, 64, "MOONMIND_CODEX_SHARD is not set"),
+        (["worker", "--shard", "7"], {}, 64, "shard 7 is out of range"),
+        (["repair", "--shard", "-1"], {}, 2, "shard must be >= 0"),
         (["preflight", "--shard", "0"], {"MOONMIND_CODEX_QUEUE_MODE": "fanout"}, 64, "QUEUE_MODE"),
         (["bogus"], {}, 2, "invalid choice"),
     ],
@@ -96,11 +139,21 @@ def test_login_api_key_stdin_then_ok(client: Any, make_volume: Callable[..., str
 def test_bad_input_changes_nothing(
     client: Any, args: list[str], env: dict[str, str], code: int, message: str
 ) -> None:
-    before = engine_state(client)
-    done = cli(*args, env=env, stdin="sk-should-never-be-used")
+    tag = unique("badinput")
+    since = int(time.time()) - 1
+    scoped = {
+        "MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": tag + "-auth-{shard}",
+        "MOONMIND_CODEX_WORKSPACE_VOLUME": tag + "-ws",
+        **env,
+    }
+    done = cli(*args, env=scoped, stdin="sk-should-never-be-used")
     assert done.returncode == code, (done.stdout, done.stderr)
     assert message in done.stderr
-    assert engine_state(client) == before
+    # One clear line, not a traceback.
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert engine_events_naming(client, since, tag) == []
+    assert client.volumes.list(filters={"name": tag}) == []
 
 
 def test_login_from_stdin_validates_then_writes(

@@ -1,26 +1,32 @@
-"""The job launcher on the real engine: the mount the upstream attempt never exercised."""
+"""The job launcher on the real engine, the real job image and the real Codex CLI.
+
+This is the mount the upstream attempt never exercised: every test runs a real container through
+``launch_job`` and checks what happened inside it (its log), in the volume, and on the engine.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from moonmind_codex.jobs import JobSpec, job_container_name, launch_job
+from moonmind_codex.jobs import JobResult, JobSpec, job_container_config, job_container_name
+from moonmind_codex.jobs import launch_job as _launch_job
 from moonmind_codex.settings import Settings
-from tests.integration.conftest import api_key_login, run_in_volume
+from tests.integration.conftest import FAKE_API_KEY, VolumeFactory, in_volume
 
 SettingsFor = Callable[..., Settings]
+LABEL = "io.moonmind.codex."
 
 
 def spec(
     volume: str,
     command: list[str],
     *,
-    run_id: str = "run-1",
+    run_id: str,
     phase: str = "specify",
     timeout_s: float = 60,
 ) -> JobSpec:
@@ -35,118 +41,243 @@ def spec(
     )
 
 
-def test_job_mounts_the_login_read_write_as_uid_1000(
-    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
-) -> None:
-    volume = make_volume()
-    api_key_login(volume)
-    settings = settings_for(volume)
-    script = (
-        "echo uid=$(id -u) gid=$(id -g) home=$HOME pwd=$(pwd);"
-        "stat -c 'codexdir=%u:%g:%a' /home/app/.codex;"
-        "codex login status;"
-        "echo written-by-job > /home/app/.codex/job-marker;"
-        "env | grep -c -i -E 'key|token|secret|password' | sed 's/^/secret-vars=/';"
-        "env | grep MOONMIND;"
-        "if ls -la /var/run/docker.sock /run/docker.sock 2>/dev/null; then echo SOCKET-VISIBLE; fi;"
-        "grep CapEff /proc/self/status"
-    )
-    result = launch_job(settings, spec(volume, ["sh", "-c", script]), client)
-    log = result.log_path.read_text()
-    assert result.outcome == "succeeded", log
-    assert result.exit_code == 0
-    assert "uid=1000 gid=1000 home=/home/app pwd=/work/run-1" in log
-    assert "codexdir=1000:1000:700" in log
-    assert "API key configured" in log  # the real CLI sees the volume's login
-    assert "SOCKET-VISIBLE" not in log
-    assert "CapEff:\t0000000000000000" in log  # cap_drop ALL
-    assert "MOONMIND_CODEX_RUN_ID=run-1" in log and "MOONMIND_CODEX_PHASE=specify" in log
-    assert "secret-vars=0" in log  # no credential in the job's environment
-    # Written through to the volume: another container sees the job's file.
-    seen = run_in_volume(volume, "cat /home/app/.codex/job-marker")
-    assert seen.stdout.decode().strip() == "written-by-job"
-    # Always removed, and labelled while it existed.
+def launch_job(settings: Settings, job: JobSpec, client: Any) -> JobResult:
+    result = _launch_job(settings, job, client)
+    # Whatever happened, the container is gone afterwards.
     assert not client.containers.list(all=True, filters={"name": result.container_name})
-    assert result.log_path == settings.artifacts_dir / "spec_workflows" / "run-1" / "specify.log"
+    return result
 
 
-def test_failed_command_exit_code_is_captured(
-    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
+class Background:
+    """``launch_job`` in a thread (a first delivery, or a job holding the volume)."""
+
+    def __init__(self, settings: Settings, job: JobSpec, client: Any) -> None:
+        self.result: JobResult | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(settings, job, client))
+        self.thread.start()
+
+    def _run(self, settings: Settings, job: JobSpec, client: Any) -> None:
+        try:
+            self.result = launch_job(settings, job, client)
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self) -> JobResult:
+        self.thread.join(timeout=120)
+        assert self.error is None, self.error
+        assert self.result is not None
+        return self.result
+
+
+def wait_running(client: Any, name: str, timeout_s: float = 30) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = client.containers.list(filters={"name": name, "status": "running"})
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"container {name} never started"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def logged_in_volume(module_volume: VolumeFactory) -> str:
+    """A volume signed in with the real `codex login --with-api-key` (fake key on stdin)."""
+    return module_volume("auth", "api_key")
+
+
+@pytest.fixture
+def run_id() -> Iterator[str]:
+    # Unique per test: container names derive from run and phase, and others share the engine.
+    yield f"run-{time.monotonic_ns():x}"
+
+
+INSIDE = """
+echo "uid=$(id -u) gid=$(id -g) home=$HOME pwd=$(pwd)"
+stat -c 'codexdir=%u:%g:%a' /home/app/.codex
+stat -c 'authfile=%u:%g:%a' /home/app/.codex/auth.json
+codex login status > /tmp/status 2>&1; echo "status-exit=$?"; sed 's/^/status: /' /tmp/status
+echo written-by-job > /home/app/.codex/job-marker
+echo "env-names=$(env | cut -d= -f1 | sort | tr '\\n' ' ')"
+echo "secret-vars=$(env | grep -c -i -E 'key|token|secret|passw')"
+for p in /var/run/docker.sock /run/docker.sock /docker.sock /tmp/docker.sock \
+         /home/app/docker.sock /work/docker.sock; do
+  [ -e "$p" ] && echo "SOCKET-VISIBLE:$p"
+done
+find / -path /proc -prune -o -path /sys -prune -o \\( -type s -o -name '*docker*.sock' \\) \
+  -print 2>/dev/null | sed 's/^/SOCKET-FOUND:/'
+echo "socket-mounts=$(grep -c -E 'docker\\.sock|\\.sock ' /proc/self/mountinfo)"
+echo "DOCKER_HOST=${DOCKER_HOST:-unset}"
+grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status
+sleep 2
+echo job-done
+"""
+
+
+def test_job_runs_as_1000_on_the_shard_volume_and_sees_the_login(
+    client: Any, logged_in_volume: str, settings_for: SettingsFor, run_id: str
+) -> None:
+    settings = settings_for(logged_in_volume)
+    job = spec(logged_in_volume, ["sh", "-c", INSIDE], run_id=run_id)
+    background = Background(settings, job, client)
+    running = wait_running(client, job_container_name(run_id, "specify"))
+    attrs = running.attrs  # the real container's configuration, while it runs
+    result = background.join()
+    log = result.log_path.read_text()
+
+    assert (result.outcome, result.exit_code, result.reused_existing) == ("succeeded", 0, False)
+    assert result.container_id == running.id
+    assert result.log_path == settings.artifacts_dir / "spec_workflows" / run_id / "specify.log"
+    # Mounted at /home/app/.codex, read-write, as uid 1000; the workspace dir is /work/<run_id>.
+    assert f"uid=1000 gid=1000 home=/home/app pwd=/work/{run_id}" in log
+    assert "codexdir=1000:1000:700" in log
+    assert "authfile=1000:1000:600" in log
+    # The real CLI sees the volume's login (made by a real `codex login --with-api-key`).
+    assert "status-exit=0" in log and "status: API key configured" in log
+    assert FAKE_API_KEY not in log
+    assert "job-done" in log
+    # Written through: another container on the same volume sees the job's file.
+    assert in_volume(logged_in_volume, "cat /home/app/.codex/job-marker").strip() == (
+        "written-by-job"
+    )
+    # No Docker socket anywhere obvious, none mounted, no engine address in the environment.
+    assert "SOCKET-VISIBLE" not in log and "SOCKET-FOUND" not in log
+    assert "socket-mounts=0" in log and "DOCKER_HOST=unset" in log
+    # No capabilities, no privilege gain; only the run and phase in the env, no credential.
+    assert "CapEff:\t0000000000000000" in log and "CapBnd:\t0000000000000000" in log
+    assert "NoNewPrivs:\t1" in log
+    assert "secret-vars=0" in log
+    assert f"MOONMIND_CODEX_RUN_ID={run_id}" in attrs["Config"]["Env"]
+    assert "MOONMIND_CODEX_PHASE=specify" in attrs["Config"]["Env"]
+    env_names = {e.split("=", 1)[0] for e in attrs["Config"]["Env"]}
+    assert {n for n in env_names if n.startswith("MOONMIND")} == {
+        "MOONMIND_CODEX_RUN_ID",
+        "MOONMIND_CODEX_PHASE",
+    }
+
+    # The engine's view of the same container.
+    host_config = attrs["HostConfig"]
+    mounts = {m["Destination"]: m for m in attrs["Mounts"]}
+    assert set(mounts) == {"/home/app/.codex", "/work"}
+    assert mounts["/home/app/.codex"]["Type"] == "volume"
+    assert mounts["/home/app/.codex"]["Name"] == logged_in_volume
+    assert mounts["/home/app/.codex"]["RW"] is True
+    assert mounts["/work"]["Name"] == settings.workspace_volume
+    assert not any("docker.sock" in (m.get("Source") or "") for m in attrs["Mounts"])
+    assert attrs["Config"]["User"] == "1000:1000"
+    assert host_config["CapDrop"] == ["ALL"] and not host_config["CapAdd"]
+    assert host_config["SecurityOpt"] == ["no-new-privileges"]
+    assert host_config["Privileged"] is False
+    assert host_config["NetworkMode"] == settings.job_network
+    labels = dict(attrs["Config"]["Labels"])
+    labels.pop(LABEL + "source-digest")  # the image's own label, inherited
+    assert {k: v for k, v in labels.items() if k.startswith(LABEL)} == {
+        LABEL + "role": "job",
+        LABEL + "run-id": run_id,
+        LABEL + "phase": "specify",
+        LABEL + "shard": "0",
+        LABEL + "queue": "codex-0",
+        LABEL + "volume": logged_in_volume,
+        LABEL + "host": "test-host",
+    }
+
+
+def test_logs_stream_while_the_job_runs_and_exit_code_is_captured(
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, run_id: str
 ) -> None:
     volume = make_volume()
-    result = launch_job(
-        settings_for(volume), spec(volume, ["sh", "-c", "echo boom; exit 3"]), client
-    )
+    settings = settings_for(volume)
+    job = spec(volume, ["sh", "-c", "echo early; sleep 3; echo late >&2; exit 3"], run_id=run_id)
+    background = Background(settings, job, client)
+    wait_running(client, job_container_name(run_id, "specify"))
+    log_path = settings.artifacts_dir / "spec_workflows" / run_id / "specify.log"
+    deadline = time.monotonic() + 10
+    while not (log_path.exists() and "early" in log_path.read_text()):
+        assert time.monotonic() < deadline, "the log did not stream while the job ran"
+        time.sleep(0.1)
+    assert background.result is None  # still running when its first line reached the file
+    assert "late" not in log_path.read_text()
+    result = background.join()
     assert (result.outcome, result.exit_code) == ("failed", 3)
-    assert "boom" in result.log_path.read_text()
+    assert "early" in log_path.read_text() and "late" in log_path.read_text()  # stderr too
 
 
 def test_timeout_kills_the_container(
-    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, run_id: str
 ) -> None:
     volume = make_volume()
     started = time.monotonic()
-    result = launch_job(settings_for(volume), spec(volume, ["sleep", "60"], timeout_s=2), client)
-    assert result.outcome == "timed_out" and result.exit_code is None
-    assert time.monotonic() - started < 30
-    assert "killed after the 2 s timeout" in result.log_path.read_text()
-    assert not client.containers.list(all=True, filters={"name": result.container_name})
-
-
-def test_second_job_on_the_same_volume_is_refused_as_busy(
-    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
-) -> None:
-    volume = make_volume()
-    settings = settings_for(volume)
-    results: dict[str, Any] = {}
-    first = threading.Thread(
-        target=lambda: results.setdefault(
-            "first", launch_job(settings, spec(volume, ["sleep", "6"], phase="plan"), client)
-        )
+    result = launch_job(
+        settings_for(volume),
+        spec(volume, ["sh", "-c", "echo sleeping; sleep 120"], run_id=run_id, timeout_s=2),
+        client,
     )
-    first.start()
-    deadline = time.monotonic() + 30
-    while not client.containers.list(filters={"name": job_container_name("run-1", "plan")}):
-        assert time.monotonic() < deadline, "first job never started"
-        time.sleep(0.2)
-    time.sleep(1.0)  # let its entry point take the lock
-    second = launch_job(settings, spec(volume, ["true"], phase="tasks"), client)
-    first.join(timeout=60)
-    assert second.outcome == "busy" and second.exit_code == 75
-    assert "auth volume busy" in second.log_path.read_text()
-    assert results["first"].outcome == "succeeded"
+    assert (result.outcome, result.exit_code) == ("timed_out", None)
+    assert time.monotonic() - started < 20
+    log = result.log_path.read_text()
+    assert "sleeping" in log and "killed after the 2 s timeout" in log
 
 
-def test_redelivered_phase_awaits_the_first_container(
-    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
+def test_second_phase_on_a_busy_volume_gets_busy(
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, run_id: str
 ) -> None:
     volume = make_volume()
     settings = settings_for(volume)
-    job = spec(volume, ["sh", "-c", "sleep 4; echo done-once"], phase="implement")
-    results: list[Any] = []
-    first = threading.Thread(target=lambda: results.append(launch_job(settings, job, client)))
-    first.start()
-    name = job_container_name("run-1", "implement")
-    deadline = time.monotonic() + 30
-    while not client.containers.list(filters={"name": name}):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    redelivered = launch_job(settings, job, client)
-    first.join(timeout=60)
-    assert redelivered.reused_existing is True
-    assert redelivered.outcome == "succeeded"
-    assert redelivered.container_id == results[0].container_id  # one container, not two
-    assert not client.containers.list(all=True, filters={"name": name})
+    first = Background(settings, spec(volume, ["sleep", "4"], run_id=run_id, phase="plan"), client)
+    wait_running(client, job_container_name(run_id, "plan"))
+    time.sleep(0.5)  # its entry point takes the lock as its first action
+    second = launch_job(settings, spec(volume, ["true"], run_id=run_id, phase="tasks"), client)
+    assert (second.outcome, second.exit_code) == ("busy", 75)
+    assert "auth volume busy" in second.log_path.read_text()
+    assert first.join().outcome == "succeeded"
+    # The lock went with the first job: the same phase now runs.
+    again = launch_job(settings, spec(volume, ["true"], run_id=run_id, phase="tasks"), client)
+    assert again.outcome == "succeeded"
+
+
+def test_redelivered_phase_awaits_the_running_container(
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, run_id: str
+) -> None:
+    volume = make_volume()
+    settings = settings_for(volume)
+    script = "echo ran >> /home/app/.codex/runs; sleep 3; echo done-once"
+    job = spec(volume, ["sh", "-c", script], run_id=run_id, phase="implement")
+    first = Background(settings, job, client)
+    wait_running(client, job_container_name(run_id, "implement"))
+
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def count() -> None:
+        while not stop.is_set():
+            found = client.containers.list(all=True, filters={"label": f"{LABEL}run-id={run_id}"})
+            seen.append(len(found))
+            time.sleep(0.1)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        redelivered = launch_job(settings, job, client)
+    finally:
+        stop.set()
+        counter.join()
+    original = first.join()
+
+    assert redelivered.reused_existing is True and original.reused_existing is False
+    assert redelivered.container_id == original.container_id  # one container, not two
+    assert (redelivered.outcome, redelivered.exit_code) == ("succeeded", 0)
+    assert seen and max(seen) == 1
+    assert in_volume(volume, "cat /home/app/.codex/runs").split() == ["ran"]  # ran once
+    assert "earlier delivery of this phase" in redelivered.log_path.read_text()
 
 
 def test_exited_container_of_an_earlier_delivery_is_reaped(
-    client: Any, make_volume: Callable[..., str], settings_for: SettingsFor
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, run_id: str
 ) -> None:
     volume = make_volume()
     settings = settings_for(volume)
-    job = spec(volume, ["sh", "-c", "echo first-delivery; exit 4"], phase="review")
-    from moonmind_codex.jobs import job_container_config
-
+    job = spec(volume, ["sh", "-c", "echo first-delivery; exit 4"], run_id=run_id, phase="review")
+    # A worker died after its job ended, before it collected the container.
     leftover = client.containers.create(**job_container_config(settings, job))
     leftover.start()
     leftover.wait(timeout=30)
@@ -154,9 +285,6 @@ def test_exited_container_of_an_earlier_delivery_is_reaped(
     assert (result.reused_existing, result.exit_code, result.outcome) == (True, 4, "failed")
     assert result.container_id == leftover.id
     assert "first-delivery" in result.log_path.read_text()
-    assert not client.containers.list(
-        all=True, filters={"name": job_container_name("run-1", "review")}
-    )
 
 
 @pytest.mark.parametrize(
@@ -165,19 +293,12 @@ def test_exited_container_of_an_earlier_delivery_is_reaped(
         ("../etc", "p", "run_id '../etc' is not valid"),
         ("r", "a b", "phase 'a b' is not valid"),
         ("", "p", "run_id '' is not valid"),
+        ("-rf", "p", "run_id '-rf' is not valid"),
     ],
 )
 def test_bad_ids_are_refused_before_anything_runs(run_id: str, phase: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        JobSpec(
-            run_id=run_id,
-            phase=phase,
-            command=["true"],
-            shard=0,
-            queue="codex-0",
-            volume="v",
-            timeout_s=1,
-        )
+        spec("v", ["true"], run_id=run_id, phase=phase)
 
 
 def test_container_names_are_stable_and_distinct() -> None:

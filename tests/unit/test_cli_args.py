@@ -1,4 +1,4 @@
-"""CLI argument and settings errors: clear message, non-zero exit, no Docker touched."""
+"""Pure CLI, log-format and routing-adoption checks: no Docker, no broker."""
 
 from __future__ import annotations
 
@@ -82,3 +82,66 @@ def test_docker_down_is_a_clear_error(
     monkeypatch.setenv("MOONMIND_CODEX_DOCKER_URL", "unix:///nonexistent/docker.sock")
     code, _, err = run(capsys, "repair", "--shard", "0")
     assert code == 69 and "cannot reach the Docker engine" in err
+
+
+def test_worker_log_lines_are_json_and_redact_urls() -> None:
+    import logging
+
+    from moonmind_codex.worker import JsonFormatter
+
+    record = logging.LogRecord(
+        "celery",
+        logging.ERROR,
+        __file__,
+        1,
+        "cannot reach %s",
+        ("amqp://mm:hunter2@b:5672//",),
+        None,
+    )
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert entry["msg"] == "cannot reach amqp://mm:***@b:5672//" and "hunter2" not in line
+    assert (entry["level"], entry["logger"]) == ("ERROR", "celery")
+
+
+def test_audit_records_are_embedded_as_objects() -> None:
+    import logging
+
+    from moonmind_codex.worker import JsonFormatter
+
+    record = logging.LogRecord(
+        "moonmind_codex.audit", logging.INFO, __file__, 1, '{"event": "x", "shard": 1}', (), None
+    )
+    assert json.loads(JsonFormatter().format(record))["audit"] == {"event": "x", "shard": 1}
+
+
+def test_install_routing_keeps_an_apps_own_routes() -> None:
+    from celery import Celery
+
+    from moonmind_codex.celery_app import install_routing
+
+    app = Celery("existing", broker="memory://", set_as_current=False)
+    app.conf.task_routes = {"reports.*": {"queue": "reports"}}
+
+    @app.task(name="pipelines.codex_specify")  # type: ignore[untyped-decorator]
+    def codex_specify(run_id: str, repository: str) -> None: ...
+
+    @app.task(name="reports.daily")  # type: ignore[untyped-decorator]
+    def daily() -> None: ...
+
+    @app.task(name="misc.other")  # type: ignore[untyped-decorator]
+    def other() -> None: ...
+
+    settings = Settings(shard_count=4)
+    install_routing(app, settings)
+    router = app.amqp.router
+
+    def queue_of(name: str, kwargs: dict[str, str]) -> str:
+        return str(router.route({}, name, (), kwargs, app.tasks[name])["queue"].name)
+
+    expected = route_key("org/repo", settings).queue
+    assert queue_of("pipelines.codex_specify", {"run_id": "r1", "repository": "org/repo"}) == (
+        expected
+    )
+    assert queue_of("reports.daily", {}) == "reports"
+    assert queue_of("misc.other", {}) == "celery"

@@ -29,26 +29,47 @@ def on(name: str):
 
 def login_with_api_key(host, shard: int) -> None:
     gid = host.check_output("stat -c %g /var/run/docker.sock")
-    cmd = (f"printf %s '{FAKE_KEY}' | docker run --rm -i --group-add {gid} "
-           "-v /var/run/docker.sock:/var/run/docker.sock "
-           f"-e MOONMIND_CODEX_HOST_NAME={host.backend.host} "
-           f"moonmind-codex/worker:latest login --shard {shard} --api-key-stdin")
+    cmd = (
+        f"printf %s '{FAKE_KEY}' | docker run --rm -i --group-add {gid} "
+        "-v /var/run/docker.sock:/var/run/docker.sock "
+        f"-e MOONMIND_CODEX_HOST_NAME={host.backend.host} "
+        f"moonmind-codex/worker:latest login --shard {shard} --api-key-stdin"
+    )
     result = host.run(cmd)
     assert result.rc == 0, result.stdout + result.stderr
 
 
-def playbook(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_ROLES_PATH=str(REPO / "roles"), MOLECULE_PROJECT_DIRECTORY=str(REPO))
+def playbook(
+    name: str, *args: str, inventory: Path = INVENTORY
+) -> subprocess.CompletedProcess[str]:
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+        MOLECULE_PROJECT_DIRECTORY=str(REPO),
+    )
     return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY),
-         str(REPO / "playbooks" / name), *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=900, check=False)
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            str(REPO / "playbooks" / name),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=900,
+        check=False,
+    )
 
 
 def recap_changed(output: str) -> dict[str, int]:
-    return {host: int(n) for host, n in re.findall(r"(mmc-molecule-\S+)\s+:.*?changed=(\d+)",
-                                                   output)}
+    return {
+        host: int(n) for host, n in re.findall(r"(mmc-molecule-\S+)\s+:.*?changed=(\d+)", output)
+    }
 
 
 def login_check_table() -> dict[int, str]:
@@ -60,21 +81,26 @@ def login_check_table() -> dict[int, str]:
 
 
 def key_for(shard: int) -> str:
-    return next(k for k in (f"molecule/repo-{i}" for i in range(1000))
-                if shard_for_key(k, 3) == shard)
+    return next(
+        k for k in (f"molecule/repo-{i}" for i in range(1000)) if shard_for_key(k, 3) == shard
+    )
 
 
 def enqueue(from_host, run_id: str, shard: int) -> dict:
     out = from_host.check_output(
         f"docker exec moonmind-codex-worker-0 moonmind-codex enqueue --run-id {run_id} "
         f"--phase specify --repository {key_for(shard)} --timeout 120 --wait -- "
-        "sh -c 'id -u; codex login status'")
+        "sh -c 'id -u; codex login status'"
+    )
     return json.loads(out)
 
 
 def test_1_login_check_reports_every_shard_not_logged_in() -> None:
-    assert login_check_table() == {0: f"{HOST_A} blocked", 1: f"{HOST_A} blocked",
-                                   2: f"{HOST_B} blocked"}
+    assert login_check_table() == {
+        0: f"{HOST_A} blocked",
+        1: f"{HOST_A} blocked",
+        2: f"{HOST_B} blocked",
+    }
 
 
 def test_2_login_writes_auth_json_0600_owned_by_1000() -> None:
@@ -82,13 +108,17 @@ def test_2_login_writes_auth_json_0600_owned_by_1000() -> None:
     login_with_api_key(host_a, 0)
     out = host_a.check_output(
         "docker run --rm --network none --entrypoint stat -v codex_auth_0:/c "
-        "moonmind-codex/job:latest -c '%a %u:%g' /c/auth.json")
+        "moonmind-codex/job:latest -c '%a %u:%g' /c/auth.json"
+    )
     assert out.strip() == "600 1000:1000"
 
 
 def test_3_login_check_tells_logged_in_from_not_logged_in() -> None:
-    assert login_check_table() == {0: f"{HOST_A} ok", 1: f"{HOST_A} blocked",
-                                   2: f"{HOST_B} blocked"}
+    assert login_check_table() == {
+        0: f"{HOST_A} ok",
+        1: f"{HOST_A} blocked",
+        2: f"{HOST_B} blocked",
+    }
 
 
 def test_4_codex_task_runs_on_the_owning_host_with_its_volume() -> None:
@@ -98,23 +128,33 @@ def test_4_codex_task_runs_on_the_owning_host_with_its_volume() -> None:
         run_id = f"molecule-run-{shard}"
         result = enqueue(host_a, run_id, shard)  # sent from host-a, through the broker host
         assert (result["queue"], result["shard"], result["volume"], result["host"]) == (
-            f"codex-{shard}", shard, f"codex_auth_{shard}", owner)
+            f"codex-{shard}",
+            shard,
+            f"codex_auth_{shard}",
+            owner,
+        )
         assert (result["outcome"], result["preflight_status"]) == ("succeeded", "ok")
         log = host.file(result["log_path"]).content_string
         assert log.splitlines()[0] == "1000" and "API key configured" in log
-        audit = [json.loads(line) for line in host.file(
-            "/var/lib/moonmind-codex/audit/codex-audit.jsonl").content_string.splitlines()]
+        audit = [
+            json.loads(line)
+            for line in host.file(
+                "/var/lib/moonmind-codex/audit/codex-audit.jsonl"
+            ).content_string.splitlines()
+        ]
         mine = [r for r in audit if r["run_id"] == run_id]
         assert [r["event"] for r in mine] == ["codex_phase_started", "codex_phase_finished"]
         assert {(r["queue"], r["shard"], r["volume"], r["host"]) for r in mine} == {
-            (f"codex-{shard}", shard, f"codex_auth_{shard}", owner)}
+            (f"codex-{shard}", shard, f"codex_auth_{shard}", owner)
+        }
 
 
 def test_5_phase_on_a_shard_without_login_is_blocked_on_its_host() -> None:
     host_a = on(HOST_A)
     result = host_a.run(
         "docker exec moonmind-codex-worker-0 moonmind-codex enqueue --run-id molecule-blocked "
-        f"--phase specify --repository {key_for(1)} --timeout 60 --wait -- true")
+        f"--phase specify --repository {key_for(1)} --timeout 60 --wait -- true"
+    )
     assert result.rc != 0
     text = result.stdout + result.stderr
     assert "shard 1" in text and "codex_auth_1" in text and "moonmind-codex login --shard 1" in text
@@ -122,9 +162,13 @@ def test_5_phase_on_a_shard_without_login_is_blocked_on_its_host() -> None:
 
 def test_6_broker_has_one_consumer_per_shard_queue() -> None:
     out = on(BROKER).check_output(
-        "docker exec moonmind-codex-broker rabbitmqctl -q list_queues name consumers")
-    consumers = dict(line.split() for line in out.splitlines() if line.startswith("codex-")
-                     and "pidbox" not in line)
+        "docker exec moonmind-codex-broker rabbitmqctl -q list_queues name consumers"
+    )
+    consumers = dict(
+        line.split()
+        for line in out.splitlines()
+        if line.startswith("codex-") and "pidbox" not in line
+    )
     assert consumers == {"codex-0": "1", "codex-1": "1", "codex-2": "1"}
 
 
@@ -139,7 +183,8 @@ def test_8_teardown_keeps_logins_and_site_restores_the_fleet() -> None:
     host_a = on(HOST_A)
     before = host_a.check_output(
         "docker run --rm --network none --entrypoint sha256sum -v codex_auth_0:/c "
-        "moonmind-codex/job:latest /c/auth.json")
+        "moonmind-codex/job:latest /c/auth.json"
+    )
     done = playbook("teardown.yml")
     assert done.returncode == 0, done.stdout[-3000:]
     for shard in (0, 1):
@@ -152,6 +197,45 @@ def test_8_teardown_keeps_logins_and_site_restores_the_fleet() -> None:
         assert host_a.service(f"moonmind-codex-worker@{shard}").is_running
     after = host_a.check_output(
         "docker run --rm --network none --entrypoint sha256sum -v codex_auth_0:/c "
-        "moonmind-codex/job:latest /c/auth.json")
+        "moonmind-codex/job:latest /c/auth.json"
+    )
     assert after == before  # the login survived teardown and re-provisioning untouched
     assert login_check_table()[0] == f"{HOST_A} ok"
+
+
+def test_9_move_a_shard_to_another_host_with_its_login(tmp_path: Path) -> None:
+    """The operator's move: edit the inventory, run site.yml, carry the login with move-login."""
+    host_a, host_b = on(HOST_A), on(HOST_B)
+    login_with_api_key(host_a, 1)
+    moved = tmp_path / "hosts.yml"
+    moved.write_text(
+        INVENTORY.read_text()
+        .replace("moonmind_codex_shards: [0, 1]", "moonmind_codex_shards: [0]")
+        .replace("moonmind_codex_shards: [2]", "moonmind_codex_shards: [1, 2]")
+    )
+    done = playbook("site.yml", inventory=moved)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert not host_a.service("moonmind-codex-worker@1").is_enabled
+    assert host_a.run("docker inspect moonmind-codex-worker-1").rc != 0
+    assert host_a.run("docker volume inspect codex_auth_1").rc == 0  # kept, not purged
+    assert host_b.service("moonmind-codex-worker@1").is_running
+
+    done = playbook("move-login.yml", "-e", "shard=1", "-e", f"from_host={HOST_A}", inventory=moved)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert FAKE_KEY not in done.stdout + done.stderr  # no_log
+    stat = host_b.check_output(
+        "docker run --rm --network none --entrypoint stat -v codex_auth_1:/c "
+        "moonmind-codex/job:latest -c '%a %u' /c/auth.json"
+    )
+    assert stat.strip() == "600 1000"
+    gone = host_a.run(
+        "docker run --rm --network none --entrypoint test -v codex_auth_1:/c "
+        "moonmind-codex/job:latest -e /c/auth.json"
+    )
+    assert gone.rc == 1  # the old copy is emptied: one live login per shard
+    result = enqueue(host_a, "molecule-moved-1", 1)
+    assert (result["host"], result["volume"], result["outcome"]) == (
+        HOST_B,
+        "codex_auth_1",
+        "succeeded",
+    )

@@ -32,7 +32,8 @@ def test_volume_roots_are_owned_by_the_job_uid_with_mode_0700(host) -> None:
     for shard in own_shards(host):
         out = host.check_output(
             f"docker run --rm --network none --entrypoint stat "
-            f"-v codex_auth_{shard}:/c {JOB_IMAGE} -c '%u:%g %a' /c")
+            f"-v codex_auth_{shard}:/c {JOB_IMAGE} -c '%u:%g %a' /c"
+        )
         assert out.strip() == "1000:1000 700"
 
 
@@ -41,13 +42,17 @@ def test_worker_units_enabled_and_active(host) -> None:
     for shard in own_shards(host):
         unit = host.service(f"moonmind-codex-worker@{shard}")
         assert unit.is_enabled and unit.is_running
-        state = json.loads(host.check_output(
-            f"docker inspect --format '{{{{json .State}}}}' moonmind-codex-worker-{shard}"))
+        state = json.loads(
+            host.check_output(
+                f"docker inspect --format '{{{{json .State}}}}' moonmind-codex-worker-{shard}"
+            )
+        )
         assert state["Running"] is True
         # systemd owns the lifecycle: no Docker restart policy.
         policy = host.check_output(
             f"docker inspect --format '{{{{.HostConfig.RestartPolicy.Name}}}}' "
-            f"moonmind-codex-worker-{shard}")
+            f"moonmind-codex-worker-{shard}"
+        )
         assert policy.strip() in ("", "no")
     for shard in set(range(SHARD_COUNT)) - set(own_shards(host)):
         assert not host.service(f"moonmind-codex-worker@{shard}").is_running
@@ -56,8 +61,11 @@ def test_worker_units_enabled_and_active(host) -> None:
 def test_each_worker_consumes_its_own_queue_only(host) -> None:
     for shard in own_shards(host):
         logs = host.check_output(f"docker logs moonmind-codex-worker-{shard} 2>&1")
-        queue_lines = [line.strip() for line in logs.split("[queues]")[-1].split("[tasks]")[0]
-                       .splitlines() if line.strip().startswith(".>")]
+        queue_lines = [
+            line.strip()
+            for line in logs.split("[queues]")[-1].split("[tasks]")[0].splitlines()
+            if line.strip().startswith(".>")
+        ]
         assert queue_lines, logs[-2000:]
         assert {line.split()[1] for line in queue_lines} == {f"codex-{shard}"}
         assert f"codex-{shard}@{host.backend.host} ready." in logs
@@ -68,5 +76,6 @@ def test_broker_secret_is_a_root_only_file_not_an_env_var(host) -> None:
     assert secret.mode == 0o400 and secret.uid == 10001
     for shard in own_shards(host):
         env = host.check_output(
-            f"docker inspect --format '{{{{json .Config.Env}}}}' moonmind-codex-worker-{shard}")
+            f"docker inspect --format '{{{{json .Config.Env}}}}' moonmind-codex-worker-{shard}"
+        )
         assert "amqp://" not in env and "molecule-test-password" not in env
