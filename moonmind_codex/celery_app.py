@@ -16,10 +16,6 @@ from moonmind_codex.router import CodexRouter
 from moonmind_codex.settings import Settings
 
 CODEX_PHASE_TASK = "moonmind_codex.codex_phase"
-# A phase that found its volume locked by another job (an operator's login, say) waits and
-# retries rather than failing the run.
-BUSY_RETRY_SECONDS = 30
-BUSY_MAX_RETRIES = 20
 PING_TASK = "moonmind_codex.ping"
 
 
@@ -73,7 +69,9 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
             clients["client"] = connect(settings)
         return clients["client"]
 
-    @app.task(name=CODEX_PHASE_TASK, bind=True, codex=True)  # type: ignore[untyped-decorator]
+    # shared=False: these tasks close over this app's settings; Celery must not copy them
+    # into every other app in the process (an operator's app, or the next shard's).
+    @app.task(name=CODEX_PHASE_TASK, bind=True, codex=True, shared=False)  # type: ignore[untyped-decorator]
     def codex_phase(
         self: Any,
         run_id: str,
@@ -94,10 +92,14 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
             delivered_on=delivery.get("routing_key"),
         )
         if result["outcome"] == "busy":
-            raise self.retry(countdown=BUSY_RETRY_SECONDS, max_retries=BUSY_MAX_RETRIES)
+            # The volume's lock is held (an operator's login, a move): wait and retry rather
+            # than fail the run; the message goes back to this shard's queue.
+            raise self.retry(
+                countdown=settings.busy_retry_seconds, max_retries=settings.busy_max_retries
+            )
         return result
 
-    @app.task(name=PING_TASK, bind=True)  # type: ignore[untyped-decorator]
+    @app.task(name=PING_TASK, bind=True, shared=False)  # type: ignore[untyped-decorator]
     def ping(self: Any, value: Any) -> dict[str, Any]:
         delivery = self.request.delivery_info or {}
         return {

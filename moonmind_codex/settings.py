@@ -60,6 +60,8 @@ class Settings:
     job_timeout_seconds: float = 3600.0
     job_network: str = "bridge"
     preflight_timeout_seconds: float = 30.0
+    busy_retry_seconds: float = 30.0
+    busy_max_retries: int = 20
     last_refresh_warn_days: float = 7.0
     workspace_volume: str = "moonmind_codex_workspaces"
     artifacts_dir: Path = Path("var/artifacts")
@@ -234,6 +236,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         preflight_timeout_seconds=_float(
             env, "PREFLIGHT_TIMEOUT_SECONDS", Settings.preflight_timeout_seconds, 0
         ),
+        busy_retry_seconds=_float(env, "BUSY_RETRY_SECONDS", Settings.busy_retry_seconds, 0),
+        busy_max_retries=_int(env, "BUSY_MAX_RETRIES", Settings.busy_max_retries, 0),
         last_refresh_warn_days=_float(
             env, "LAST_REFRESH_WARN_DAYS", Settings.last_refresh_warn_days, 0
         ),

@@ -14,15 +14,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
 
 from moonmind_codex.assignments import SqliteAssignmentStore
 from moonmind_codex.audit import read_records
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
-from moonmind_codex.phase import CodexPhaseBlocked
+from moonmind_codex.phase import CodexPhaseBlocked, CodexPhaseMisrouted
 from moonmind_codex.router import route_key
 from moonmind_codex.settings import Settings
 from tests.integration.broker import running_broker
-from tests.integration.conftest import FAKE_API_KEY, WORKER_IMAGE, api_key_login
+from tests.integration.conftest import (
+    CODEX_HOME,
+    FAKE_API_KEY,
+    JOB_IMAGE,
+    WORKER_IMAGE,
+    api_key_login,
+    unique,
+)
 
 SHARDS = 3
 LOGGED_IN = (0, 1)  # shard 2's volume exists but is not signed in
@@ -72,6 +81,8 @@ def start_worker(
         "MOONMIND_CODEX_AUDIT_LOG": "/var/lib/moonmind-codex/audit/codex-audit.jsonl",
         "MOONMIND_CODEX_WORKSPACE_VOLUME": f"mmc-test-{fleet_tag}-ws",
         "MOONMIND_CODEX_WORKER_CONTAINER": name,
+        # A phase that meets a held volume lock retries after this long (30 s in production).
+        "MOONMIND_CODEX_BUSY_RETRY_SECONDS": "1",
         **(extra_env or {}),
     }
     return client.containers.run(
@@ -252,6 +263,38 @@ def test_n_phases_leave_exactly_2n_audit_records(fleet: Fleet) -> None:
         assert end["queue"] == f"codex-{end['shard']}"
 
 
+def test_phase_on_a_held_volume_waits_for_the_lock_then_runs(fleet: Fleet, client: Any) -> None:
+    """An operator's login holds the volume: the phase is retried, not failed, and then runs."""
+    volume = fleet.volume(0)
+    # Through the job image's entry point, like `moonmind-codex login`: it takes the lock.
+    holder = client.containers.run(
+        JOB_IMAGE,
+        ["sh", "-c", "echo holding; sleep 5"],
+        name=unique("lock-holder"),
+        user="1000:1000",
+        network_mode="none",
+        volumes={volume: {"bind": CODEX_HOME, "mode": "rw"}},
+        detach=True,
+    )
+    try:
+        wait_for_log(holder, "holding", timeout_s=30)
+        run_id = f"run-busy-{fleet.tag}"
+        result = send_phase(
+            create_app(fleet.producer), run_id, "specify", fleet.key_for(0), ["true"]
+        ).get(timeout=120)
+        holder.reload()
+        assert holder.status == "exited"  # the phase ran only after the holder let go
+    finally:
+        holder.remove(force=True)
+    assert (result["outcome"], result["volume"]) == ("succeeded", volume)
+    ends = [
+        r for r in fleet.audit() if r["run_id"] == run_id and r["event"] == "codex_phase_finished"
+    ]
+    outcomes = [r["outcome"] for r in ends]
+    assert outcomes[-1] == "succeeded" and set(outcomes[:-1]) == {"busy"}, outcomes
+    assert len({r["task_id"] for r in ends}) == 1  # retries of one task, not new tasks
+
+
 def test_phase_on_a_volume_without_login_is_blocked(fleet: Fleet, client: Any) -> None:
     app = create_app(fleet.producer)
     run_id = f"run-blocked-{fleet.tag}"
@@ -397,3 +440,81 @@ def test_worker_logs_are_json_lines_without_secrets(fleet: Fleet) -> None:
         filed = [r for r in fleet.audit() if r["worker"] == f"codex-{shard}@e2e-host"]
         assert logged == filed, (shard, len(logged), len(filed))
         assert filed or shard != 0
+
+
+def test_misrouted_phase_is_refused_untouched(fleet: Fleet) -> None:
+    """A codex-0 message that reaches codex-1's queue (a stray binding) is not run there."""
+    stray = f"mmc-test-stray-{fleet.tag}"
+    conn: Any = Connection(fleet.url)  # type: ignore[no-untyped-call]
+    try:
+        binding: Any = Queue(  # type: ignore[no-untyped-call]
+            "codex-1",
+            Exchange(stray, type="direct", durable=False),  # type: ignore[no-untyped-call]
+            routing_key="codex-0",
+        )
+        binding.bind(conn.default_channel).declare()
+    finally:
+        conn.release()
+    run_id = f"run-misrouted-{fleet.tag}"
+    app = create_app(fleet.producer, sticky=False)
+    pending = app.send_task(
+        CODEX_PHASE_TASK,
+        kwargs={"run_id": run_id, "phase": "specify", "command": ["true"], "affinity_key": "x"},
+        exchange=stray,
+        routing_key="codex-0",
+    )
+    with pytest.raises(CodexPhaseMisrouted) as caught:
+        pending.get(timeout=60)
+    assert "arrived on queue codex-0, but this worker serves codex-1" in str(caught.value)
+    assert [r for r in fleet.audit() if r["run_id"] == run_id] == []
+    assert not (fleet.state / "artifacts" / "spec_workflows" / run_id).exists()
+
+
+def test_enqueue_command_through_the_broker(fleet: Fleet, tmp_path: Path) -> None:
+    url_file = tmp_path / "url"
+    url_file.write_text(fleet.url)
+    env = dict(
+        os.environ,
+        MOONMIND_CODEX_BROKER_URL_FILE=str(url_file),
+        MOONMIND_CODEX_SHARD_COUNT=str(SHARDS),
+        MOONMIND_CODEX_ASSIGNMENTS_DB=str(tmp_path / "assignments.sqlite3"),
+    )
+    cli = [sys.executable, "-m", "moonmind_codex", "enqueue", "--phase", "specify", "--wait"]
+    ok = subprocess.run(
+        [*cli, "--run-id", f"run-cli-{fleet.tag}", "--repository", fleet.key_for(1), "--", "id"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads(ok.stdout)
+    assert (result["queue"], result["volume"], result["outcome"]) == (
+        "codex-1",
+        fleet.volume(1),
+        "succeeded",
+    )
+    blocked = subprocess.run(
+        [
+            *cli,
+            "--run-id",
+            f"run-blocked-cli-{fleet.tag}",
+            "--repository",
+            fleet.key_for(2),
+            "--",
+            "true",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert blocked.returncode == 1 and blocked.stdout == ""
+    # The worker's verdict and its fix, not a traceback.
+    assert "Traceback" not in blocked.stderr, blocked.stderr
+    assert "CodexPhaseBlocked" in blocked.stderr and fleet.volume(2) in blocked.stderr
+    assert "Fix: on host e2e-host" in blocked.stderr
+    assert "moonmind-codex login --shard 2" in blocked.stderr
+    assert fleet.url.split(":")[2].split("@")[0] not in ok.stdout + ok.stderr + blocked.stderr

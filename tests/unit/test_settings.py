@@ -99,3 +99,33 @@ def test_own_container_id_from_mountinfo(tmp_path: Path) -> None:
     info.write_text("1 2 0:1 / / rw\n")
     assert own_container_id(info) is None
     assert own_container_id(tmp_path / "missing") is None
+
+
+def _env_name(field_name: str) -> str:
+    return "AUTH_VOLUME" if field_name == "auth_volume_override" else field_name.upper()
+
+
+def test_every_setting_is_documented_and_every_documented_one_exists() -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+    documented = set(re.findall(r"`MOONMIND_CODEX_([A-Z_]+?)(?:_FILE)?`", doc))
+    fields = {_env_name(name) for name in Settings.__dataclass_fields__}
+    assert fields - documented == set(), "add these to docs/settings.md"
+    # Everything the page names must be accepted by load_settings (no stale entries).
+    for name in sorted(documented):
+        try:
+            load_settings({f"MOONMIND_CODEX_{name}": "x"})
+        except SettingsError as exc:
+            assert "is not a moonmind-codex setting" not in str(exc), name
+
+
+def test_busy_retry_settings() -> None:
+    s = load_settings(
+        {"MOONMIND_CODEX_BUSY_RETRY_SECONDS": "2.5", "MOONMIND_CODEX_BUSY_MAX_RETRIES": "0"}
+    )
+    assert (s.busy_retry_seconds, s.busy_max_retries) == (2.5, 0)
+    with pytest.raises(SettingsError, match=r"BUSY_RETRY_SECONDS=0\.0 must be > 0"):
+        load_settings({"MOONMIND_CODEX_BUSY_RETRY_SECONDS": "0"})
+    with pytest.raises(SettingsError, match="BUSY_MAX_RETRIES=-1 must be >= 0"):
+        load_settings({"MOONMIND_CODEX_BUSY_MAX_RETRIES": "-1"})
