@@ -26,6 +26,13 @@ def relogin(shard: int, volume: str, host: str) -> str:
     )
 
 
+def first_login(shard: int, volume: str, host: str) -> str:
+    return (
+        f"on host {host}, sign volume {volume} in: {login_command(shard)} "
+        f"({login_alternatives(shard)})"
+    )
+
+
 def repair(shard: int, volume: str, host: str) -> str:
     return (
         f"on host {host}, restore owner and modes of volume {volume}: "

@@ -163,7 +163,13 @@ def evaluate(
 
     # auth.json: present, readable, 0600, owned by the job uid, a usable login.
     if auth_file.get("exists") is False:
-        add("auth.json", "blocked", "no auth.json: the volume is not logged in", relogin)
+        # A new volume (or one emptied by a move): "sign in", not "again".
+        add(
+            "auth.json",
+            "blocked",
+            "no auth.json: the volume is not logged in",
+            messages.first_login(shard, volume, host),
+        )
     elif auth_file.get("exists") is not True:
         add(
             "auth.json",

@@ -121,6 +121,13 @@ def test_blocking_problems_name_shard_volume_host_and_fix(
     assert_no_secret(json.dumps(result.to_dict()))
 
 
+def test_new_volume_is_told_to_sign_in_and_a_broken_login_to_sign_in_again() -> None:
+    fresh = judge(probe(None, status_exit=1)).remediation or ""
+    broken = judge(probe(raw=b"{not json")).remediation or ""
+    assert "sign volume codex_auth_2 in:" in fresh and "again" not in fresh
+    assert "sign volume codex_auth_2 in again:" in broken
+
+
 def test_unreadable_directory_blocks() -> None:
     report = probe(None)
     report["dir"] = {"exists": None, "error": "permission denied"}
