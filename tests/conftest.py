@@ -8,20 +8,32 @@ from __future__ import annotations
 
 import pytest
 
-# The full suite (`make test`) collects far more than this; a run below it means whole test
-# modules silently vanished (import-time skip, renamed folder, bad testpaths).
-MINIMUM_FULL_SUITE_TESTS = 40
+# What the full suite (`make test`) collects at least, per folder; fewer means test modules
+# silently vanished (import-time skip, renamed folder, bad testpaths). Raise these as tests are
+# added; lower them only together with a deliberate removal.
+MINIMUM_TESTS_PER_FOLDER = {"unit": 110, "integration": 70, "ansible": 15}
+MINIMUM_FULL_SUITE_TESTS = sum(MINIMUM_TESTS_PER_FOLDER.values())
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     selected_subset = bool(session.config.option.keyword or session.config.option.markexpr)
     explicit_paths = session.config.args != session.config.getini("testpaths")
-    if not selected_subset and not explicit_paths and len(session.items) < MINIMUM_FULL_SUITE_TESTS:
-        raise pytest.UsageError(
-            f"only {len(session.items)} tests collected for the full suite "
-            f"(expected at least {MINIMUM_FULL_SUITE_TESTS}): test modules are missing or "
-            "failed to import"
-        )
+    if not selected_subset and not explicit_paths:
+        per_folder = {folder: 0 for folder in MINIMUM_TESTS_PER_FOLDER}
+        for item in session.items:
+            folder = item.path.parent.name
+            if folder in per_folder:
+                per_folder[folder] += 1
+        short = {
+            folder: count
+            for folder, count in per_folder.items()
+            if count < MINIMUM_TESTS_PER_FOLDER[folder]
+        }
+        if short or len(session.items) < MINIMUM_FULL_SUITE_TESTS:
+            raise pytest.UsageError(
+                f"too few tests collected for the full suite: {per_folder} (expected at least "
+                f"{MINIMUM_TESTS_PER_FOLDER}): test modules are missing or failed to import"
+            )
     if not session.items:
         raise pytest.UsageError("no tests collected: refusing to report an empty run as green")
 
