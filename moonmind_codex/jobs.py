@@ -159,10 +159,13 @@ def launch_job(settings: Settings, spec: JobSpec, client: docker.DockerClient) -
     try:
         container.reload()
         if reused:
-            with log_path.open("a", encoding="utf-8") as sink:
+            # The log is rewritten: the stream below replays the container's whole output, and
+            # the earlier delivery's worker (gone) may have copied part of it here already.
+            with log_path.open("w", encoding="utf-8") as sink:
                 sink.write(
                     f"[moonmind-codex] container {name} of an earlier delivery of this phase "
-                    f"was found ({container.status}): collecting it instead of starting another\n"
+                    f"was found ({container.status}): collecting it instead of starting another; "
+                    "its complete output follows\n"
                 )
         if container.status == "created":
             container.start()

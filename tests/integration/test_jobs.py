@@ -281,10 +281,15 @@ def test_exited_container_of_an_earlier_delivery_is_reaped(
     leftover = client.containers.create(**job_container_config(settings, job))
     leftover.start()
     leftover.wait(timeout=30)
+    # ... after its log pump had copied the output, which the new delivery replays in full.
+    log_path = settings.artifacts_dir / "spec_workflows" / run_id / "review.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("first-delivery\n")
     result = launch_job(settings, job, client)
     assert (result.reused_existing, result.exit_code, result.outcome) == (True, 4, "failed")
     assert result.container_id == leftover.id
-    assert "first-delivery" in result.log_path.read_text()
+    assert result.log_path == log_path
+    assert log_path.read_text().count("first-delivery") == 1  # complete, not duplicated
 
 
 @pytest.mark.parametrize(
