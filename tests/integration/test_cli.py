@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import api_key_login, unique
+from tests.integration.conftest import api_key_login, run_in_volume, unique
 from tests.unit.helpers import chatgpt_auth
 
 CLI = shutil.which("moonmind-codex") or os.path.join(
@@ -174,3 +178,72 @@ def test_login_from_stdin_validates_then_writes(
     assert good.returncode == 0, good.stderr
     assert "OK for shard 0" in good.stdout
     assert "SECRET" not in good.stdout + good.stderr
+
+
+def run_on_a_terminal(
+    args: list[str], env: dict[str, str], until: re.Pattern[str]
+) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as its stdin/stdout (as an operator would).
+
+    Reads until ``until`` matches; if the process is still running then, it gets Ctrl-C.
+    """
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [CLI, *args],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=dict(os.environ, **env),
+        start_new_session=True,
+    )
+    os.close(secondary)
+    seen = b""
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and not until.search(seen.decode("utf-8", "replace")):
+            ready, _, _ = select.select([primary], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(primary, 4096)
+                except OSError:  # the terminal closed: the command ended
+                    break
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        return proc.wait(timeout=60), seen.decode("utf-8", "replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.close(primary)
+
+
+def test_device_login_runs_the_real_codex_device_flow_and_cleans_up(
+    client: Any, make_volume: Callable[..., str]
+) -> None:
+    """`login` (no source option) is codex's device-code flow in a job container on the volume.
+
+    Where the sign-in service is reachable the CLI prints a one-time code and waits for a human
+    (the test presses Ctrl-C); where it is not (this sandbox), codex reports the failed request.
+    Either way the container is gone afterwards and the volume holds no login.
+    """
+    volume = make_volume()
+    since = int(time.time()) - 1
+    code, output = run_on_a_terminal(
+        ["login", "--shard", "0"],
+        volume_env(volume),
+        re.compile(r"Error logging in|one-time code|device", re.IGNORECASE),
+    )
+    assert re.search(r"Error logging in|one-time code|device", output, re.IGNORECASE), output
+    assert code != 0, output  # no login was made, so the command must not claim one
+    assert "signed in" not in output
+    created = [
+        e
+        for e in engine_events_naming(client, since, volume)
+        if e.get("Type") == "container" and e.get("Action") == "create"
+    ]
+    assert len(created) == 1, created
+    attributes = created[0]["Actor"]["Attributes"]
+    assert attributes["io.moonmind.codex.role"] == "login"
+    assert attributes["io.moonmind.codex.shard"] == "0"
+    assert client.containers.list(all=True, filters={"volume": volume}) == []
+    listing = run_in_volume(volume, "ls -A /home/app/.codex")
+    assert "auth.json" not in listing.stdout.decode().split()  # codex's own lock files may stay
