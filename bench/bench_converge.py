@@ -20,67 +20,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import machine
+from tests.ansible.hosts import remove_host, start_host
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "mmc-bench-converge-host"
 TARGET_RERUN_S = 45.0
-HOST_FLAGS = [
-    "--cap-add",
-    "SYS_ADMIN",
-    "--cap-add",
-    "NET_ADMIN",
-    "--cap-add",
-    "SYS_PTRACE",
-    "--cap-add",
-    "MKNOD",
-    "--cap-add",
-    "SYS_MODULE",
-    "--security-opt",
-    "seccomp=unconfined",
-    "--security-opt",
-    "apparmor=unconfined",
-    "--cgroupns=host",
-    "--tmpfs",
-    "/run",
-    "--tmpfs",
-    "/run/lock",
-    "-v",
-    "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-    "--stop-signal",
-    "SIGRTMIN+3",
-]
-
-
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
-def destroy() -> None:
-    sh("docker", "rm", "-f", HOST, check=False)
-    sh("docker", "volume", "rm", "-f", f"{HOST}-docker", check=False)
 
 
 def create() -> None:
-    destroy()
-    sh(
-        "docker",
-        "run",
-        "-d",
-        "--name",
-        HOST,
-        "--hostname",
-        HOST,
-        *HOST_FLAGS,
-        "-v",
-        f"{HOST}-docker:/var/lib/docker",
-        "moonmind-codex/host:latest",
-    )
-    sh("docker", "exec", HOST, "systemctl", "is-system-running", "--wait", check=False)
-    for _ in range(60):
-        if sh("docker", "exec", HOST, "docker", "info", check=False).returncode == 0:
-            return
-        time.sleep(1)
-    raise RuntimeError("the host's Docker engine did not start")
+    start_host(HOST)
+
+
+def destroy() -> None:
+    remove_host(HOST)
 
 
 def inventory(directory: Path, shards: int) -> Path:

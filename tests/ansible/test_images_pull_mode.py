@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible.conftest import REPO, docker
+from tests.ansible.hosts import REPO, docker
 
 pytestmark = pytest.mark.integration
 

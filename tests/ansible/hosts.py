@@ -1,0 +1,74 @@
+"""Systemd + Docker host containers (the Molecule host image), for playbook tests and benchmarks.
+
+Unprivileged: the capabilities and mounts below are what systemd as PID 1 and a nested Docker
+engine need here (see ../shared/platform-notes.md); molecule/default/create.yml uses the same.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HOST_IMAGE = "moonmind-codex/host:latest"
+HOST_FLAGS = [
+    "--cap-add",
+    "SYS_ADMIN",
+    "--cap-add",
+    "NET_ADMIN",
+    "--cap-add",
+    "SYS_PTRACE",
+    "--cap-add",
+    "MKNOD",
+    "--cap-add",
+    "SYS_MODULE",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+    "--cgroupns=host",
+    "--tmpfs",
+    "/run",
+    "--tmpfs",
+    "/run/lock",
+    "-v",
+    "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--stop-signal",
+    "SIGRTMIN+3",
+]
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=check, timeout=300
+    )
+
+
+def start_host(name: str, timeout_s: float = 90) -> None:
+    """Boot a host container named ``name`` and wait until its own Docker engine answers."""
+    remove_host(name)
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--hostname",
+        name,
+        *HOST_FLAGS,
+        "-v",
+        f"{name}-docker:/var/lib/docker",
+        HOST_IMAGE,
+    )
+    docker("exec", name, "systemctl", "is-system-running", "--wait", check=False)
+    deadline = time.monotonic() + timeout_s
+    while docker("exec", name, "docker", "info", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Docker engine of host {name} did not start")
+        time.sleep(1)
+
+
+def remove_host(name: str) -> None:
+    """The host container and its engine's data volume."""
+    docker("rm", "-f", name, check=False)
+    docker("volume", "rm", "-f", f"{name}-docker", check=False)
