@@ -6,12 +6,15 @@ engine need here (see ../shared/platform-notes.md); molecule/default/create.yml 
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_IMAGE = "moonmind-codex/host:latest"
+_ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 HOST_FLAGS = [
     "--cap-add",
     "SYS_ADMIN",
@@ -72,3 +75,24 @@ def remove_host(name: str) -> None:
     """The host container and its engine's data volume."""
     docker("rm", "-f", name, check=False)
     docker("volume", "rm", "-f", f"{name}-docker", check=False)
+
+
+def ansible_playbook(
+    inventory: Path, playbook: Path, *args: str, timeout_s: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``ansible-playbook`` from this venv with the project's ansible.cfg and roles."""
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    return subprocess.run(
+        [_ANSIBLE_PLAYBOOK, "-i", str(inventory), str(playbook), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout_s,
+        check=False,
+    )

@@ -7,14 +7,11 @@ units, volumes or containers yet.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.ansible.hosts import REPO, docker
+from tests.ansible.hosts import REPO, ansible_playbook, docker
 
 pytestmark = pytest.mark.integration
 
@@ -52,23 +49,7 @@ def test_check_mode_on_a_new_host_runs_through_and_changes_nothing(
         ).stdout.strip()
         (archives / f"{image}.tar.id").write_text(image_id)
         (archives / f"{image}.tar").write_text("")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            str(REPO / "playbooks" / "site.yml"),
-            "--check",
-            "--diff",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=False,
-    )
+    done = ansible_playbook(inventory, REPO / "playbooks" / "site.yml", "--check", "--diff")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "failed=0" in done.stdout.split("PLAY RECAP")[-1]
     assert "moonmind-codex-worker@.service" in done.stdout  # the diff shows the unit it would add

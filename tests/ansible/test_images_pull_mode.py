@@ -8,7 +8,6 @@ pulls over plain HTTP only from loopback addresses without extra daemon configur
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible.hosts import REPO, docker
+from tests.ansible.hosts import ansible_playbook, docker
 
 pytestmark = pytest.mark.integration
 
@@ -100,25 +99,7 @@ def run_images_role(
     inventory.write_text(json.dumps({"all": {"hosts": {host: {**connection, **host_vars}}}}))
     playbook = tmp_path / "images.yml"
     playbook.write_text(json.dumps([{"hosts": "all", "roles": roles}]))
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_NOCOLOR="1",
-    )
-    return subprocess.run(
-        [ansible_playbook(), "-i", str(inventory), str(playbook), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=False,
-    )
-
-
-def ansible_playbook() -> str:
-    return str(Path(sys.executable).parent / "ansible-playbook")
+    return ansible_playbook(inventory, playbook, *args)
 
 
 def changed_count(done: subprocess.CompletedProcess[str]) -> int:

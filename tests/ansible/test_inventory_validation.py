@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.ansible.hosts import REPO, ansible_playbook
+
 sys.path.insert(0, str(REPO / "playbooks" / "filter_plugins"))
-from moonmind_codex_inventory import inventory_errors  # noqa: E402
+from moonmind_codex_inventory import inventory_errors
 
 PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
 
@@ -56,16 +57,7 @@ def inventory(
 
 
 def run_site(inv: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    return subprocess.run(
-        [str(PLAYBOOK_BIN), "-i", str(inv), str(REPO / "playbooks/site.yml"), *extra],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    return ansible_playbook(inv, REPO / "playbooks" / "site.yml", *extra, timeout_s=300)
 
 
 @pytest.mark.parametrize(
@@ -159,23 +151,13 @@ def test_filter_accepts_a_valid_fleet_and_external_broker() -> None:
 
 
 def test_example_and_local_inventories_are_valid() -> None:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     for inv in ("inventory/local", "inventory/example"):
-        done = subprocess.run(
-            [
-                str(PLAYBOOK_BIN),
-                "-i",
-                inv,
-                "playbooks/validate.yml",
-                "-e",
-                "vault_moonmind_codex_broker_password=x",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            env=env,
-            timeout=120,
-            check=False,
+        done = ansible_playbook(
+            REPO / inv,
+            REPO / "playbooks" / "validate.yml",
+            "-e",
+            "vault_moonmind_codex_broker_password=x",
+            timeout_s=120,
         )
         assert done.returncode == 0, done.stdout + done.stderr
 
