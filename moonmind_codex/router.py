@@ -6,14 +6,19 @@ with ``@app.task(codex=True)`` or its name matches ``MOONMIND_CODEX_CODEX_TASK_P
 Non-Codex tasks get ``None`` back, so the app's other routes and its default queue apply.
 
 The affinity key, in order: ``affinity_key`` kwarg or ``moonmind_codex_affinity`` header (a
-per-call override), else the ``repository`` kwarg, else the ``run_id`` kwarg. An explicit
-``queue=`` given to ``apply_async`` wins over every router (Celery's rule): don't pass one for
-Codex tasks.
+per-call override), else the ``repository`` kwarg, else the ``run_id`` kwarg.
+
+Sticky runs: a run keeps the queue of its first Codex phase, through the assignment store (one
+SQLite file per producer host by default) or, for producers on several hosts, by passing the
+``queue`` of an earlier phase's result in the ``moonmind_codex_queue`` header, which wins over
+the store and the key. An explicit ``queue=`` given to ``apply_async`` wins over every router
+(Celery's rule): don't pass one for Codex tasks.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +28,7 @@ from moonmind_codex.routing import shard_for_key, shard_queue
 from moonmind_codex.settings import Settings
 
 AFFINITY_HEADER = "moonmind_codex_affinity"
+QUEUE_HEADER = "moonmind_codex_queue"
 
 
 class RoutingError(ValueError):
@@ -66,6 +72,28 @@ def affinity_key(kwargs: Mapping[str, Any] | None, options: Mapping[str, Any] | 
     return None
 
 
+def pinned_queue(options: Mapping[str, Any] | None, settings: Settings) -> str | None:
+    """The queue named by the ``moonmind_codex_queue`` header, checked against the fleet."""
+    headers = (options or {}).get("headers") or {}
+    value = headers.get(QUEUE_HEADER)
+    if value is None:
+        return None
+    if settings.queue_mode == "single":
+        valid = value == settings.single_queue
+        expected = repr(settings.single_queue)
+    else:
+        valid = isinstance(value, str) and bool(
+            re.fullmatch(rf"{re.escape(settings.queue_prefix)}-(0|[1-9][0-9]*)", value)
+        )
+        expected = f"'{settings.queue_prefix}-N'"
+    if not valid:
+        raise RoutingError(
+            f"header {QUEUE_HEADER}={value!r} is not a Codex queue of this fleet (expected "
+            f"{expected}): pass the 'queue' of the run's first phase result, or no header"
+        )
+    return str(value)
+
+
 class CodexRouter:
     """Celery router callable: ``(name, args, kwargs, options, task=None, **kw)``."""
 
@@ -84,6 +112,9 @@ class CodexRouter:
     ) -> dict[str, str] | None:
         if not is_codex_task(name, task, self.settings.codex_task_patterns):
             return None
+        carried = pinned_queue(options, self.settings)
+        if carried is not None:
+            return {"queue": carried, "routing_key": carried}
         run_id = (kwargs or {}).get("run_id")
         if self.store is not None and isinstance(run_id, str) and run_id:
             pinned = self.store.queue_for_run(run_id)

@@ -228,6 +228,28 @@ def test_sticky_run_keeps_its_queue_after_the_fleet_grew(fleet: Fleet) -> None:
     assert first["volume"] == second["volume"] == fleet.volume(0)
 
 
+def test_queue_header_keeps_a_run_on_its_queue_across_producers(fleet: Fleet) -> None:
+    """Two producer hosts with no shared store: the second carries the first result's queue."""
+    small = fleet.producer
+    grown = small.with_overrides(shard_count=8)
+    key = next(
+        k
+        for k in (f"carried/repo-{i}" for i in range(2000))
+        if route_key(k, small).queue == "codex-1" and route_key(k, grown).queue != "codex-1"
+    )
+    run_id = f"run-carried-{fleet.tag}"
+    first = send_phase(create_app(small, sticky=False), run_id, "specify", key, ["true"])
+    first_result = first.get(timeout=90)
+    second = create_app(grown, sticky=False).send_task(
+        CODEX_PHASE_TASK,
+        kwargs={"run_id": run_id, "phase": "plan", "repository": key, "command": ["true"]},
+        headers={"moonmind_codex_queue": first_result["queue"]},
+    )
+    second_result = second.get(timeout=90)
+    assert first_result["queue"] == second_result["queue"] == "codex-1"
+    assert second_result["volume"] == fleet.volume(1)
+
+
 def test_n_phases_leave_exactly_2n_audit_records(fleet: Fleet) -> None:
     app = create_app(fleet.producer)
     run_ids = [f"run-audit-{i}-{fleet.tag}" for i in range(4)]

@@ -102,3 +102,48 @@ def test_sqlite_store_first_writer_wins_across_processes(tmp_path: Path) -> None
     assert store.queue_for_run("race") == answers.pop()
     assert store.assign("r", "codex-1") == "codex-1"
     assert store.assign("r", "codex-2") == "codex-1"
+
+
+def test_queue_header_carries_a_run_to_its_queue_without_a_store() -> None:
+    """Producers on several hosts: the first phase's result queue, carried in a header."""
+    grown = Settings(shard_count=16)
+    key = next(
+        k
+        for k in (f"repo-{i}" for i in range(100))
+        if route_key(k, SETTINGS).queue != route_key(k, grown).queue
+    )
+    first_queue = route_key(key, SETTINGS).queue
+    store = MemoryAssignmentStore()
+    route = CodexRouter(grown, store)(
+        "app.codex_plan",
+        (),
+        {"run_id": "r-1", "repository": key},
+        {"headers": {"moonmind_codex_queue": first_queue}},
+    )
+    assert route == {"queue": first_queue, "routing_key": first_queue}
+
+
+@pytest.mark.parametrize(
+    ("settings", "value"),
+    [
+        (SETTINGS, "celery"),
+        (SETTINGS, "codex-x"),
+        (SETTINGS, "codex-01"),
+        (SETTINGS, "codex"),
+        (SETTINGS, 3),
+        (Settings(queue_mode="single"), "codex-1"),
+    ],
+)
+def test_bad_queue_header_is_a_clear_error(settings: Settings, value: object) -> None:
+    with pytest.raises(RoutingError, match=r"header moonmind_codex_queue=.* is not a Codex queue"):
+        CodexRouter(settings)(
+            "app.codex_plan", (), {"run_id": "r"}, {"headers": {"moonmind_codex_queue": value}}
+        )
+
+
+def test_queue_header_in_single_queue_mode() -> None:
+    single = Settings(queue_mode="single")
+    route = CodexRouter(single)(
+        "app.codex_x", (), {"run_id": "r"}, {"headers": {"moonmind_codex_queue": "codex"}}
+    )
+    assert route == {"queue": "codex", "routing_key": "codex"}
