@@ -19,17 +19,11 @@ def login_alternatives(shard: int) -> str:
     )
 
 
-def relogin(shard: int, volume: str, host: str) -> str:
+def relogin(shard: int, volume: str, host: str, *, again: bool = True) -> str:
+    """Sign a volume in; ``again=False`` for one that never held a login."""
     return (
-        f"on host {host}, sign volume {volume} in again: {login_command(shard)} "
-        f"({login_alternatives(shard)})"
-    )
-
-
-def first_login(shard: int, volume: str, host: str) -> str:
-    return (
-        f"on host {host}, sign volume {volume} in: {login_command(shard)} "
-        f"({login_alternatives(shard)})"
+        f"on host {host}, sign volume {volume} in{' again' if again else ''}: "
+        f"{login_command(shard)} ({login_alternatives(shard)})"
     )
 
 

@@ -168,7 +168,7 @@ def evaluate(
             "auth.json",
             "blocked",
             "no auth.json: the volume is not logged in",
-            messages.first_login(shard, volume, host),
+            messages.relogin(shard, volume, host, again=False),
         )
     elif auth_file.get("exists") is not True:
         add(
