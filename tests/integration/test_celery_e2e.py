@@ -57,6 +57,15 @@ class Fleet:
             if route_key(k, settings).queue == f"codex-{shard}"
         )
 
+    def key_leaving_on_growth(self, shard: int, grown: Settings, prefix: str) -> str:
+        """A key of ``shard`` in this fleet that a grown fleet would route elsewhere."""
+        queue = f"codex-{shard}"
+        return next(
+            k
+            for k in (f"{prefix}/repo-{i}" for i in range(2000))
+            if route_key(k, self.producer).queue == queue and route_key(k, grown).queue != queue
+        )
+
     def audit(self) -> list[dict[str, Any]]:
         return read_records(self.state / "audit" / "codex-audit.jsonl")
 
@@ -216,11 +225,7 @@ def test_sticky_run_keeps_its_queue_after_the_fleet_grew(fleet: Fleet) -> None:
     store = SqliteAssignmentStore(fleet.producer.assignments_db)
     small = fleet.producer
     grown = small.with_overrides(shard_count=8)
-    key = next(
-        k
-        for k in (f"sticky/repo-{i}" for i in range(2000))
-        if route_key(k, small).queue == "codex-0" and route_key(k, grown).queue != "codex-0"
-    )
+    key = fleet.key_leaving_on_growth(0, grown, "sticky")
     run_id = f"run-sticky-{fleet.tag}"
     first = send_phase(create_app(small, store), run_id, "specify", key, ["true"]).get(timeout=90)
     second = send_phase(create_app(grown, store), run_id, "plan", key, ["true"]).get(timeout=90)
@@ -232,11 +237,7 @@ def test_queue_header_keeps_a_run_on_its_queue_across_producers(fleet: Fleet) ->
     """Two producer hosts with no shared store: the second carries the first result's queue."""
     small = fleet.producer
     grown = small.with_overrides(shard_count=8)
-    key = next(
-        k
-        for k in (f"carried/repo-{i}" for i in range(2000))
-        if route_key(k, small).queue == "codex-1" and route_key(k, grown).queue != "codex-1"
-    )
+    key = fleet.key_leaving_on_growth(1, grown, "carried")
     run_id = f"run-carried-{fleet.tag}"
     first = send_phase(create_app(small, sticky=False), run_id, "specify", key, ["true"])
     first_result = first.get(timeout=90)
