@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +79,11 @@ def remove_host(name: str) -> None:
 
 
 def ansible_playbook(
-    inventory: Path, playbook: Path, *args: str, timeout_s: float = 600
+    inventory: Path,
+    playbook: Path,
+    *args: str,
+    timeout_s: float = 600,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``ansible-playbook`` from this venv with the project's ansible.cfg and roles."""
     env = dict(
@@ -86,6 +91,7 @@ def ansible_playbook(
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         ANSIBLE_ROLES_PATH=str(REPO / "roles"),
         ANSIBLE_NOCOLOR="1",
+        **(extra_env or {}),
     )
     return subprocess.run(
         [_ANSIBLE_PLAYBOOK, "-i", str(inventory), str(playbook), *args],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +15,7 @@ REPO = SCENARIO.parents[1]
 INVENTORY = SCENARIO / "inventory" / "hosts.yml"
 sys.path.insert(0, str(REPO))
 from moonmind_codex.routing import shard_for_key  # noqa: E402
+from tests.ansible.hosts import ansible_playbook  # noqa: E402
 
 testinfra_hosts: list[str] = []  # the tests below address hosts explicitly
 
@@ -42,27 +42,13 @@ def login_with_api_key(host, shard: int) -> None:
 def playbook(
     name: str, *args: str, inventory: Path = INVENTORY
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        MOLECULE_PROJECT_DIRECTORY=str(REPO),
-    )
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            str(REPO / "playbooks" / name),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=900,
-        check=False,
+    # The scenario inventory finds the image archives through MOLECULE_PROJECT_DIRECTORY.
+    return ansible_playbook(
+        inventory,
+        REPO / "playbooks" / name,
+        *args,
+        timeout_s=900,
+        extra_env={"MOLECULE_PROJECT_DIRECTORY": str(REPO)},
     )
 
 
