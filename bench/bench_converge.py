@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import machine
-from tests.ansible.hosts import remove_host, start_host
+from harness.hosts import remove_host, start_host
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "mmc-bench-converge-host"

@@ -22,12 +22,12 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import distribution, format_distribution, machine
+from harness.broker import running_broker
+from harness.logins import api_key_login
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
 from moonmind_codex.jobs import JobSpec, launch_job
 from moonmind_codex.router import route_key
 from moonmind_codex.settings import Settings
-from tests.integration.broker import running_broker
-from tests.integration.conftest import api_key_login
 
 TARGET_P50_S = 2.0
 JOB_IMAGE = "moonmind-codex/job:latest"

@@ -19,9 +19,9 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import distribution, format_distribution, machine
+from harness.logins import api_key_login
 from moonmind_codex.preflight import run_preflight
 from moonmind_codex.settings import Settings
-from tests.integration.conftest import api_key_login
 
 TARGET_P50_S = 1.0
 JOB_IMAGE = "moonmind-codex/job:latest"

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 venv=.venv/bin
 export ANSIBLE_CONFIG="$PWD/ansible.cfg"
 echo "== ruff";         "$venv/ruff" check .
-echo "== ruff format";  "$venv/ruff" format --check moonmind_codex tests bench
+echo "== ruff format";  "$venv/ruff" format --check moonmind_codex tests bench harness
 echo "== mypy";         "$venv/mypy"
 echo "== yamllint";     "$venv/yamllint" --strict .
 echo "== ansible-lint"; "$venv/ansible-lint" --profile production

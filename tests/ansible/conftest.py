@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.ansible.hosts import REPO, docker, remove_host, start_host
+from harness.hosts import REPO, docker, remove_host, start_host
 
 __all__ = ["REPO", "docker"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible.hosts import REPO, ansible_playbook, docker
+from harness.hosts import REPO, ansible_playbook, docker
 
 pytestmark = pytest.mark.integration
 

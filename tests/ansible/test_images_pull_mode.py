@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible.hosts import ansible_playbook, docker
+from harness.hosts import ansible_playbook, docker
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible.hosts import REPO, ansible_playbook
+from harness.hosts import REPO, ansible_playbook
 
 sys.path.insert(0, str(REPO / "playbooks" / "filter_plugins"))
 from moonmind_codex_inventory import inventory_errors

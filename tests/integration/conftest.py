@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,14 @@ import docker
 import docker.errors
 import pytest
 
+from harness.broker import BROKER_IMAGE
+from harness.logins import CODEX_HOME, JOB_IMAGE, api_key_login, run_in_volume
 from moonmind_codex.settings import Settings
 from tests.unit.helpers import chatgpt_auth
 
 pytestmark = pytest.mark.integration
 
-JOB_IMAGE = "moonmind-codex/job:latest"
 WORKER_IMAGE = "moonmind-codex/worker:latest"
-BROKER_IMAGE = "moonmind-codex/broker:latest"
-FAKE_API_KEY = "sk-test-NOT-A-REAL-KEY-0000"
-CODEX_HOME = "/home/app/.codex"
 TEST_LABEL = "io.moonmind.codex.test"
 
 
@@ -58,46 +55,11 @@ def unique(prefix: str) -> str:
     return f"mmc-test-{prefix}-{secrets.token_hex(4)}"
 
 
-def run_in_volume(
-    volume: str, script: str, *, user: str = "1000:1000", stdin: bytes | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    """A throw-away job-image container with ``volume`` at /home/app/.codex (no lock taken)."""
-    return subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "-i",
-            "--network",
-            "none",
-            "--user",
-            user,
-            "--entrypoint",
-            "sh",
-            "-v",
-            f"{volume}:{CODEX_HOME}",
-            JOB_IMAGE,
-            "-c",
-            script,
-        ],
-        input=stdin,
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
-
-
 def in_volume(volume: str, script: str, *, user: str = "1000:1000") -> str:
     """Output of ``script`` run in the volume; fails the test when the script fails."""
     done = run_in_volume(volume, script, user=user)
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout.decode()
-
-
-def api_key_login(volume: str) -> None:
-    """A real `codex login --with-api-key`, the key on stdin (it is not checked online)."""
-    done = run_in_volume(volume, "codex login --with-api-key", stdin=FAKE_API_KEY.encode())
-    assert done.returncode == 0, done.stderr
 
 
 def write_auth(

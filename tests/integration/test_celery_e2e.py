@@ -17,21 +17,15 @@ import pytest
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from harness.broker import running_broker
+from harness.logins import CODEX_HOME, FAKE_API_KEY, JOB_IMAGE, api_key_login
 from moonmind_codex.assignments import SqliteAssignmentStore
 from moonmind_codex.audit import read_records
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
 from moonmind_codex.phase import CodexPhaseBlocked, CodexPhaseMisrouted
 from moonmind_codex.router import route_key
 from moonmind_codex.settings import Settings
-from tests.integration.broker import running_broker
-from tests.integration.conftest import (
-    CODEX_HOME,
-    FAKE_API_KEY,
-    JOB_IMAGE,
-    WORKER_IMAGE,
-    api_key_login,
-    unique,
-)
+from tests.integration.conftest import WORKER_IMAGE, unique
 
 SHARDS = 3
 LOGGED_IN = (0, 1)  # shard 2's volume exists but is not signed in

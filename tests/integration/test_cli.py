@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import api_key_login, run_in_volume, unique
+from harness.logins import api_key_login, run_in_volume
+from tests.integration.conftest import unique
 from tests.unit.helpers import chatgpt_auth
 
 CLI = shutil.which("moonmind-codex") or os.path.join(

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import BROKER_IMAGE, JOB_IMAGE, unique
+from harness.broker import BROKER_IMAGE
+from harness.logins import JOB_IMAGE
+from tests.integration.conftest import unique
 
 
 def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
@@ -91,7 +93,7 @@ def test_lock_wrapper_workspace_and_bad_run_id(client: Any) -> None:
 
 
 def test_broker_real_user_and_no_guest(client: Any, tmp_path: Path) -> None:
-    from tests.integration.broker import running_broker
+    from harness.broker import running_broker
 
     with running_broker(client, tmp_path) as url:
         import kombu

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from harness.logins import FAKE_API_KEY
 from moonmind_codex.jobs import JobResult, JobSpec, job_container_config, job_container_name
 from moonmind_codex.jobs import launch_job as _launch_job
 from moonmind_codex.settings import Settings
-from tests.integration.conftest import FAKE_API_KEY, VolumeFactory, in_volume
+from tests.integration.conftest import VolumeFactory, in_volume
 
 SettingsFor = Callable[..., Settings]
 LABEL = "io.moonmind.codex."

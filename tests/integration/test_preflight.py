@@ -16,16 +16,11 @@ from typing import Any
 import docker.errors
 import pytest
 
+from harness.logins import FAKE_API_KEY, JOB_IMAGE
 from moonmind_codex.preflight import run_preflight
 from moonmind_codex.preflight_eval import PreflightResult
 from moonmind_codex.settings import Settings, SettingsError
-from tests.integration.conftest import (
-    FAKE_API_KEY,
-    JOB_IMAGE,
-    VolumeFactory,
-    in_volume,
-    unique,
-)
+from tests.integration.conftest import VolumeFactory, in_volume, unique
 from tests.unit.helpers import assert_no_secret
 
 SettingsFor = Callable[..., Settings]

@@ -14,8 +14,8 @@ SCENARIO = Path(__file__).resolve().parents[1]
 REPO = SCENARIO.parents[1]
 INVENTORY = SCENARIO / "inventory" / "hosts.yml"
 sys.path.insert(0, str(REPO))
+from harness.hosts import ansible_playbook  # noqa: E402
 from moonmind_codex.routing import shard_for_key  # noqa: E402
-from tests.ansible.hosts import ansible_playbook  # noqa: E402
 
 testinfra_hosts: list[str] = []  # the tests below address hosts explicitly
 

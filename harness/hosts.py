@@ -1,7 +1,8 @@
 """Systemd + Docker host containers (the Molecule host image), for playbook tests and benchmarks.
 
 Unprivileged: the capabilities and mounts below are what systemd as PID 1 and a nested Docker
-engine need here (see ../shared/platform-notes.md); molecule/default/create.yml uses the same.
+engine need without ``--privileged`` (see images/host/Dockerfile); molecule/default/create.yml
+starts its hosts with the same.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 HOST_IMAGE = "moonmind-codex/host:latest"
 _ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 HOST_FLAGS = [
