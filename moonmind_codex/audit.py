@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from moonmind_codex.phase_result import PhaseResult
+from moonmind_codex.settings import Shard
+
 log = logging.getLogger("moonmind_codex.audit")
 
 Event = Literal["codex_phase_started", "codex_phase_finished"]
@@ -47,46 +50,30 @@ def _now() -> str:
 
 
 def started(
-    *,
-    run_id: str,
-    phase: str,
-    queue: str,
-    shard: int,
-    volume: str,
-    host: str,
-    worker: str,
-    task_id: str | None,
+    *, run_id: str, phase: str, shard: Shard, worker: str, task_id: str | None
 ) -> AuditRecord:
     return AuditRecord(
         event="codex_phase_started",
         run_id=run_id,
         phase=phase,
-        queue=queue,
-        shard=shard,
-        volume=volume,
-        host=host,
+        queue=shard.queue,
+        shard=shard.number,
+        volume=shard.volume,
+        host=shard.host,
         worker=worker,
         task_id=task_id,
         timestamp=_now(),
     )
 
 
-def finished(
-    start: AuditRecord,
-    *,
-    outcome: str,
-    preflight_status: str | None,
-    container_id: str | None,
-    exit_code: int | None,
-    duration_s: float,
-) -> AuditRecord:
+def finished(start: AuditRecord, result: PhaseResult, duration_s: float) -> AuditRecord:
     return replace(
         start,
         event="codex_phase_finished",
-        outcome=outcome,
-        preflight_status=preflight_status,
-        container_id=container_id,
-        exit_code=exit_code,
+        outcome=result.outcome,
+        preflight_status=result.preflight_status,
+        container_id=result.container_id,
+        exit_code=result.exit_code,
         duration_s=round(duration_s, 3),
         timestamp=_now(),
     )

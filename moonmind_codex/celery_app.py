@@ -1,4 +1,8 @@
-"""The Celery app of a Codex worker shard, and routing for any existing Celery app."""
+"""The Celery app of Codex worker shards (workers, and producers that use this app).
+
+Producers with their own Celery app need only :func:`moonmind_codex.router.install_routing`,
+which imports no Docker code.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +15,12 @@ from kombu.entity import Queue
 
 from moonmind_codex.assignments import AssignmentStore, SqliteAssignmentStore
 from moonmind_codex.dockerio import connect
-from moonmind_codex.phase import PhaseRequest, run_phase
-from moonmind_codex.router import CodexRouter
+from moonmind_codex.phase import CodexPhaseBlocked, CodexPhaseMisrouted, PhaseRequest, run_phase
+from moonmind_codex.router import install_routing
 from moonmind_codex.settings import Settings
 
 CODEX_PHASE_TASK = "moonmind_codex.codex_phase"
 PING_TASK = "moonmind_codex.ping"
-
-
-def install_routing(app: Celery, settings: Settings, store: AssignmentStore | None = None) -> None:
-    """Put the Codex router in front of an app's existing routes; other tasks are untouched."""
-    existing = app.conf.task_routes
-    if existing is None:
-        routes: tuple[Any, ...] = ()
-    elif isinstance(existing, list | tuple):
-        routes = tuple(existing)
-    else:
-        routes = (existing,)
-    app.conf.task_routes = (CodexRouter(settings, store), *routes)
-    app.conf.task_default_queue = settings.default_queue
 
 
 def create_app(
@@ -91,13 +82,17 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
             task_id=self.request.id,
             delivered_on=delivery.get("routing_key"),
         )
-        if result["outcome"] == "busy":
+        if result.outcome == "misrouted":
+            raise CodexPhaseMisrouted(result.message)
+        if result.outcome == "blocked":
+            raise CodexPhaseBlocked(result.message)
+        if result.outcome == "busy":
             # The volume's lock is held (an operator's login, a move): wait and retry rather
             # than fail the run; the message goes back to this shard's queue.
             raise self.retry(
                 countdown=settings.busy_retry_seconds, max_retries=settings.busy_max_retries
             )
-        return result
+        return result.to_dict()
 
     @app.task(name=PING_TASK, bind=True, shared=False)  # type: ignore[untyped-decorator]
     def ping(self: Any, value: Any) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """``moonmind-codex``: the operator's command line, a thin layer over the library.
 
-Exit codes: 0 success (pre-flight ok or warn), 2 pre-flight blocked or bad arguments,
-64 bad settings, 69 the Docker engine or broker is unavailable, 1 other failures.
+Exit codes are those of :mod:`moonmind_codex.exitcodes` (``docs/internals.md`` lists them).
 """
 
 from __future__ import annotations
@@ -14,17 +13,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from moonmind_codex import __version__
+from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.settings import Settings, SettingsError, load_settings
-
-EXIT_BLOCKED = 2
-EXIT_USAGE = 2
-EXIT_SETTINGS = 64
-EXIT_UNAVAILABLE = 69
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _shard_arg(text: str) -> int:
@@ -61,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=_shard_arg, required=True)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "login-check",
+        help="check the logins of several shards of this host at once (exit 2 when any is blocked)",
+    )
+    p.add_argument("--shard", type=_shard_arg, action="append", required=True, dest="shards")
+    p.add_argument("--json", action="store_true", help="one JSON array of results")
+
     p = sub.add_parser("worker", help="run the Celery worker of one shard")
     p.add_argument("--shard", type=_shard_arg, help="default: MOONMIND_CODEX_SHARD")
 
@@ -77,7 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key-stdin", action="store_true", help="read an API key from standard input"
     )
 
-    p = sub.add_parser("repair", help="restore owner 1000 and modes 0700/0600 of a volume")
+    p = sub.add_parser("repair", help="restore the job uid as owner and modes 0700/0600")
+    p.add_argument("--shard", type=_shard_arg, required=True)
+
+    p = sub.add_parser(
+        "export-login", help="write a shard's auth.json to standard output (moving a shard)"
+    )
+    p.add_argument("--shard", type=_shard_arg, required=True)
+
+    p = sub.add_parser("clear-login", help="remove a shard's auth.json (the old copy after a move)")
     p.add_argument("--shard", type=_shard_arg, required=True)
 
     p = sub.add_parser("enqueue", help="send one Codex phase through the broker")
@@ -125,7 +135,7 @@ def _route(args: argparse.Namespace) -> int:
         )
     else:
         print(decision.queue)
-    return 0
+    return ExitCode.OK
 
 
 def _preflight(args: argparse.Namespace) -> int:
@@ -133,7 +143,19 @@ def _preflight(args: argparse.Namespace) -> int:
 
     result = run_preflight(_settings_for(args), args.shard)
     _print(result.to_dict() if args.json else result.message(), args.json)
-    return EXIT_BLOCKED if result.blocked else 0
+    return ExitCode.BLOCKED if result.blocked else ExitCode.OK
+
+
+def _login_check(args: argparse.Namespace) -> int:
+    from moonmind_codex.preflight import run_preflights
+
+    results = run_preflights(load_settings(), list(dict.fromkeys(args.shards)))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], sort_keys=True, indent=2))
+    else:
+        for result in results:
+            print(result.message())
+    return ExitCode.BLOCKED if any(r.blocked for r in results) else ExitCode.OK
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -143,7 +165,7 @@ def _worker(args: argparse.Namespace) -> int:
     if args.shard is not None:
         settings.check_shard(args.shard)
         settings = settings.with_overrides(shard=args.shard)
-    settings.own_shard  # noqa: B018 - fails clearly when no shard was given anywhere
+    settings.served_shard  # noqa: B018 - fails clearly when no shard was given anywhere
     return run_worker(settings)
 
 
@@ -177,6 +199,26 @@ def _repair(args: argparse.Namespace) -> int:
     return _preflight(argparse.Namespace(shard=args.shard, json=False))
 
 
+def _export_login(args: argparse.Namespace) -> int:
+    from moonmind_codex import login
+    from moonmind_codex.dockerio import connect
+
+    settings = _settings_for(args)
+    sys.stdout.buffer.write(login.export_login(settings, args.shard, connect(settings)))
+    sys.stdout.buffer.flush()
+    return ExitCode.OK
+
+
+def _clear_login(args: argparse.Namespace) -> int:
+    from moonmind_codex import login
+    from moonmind_codex.dockerio import connect
+
+    settings = _settings_for(args)
+    login.clear_login(settings, args.shard, connect(settings))
+    print(f"auth.json removed from {settings.locate_shard(args.shard)}")
+    return ExitCode.OK
+
+
 def _enqueue(args: argparse.Namespace) -> int:
     from kombu.exceptions import OperationalError
 
@@ -188,7 +230,7 @@ def _enqueue(args: argparse.Namespace) -> int:
             "moonmind-codex enqueue: give the command after '--', e.g. -- codex login status",
             file=sys.stderr,
         )
-        return EXIT_USAGE
+        return ExitCode.USAGE
     settings = load_settings()
     app = create_app(settings)
     kwargs: dict[str, Any] = {"run_id": args.run_id, "phase": args.phase, "command": command}
@@ -200,7 +242,7 @@ def _enqueue(args: argparse.Namespace) -> int:
         result = app.send_task(CODEX_PHASE_TASK, kwargs=kwargs)
         if not args.wait:
             print(result.id)
-            return 0
+            return ExitCode.OK
         value = result.get(timeout=(args.timeout or settings.job_timeout_seconds) + 120)
     except OperationalError as exc:
         # kombu's message shows the URL with the password masked.
@@ -209,24 +251,27 @@ def _enqueue(args: argparse.Namespace) -> int:
             "MOONMIND_CODEX_BROKER_URL(_FILE) and that the broker is running",
             file=sys.stderr,
         )
-        return EXIT_UNAVAILABLE
+        return ExitCode.UNAVAILABLE
     except Exception as exc:  # the worker's exception, re-raised here: one line, not a traceback
         print(
             f"moonmind-codex enqueue: phase {args.phase} of run {args.run_id} failed: "
             f"{type(exc).__name__}: {exc}",
             file=sys.stderr,
         )
-        return 1
+        return ExitCode.FAILURE
     _print(value, True)
-    return 0 if value.get("outcome") == "succeeded" else 1
+    return ExitCode.OK if value.get("outcome") == "succeeded" else ExitCode.FAILURE
 
 
 COMMANDS = {
     "route": _route,
     "preflight": _preflight,
+    "login-check": _login_check,
     "worker": _worker,
     "login": _login,
     "repair": _repair,
+    "export-login": _export_login,
+    "clear-login": _clear_login,
     "enqueue": _enqueue,
 }
 
@@ -241,13 +286,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except SettingsError as exc:
         print(f"moonmind-codex: bad setting: {exc}", file=sys.stderr)
-        return EXIT_SETTINGS
+        return ExitCode.CONFIG
     except DockerUnavailable as exc:
         print(f"moonmind-codex: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+        return ExitCode.UNAVAILABLE
     except (LoginError, RoutingError) as exc:
         print(f"moonmind-codex: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
 
 
 if __name__ == "__main__":

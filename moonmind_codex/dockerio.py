@@ -9,16 +9,6 @@ import requests.exceptions
 from moonmind_codex import messages
 from moonmind_codex.settings import Settings
 
-LABEL = "io.moonmind.codex."
-
-# Errors that mean "the engine is not there", as opposed to "the engine said no".
-ENGINE_UNREACHABLE: tuple[type[BaseException], ...] = (
-    docker.errors.DockerException,
-    requests.exceptions.ConnectionError,
-    ConnectionError,
-    FileNotFoundError,
-)
-
 # Everything a call to the engine can raise that is not a bug in this package: the engine is
 # gone, slow (read timeouts), or refused. Callers that must never raise (the pre-flight) catch
 # these and report them.
@@ -57,8 +47,3 @@ def volume_exists(client: docker.DockerClient, name: str) -> bool:
     except docker.errors.NotFound:
         return False
     return True
-
-
-def labels(**values: object) -> dict[str, str]:
-    """Project labels (``io.moonmind.codex.<key>``), keys with '_' written as '-'."""
-    return {LABEL + k.replace("_", "-"): str(v) for k, v in values.items() if v is not None}

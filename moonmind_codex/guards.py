@@ -14,7 +14,8 @@ from typing import Any
 import docker
 
 from moonmind_codex import messages
-from moonmind_codex.dockerio import LABEL, volume_exists
+from moonmind_codex.containers import LABEL
+from moonmind_codex.dockerio import volume_exists
 from moonmind_codex.preflight import run_preflight
 from moonmind_codex.preflight_eval import PreflightResult
 from moonmind_codex.settings import Settings
@@ -67,25 +68,23 @@ def check_worker_startup(settings: Settings, client: docker.DockerClient) -> Pre
     A blocked login does not stop the worker (each phase runs its own pre-flight and is blocked
     by it); the caller logs the result.
     """
-    shard = settings.own_shard
-    volume = settings.volume_for_shard(shard)
-    host = settings.host_name
-    if not volume_exists(client, volume):
+    shard = settings.served_shard
+    if not volume_exists(client, shard.volume):
         raise WorkerStartupError(
-            f"auth volume {volume} for shard {shard} does not exist on host {host}; the worker "
-            "will not start (it never falls back to an ephemeral volume). "
-            + messages.create_volume(shard, volume, host)
+            f"auth volume {shard.volume} for shard {shard.number} does not exist on host "
+            f"{shard.host}; the worker will not start (it never falls back to an ephemeral "
+            "volume). " + messages.create_volume(shard)
         )
-    holders = other_holders(settings, client, volume)
+    holders = other_holders(settings, client, shard.volume)
     if holders:
         holder = holders[0]
         holder_labels = holder.labels or {}
         raise WorkerStartupError(
-            f"shard {shard}: "
+            f"shard {shard.number}: "
             + messages.doubly_assigned(
-                volume,
+                shard.volume,
                 f"{holder.name} (shard {holder_labels.get(LABEL + 'shard', '?')})",
-                holder_labels.get(LABEL + "host", host),
+                holder_labels.get(LABEL + "host", shard.host),
             )
         )
-    return run_preflight(settings, shard, client)
+    return run_preflight(settings, shard.number, client)

@@ -21,16 +21,12 @@ from typing import Any, Literal
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import Mount
 
-from moonmind_codex.dockerio import labels
-from moonmind_codex.settings import Settings
+from moonmind_codex.containers import NAME_PREFIX, JobImageContainer, create_kwargs
+from moonmind_codex.exitcodes import ExitCode
+from moonmind_codex.settings import Settings, Shard
 
-CODEX_HOME = "/home/app/.codex"
-WORKSPACE_MOUNT = "/work"
-EXIT_VOLUME_BUSY = 75
-
-Outcome = Literal["succeeded", "failed", "timed_out", "busy"]
+JobOutcome = Literal["succeeded", "failed", "timed_out", "busy"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -40,9 +36,7 @@ class JobSpec:
     run_id: str
     phase: str
     command: Sequence[str]
-    shard: int
-    queue: str
-    volume: str
+    shard: Shard
     timeout_s: float
 
     def __post_init__(self) -> None:
@@ -64,7 +58,7 @@ class JobResult:
     container_id: str
     container_name: str
     exit_code: int | None
-    outcome: Outcome
+    outcome: JobOutcome
     log_path: Path
     duration_s: float
     reused_existing: bool
@@ -77,48 +71,26 @@ def _slug(value: str, limit: int) -> str:
 def job_container_name(run_id: str, phase: str) -> str:
     """Deterministic container name of a run's phase (readable prefix, collision-proof hash)."""
     digest = hashlib.sha256(f"{run_id}\0{phase}".encode()).hexdigest()[:8]
-    return f"mmc-job-{_slug(run_id, 40)}-{_slug(phase, 24)}-{digest}"
+    return f"{NAME_PREFIX}job-{_slug(run_id, 40)}-{_slug(phase, 24)}-{digest}"
 
 
 def log_path_for(settings: Settings, run_id: str, phase: str) -> Path:
     return settings.artifacts_dir / "spec_workflows" / run_id / f"{phase}.log"
 
 
-def job_container_config(settings: Settings, spec: JobSpec) -> dict[str, Any]:
-    """Arguments for ``containers.create``. No socket, no secrets, no capabilities."""
-    return {
-        "image": settings.job_image,
-        "command": list(spec.command),
-        "name": job_container_name(spec.run_id, spec.phase),
-        "user": f"{settings.job_uid}:{settings.job_gid}",
-        "environment": {
-            "HOME": "/home/app",
-            "MOONMIND_CODEX_RUN_ID": spec.run_id,
-            "MOONMIND_CODEX_PHASE": spec.phase,
-        },
-        "mounts": [
-            Mount(target=CODEX_HOME, source=spec.volume, type="volume", read_only=False),
-            Mount(
-                target=WORKSPACE_MOUNT,
-                source=settings.workspace_volume,
-                type="volume",
-                read_only=False,
-            ),
-        ],
-        "network_mode": settings.job_network,
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
-        "labels": labels(
-            role="job",
-            run_id=spec.run_id,
-            phase=spec.phase,
-            shard=spec.shard,
-            queue=spec.queue,
-            volume=spec.volume,
-            host=settings.host_name,
-        ),
-        "detach": True,
-    }
+def job_container(settings: Settings, spec: JobSpec) -> JobImageContainer:
+    """The phase's container: the run's workspace, the job network; no socket, no secrets."""
+    return JobImageContainer(
+        role="job",
+        shard=spec.shard,
+        command=spec.command,
+        name=job_container_name(spec.run_id, spec.phase),
+        network=settings.job_network,
+        workspace_volume=settings.workspace_volume,
+        # Read by the image's entry point (the run's working directory) and by the command.
+        environment={"MOONMIND_CODEX_RUN_ID": spec.run_id, "MOONMIND_CODEX_PHASE": spec.phase},
+        extra_labels={"run_id": spec.run_id, "phase": spec.phase},
+    )
 
 
 def _stream_logs(container: Any, path: Path) -> threading.Thread:
@@ -138,24 +110,55 @@ def _stream_logs(container: Any, path: Path) -> threading.Thread:
     return thread
 
 
+def _find_or_create(
+    settings: Settings, spec: JobSpec, client: docker.DockerClient
+) -> tuple[Any, bool]:
+    """The phase's container, and whether an earlier delivery had already made it."""
+    name = job_container_name(spec.run_id, spec.phase)
+    try:
+        # A redelivered phase: await or reap the first delivery's container.
+        return client.containers.get(name), True
+    except docker.errors.NotFound:
+        pass
+    try:
+        return client.containers.create(
+            **create_kwargs(settings, job_container(settings, spec))
+        ), False
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:
+            raise
+        return client.containers.get(name), True  # lost a race with a concurrent delivery
+
+
+def _wait(container: Any, timeout_s: float) -> int | None:
+    """The container's exit code, or None when it was killed at the timeout."""
+    try:
+        code: int | None = container.wait(timeout=timeout_s).get("StatusCode")
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        with contextlib.suppress(docker.errors.APIError):  # it may have just ended
+            container.kill()
+        # Only to let the log stream end; removal kills it for good anyway.
+        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+            container.wait(timeout=30)
+        return None
+    return code
+
+
+def job_outcome(exit_code: int | None) -> JobOutcome:
+    """``None`` is the timeout's kill; the entry point's TEMPFAIL means the lock was held."""
+    if exit_code is None:
+        return "timed_out"
+    if exit_code == ExitCode.TEMPFAIL:
+        return "busy"
+    return "succeeded" if exit_code == 0 else "failed"
+
+
 def launch_job(settings: Settings, spec: JobSpec, client: docker.DockerClient) -> JobResult:
     """Run ``spec`` in a job container and wait for it; the container is always removed."""
-    name = job_container_name(spec.run_id, spec.phase)
     log_path = log_path_for(settings, spec.run_id, spec.phase)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    reused = False
-    try:
-        container = client.containers.get(name)
-        reused = True  # a redelivered phase: await or reap the first delivery's container
-    except docker.errors.NotFound:
-        try:
-            container = client.containers.create(**job_container_config(settings, spec))
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise
-            container = client.containers.get(name)  # lost a race with a concurrent delivery
-            reused = True
+    container, reused = _find_or_create(settings, spec, client)
     try:
         container.reload()
         if reused:
@@ -163,42 +166,23 @@ def launch_job(settings: Settings, spec: JobSpec, client: docker.DockerClient) -
             # the earlier delivery's worker (gone) may have copied part of it here already.
             with log_path.open("w", encoding="utf-8") as sink:
                 sink.write(
-                    f"[moonmind-codex] container {name} of an earlier delivery of this phase "
-                    f"was found ({container.status}): collecting it instead of starting another; "
-                    "its complete output follows\n"
+                    f"[moonmind-codex] container {container.name} of an earlier delivery of this "
+                    f"phase was found ({container.status}): collecting it instead of starting "
+                    "another; its complete output follows\n"
                 )
         if container.status == "created":
             container.start()
         pump = _stream_logs(container, log_path)
-        remaining = max(0.001, spec.timeout_s - (time.monotonic() - started))
-        timed_out = False
-        try:
-            exit_code: int | None = container.wait(timeout=remaining).get("StatusCode")
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            timed_out = True
-            exit_code = None
-            with contextlib.suppress(docker.errors.APIError):  # it may have just ended
-                container.kill()
-            # Only to let the log stream end; removal below kills it for good anyway.
-            with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
-                container.wait(timeout=30)
+        exit_code = _wait(container, max(0.001, spec.timeout_s - (time.monotonic() - started)))
         pump.join(timeout=10)
-        outcome: Outcome
-        if timed_out:
-            outcome = "timed_out"
+        if exit_code is None:
             with log_path.open("a", encoding="utf-8") as sink:
                 sink.write(f"\n[moonmind-codex] killed after the {spec.timeout_s:g} s timeout\n")
-        elif exit_code == EXIT_VOLUME_BUSY:
-            outcome = "busy"
-        elif exit_code == 0:
-            outcome = "succeeded"
-        else:
-            outcome = "failed"
         return JobResult(
             container_id=container.id,
-            container_name=name,
+            container_name=job_container_name(spec.run_id, spec.phase),
             exit_code=exit_code,
-            outcome=outcome,
+            outcome=job_outcome(exit_code),
             log_path=log_path,
             duration_s=round(time.monotonic() - started, 3),
             reused_existing=reused,

@@ -1,15 +1,15 @@
-"""Sign a shard's volume in, or repair it, without anyone entering a container.
+"""Sign a shard's volume in, repair it, or carry its login away, without entering a container.
 
-Secrets travel only on standard input of a short-lived job container (never argv, env or an
-image layer), and a file offered as a login is validated before the volume is touched. Every
-container here runs through the job image's entry point, so it takes the volume's job lock:
-a login is never rewritten under a running Codex job.
+Secrets travel only on the standard streams of a short-lived job container whose logging
+driver keeps nothing (never argv, env, an image layer or a log), and a file offered as a login
+is validated before the volume is touched. Every container here runs through the job image's
+entry point, so it takes the volume's job lock: a login is never rewritten or read under a
+running Codex job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
 import socket
 import subprocess
 from datetime import UTC, datetime
@@ -19,117 +19,136 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import Mount
 
 from moonmind_codex import messages
 from moonmind_codex.authfile import inspect_auth_json
-from moonmind_codex.dockerio import labels, volume_exists
-from moonmind_codex.jobs import EXIT_VOLUME_BUSY
-from moonmind_codex.preflight import CODEX_HOME
-from moonmind_codex.settings import Settings
+from moonmind_codex.containers import (
+    CODEX_HOME,
+    JobImageContainer,
+    api_create_config,
+    create_kwargs,
+    docker_run_argv,
+    unique_name,
+)
+from moonmind_codex.dockerio import volume_exists
+from moonmind_codex.exitcodes import ExitCode
+from moonmind_codex.settings import Settings, Shard
 
-# Exit status of the image's entry point when it cannot open the lock file in the volume.
-EXIT_LOCK_UNAVAILABLE = 73
 STDIN_CONTAINER_TIMEOUT_S = 120
+# The largest auth.json accepted or exported (a real one is a few KiB).
+MAX_LOGIN_BYTES = 1 << 20
+AUTH_FILE = f"{CODEX_HOME}/auth.json"
 
 
 class LoginError(RuntimeError):
-    """The login could not be written; nothing in the volume was changed."""
+    """The login could not be written or read; nothing in the volume was changed."""
 
 
-def _require_volume(settings: Settings, shard: int, client: docker.DockerClient) -> str:
-    volume = settings.volume_for_shard(shard)
-    if not volume_exists(client, volume):
-        raise LoginError(messages.create_volume(shard, volume, settings.host_name))
-    return volume
+def _existing_shard(settings: Settings, number: int, client: docker.DockerClient) -> Shard:
+    shard = settings.locate_shard(number)
+    if not volume_exists(client, shard.volume):
+        raise LoginError(messages.create_volume(shard))
+    return shard
 
 
-def _explain_exit(settings: Settings, shard: int, volume: str, what: str, code: int) -> str:
+def _explain_exit(settings: Settings, shard: Shard, what: str, code: int) -> str:
     """Why a login/repair container failed, without quoting its output (it may hold a key)."""
-    host = settings.host_name
-    if code == EXIT_VOLUME_BUSY:
+    if code == ExitCode.TEMPFAIL:
         return (
-            f"{what} refused: auth volume {volume} is busy (a Codex job holds its lock); "
+            f"{what} refused: auth volume {shard.volume} is busy (a Codex job holds its lock); "
             f"nothing was changed; retry when the job has finished"
         )
-    if code == EXIT_LOCK_UNAVAILABLE:
+    if code == ExitCode.CANTCREAT:
         return (
-            f"{what} failed: uid {settings.job_uid} cannot write to volume {volume}; nothing was "
-            f"changed; {messages.repair(shard, volume, host)}"
+            f"{what} failed: uid {settings.job_uid} cannot write to volume {shard.volume}; "
+            f"nothing was changed; {messages.repair(shard)}"
         )
-    return f"{what} failed in volume {volume} with exit code {code}"
+    return f"{what} failed in volume {shard.volume} with exit code {code}"
 
 
-def _container_name(role: str, shard: int) -> str:
-    return f"mmc-{role}-{shard}-{secrets.token_hex(4)}"
-
-
-def _run_with_stdin(
-    settings: Settings,
-    shard: int,
-    volume: str,
-    command: list[str],
-    payload: bytes,
-    client: docker.DockerClient,
-) -> int:
-    """Run ``command`` in a job container on the volume with ``payload`` on its stdin.
-
-    Uses the Engine API (attach before start, stdin closed after the payload), so it needs no
-    docker CLI and works from inside the worker image. Returns the exit code.
-    """
-    config = client.api.create_container_config(
-        settings.job_image,
-        command,
-        user=f"{settings.job_uid}:{settings.job_gid}",
-        environment={"HOME": "/home/app"},
-        labels=labels(role="login", shard=shard, volume=volume, host=settings.host_name),
-        stdin_open=True,
-        host_config=client.api.create_host_config(
-            mounts=[Mount(target=CODEX_HOME, source=volume, type="volume", read_only=False)],
-            network_mode="none",
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-        ),
+def _login_container(shard: Shard, command: list[str], *, stdin: bool) -> JobImageContainer:
+    return JobImageContainer(
+        role="login",
+        shard=shard,
+        command=command,
+        name=unique_name("login", shard),
+        stdin=stdin,
+        keep_logs=False,
     )
-    # The SDK has no parameter for it: with StdinOnce the container's stdin closes when we
-    # close our end, so `cat` and `codex login --with-api-key` see the end of input.
-    config["StdinOnce"] = True
-    created = client.api.create_container_from_config(config, _container_name("login", shard))
+
+
+def _run_attached(
+    settings: Settings,
+    spec: JobImageContainer,
+    client: docker.DockerClient,
+    payload: bytes | None = None,
+) -> tuple[int, bytes]:
+    """Run ``spec``, feeding ``payload`` to its stdin; return its exit code and stdout.
+
+    Uses the Engine API (attach before start), so it needs no docker CLI and works from inside
+    the worker image; the container's logging driver is off, so the output exists only here.
+    """
+    created = client.api.create_container_from_config(
+        api_create_config(client, settings, spec), spec.name
+    )
     container = client.containers.get(created["Id"])
     try:
-        sock = container.attach_socket(params={"stdin": 1, "stream": 1})
-        container.start()
+        params = {"stdout": 1, "stream": 1, "stdin": 1 if spec.stdin else 0}
+        sock = container.attach_socket(params=params)
         raw = getattr(sock, "_sock", sock)
-        raw.sendall(payload)
-        # Half-close: close() alone would wait for the SocketIO wrapper's references.
-        raw.shutdown(socket.SHUT_WR)
+        container.start()
+        if payload is not None:
+            raw.sendall(payload)
+        if spec.stdin:
+            # Half-close: close() alone would wait for the SocketIO wrapper's references.
+            raw.shutdown(socket.SHUT_WR)
+        output = _read_stdout(raw)
         sock.close()
-        return int(container.wait(timeout=STDIN_CONTAINER_TIMEOUT_S).get("StatusCode", 1))
+        return int(container.wait(timeout=STDIN_CONTAINER_TIMEOUT_S).get("StatusCode", 1)), output
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
 
 
+def _read_stdout(raw: Any) -> bytes:
+    """Demultiplex the attach stream (8-byte frame headers, no TTY); keep stdout only."""
+    raw.settimeout(STDIN_CONTAINER_TIMEOUT_S)
+    buffer = bytearray()
+    while chunk := raw.recv(65536):
+        buffer += chunk
+        if len(buffer) > MAX_LOGIN_BYTES + 65536:
+            raise LoginError("the container wrote more than a login's worth of output")
+    stdout = bytearray()
+    position = 0
+    while position + 8 <= len(buffer):
+        stream, size = buffer[position], int.from_bytes(buffer[position + 4 : position + 8])
+        frame = buffer[position + 8 : position + 8 + size]
+        if stream == 1:
+            stdout += frame
+        position += 8 + size
+    return bytes(stdout)
+
+
 def login_from_file(
-    settings: Settings, shard: int, source: Path, client: docker.DockerClient
+    settings: Settings, shard_number: int, source: Path, client: docker.DockerClient
 ) -> None:
     """Copy an ``auth.json`` made elsewhere into the shard's volume (0600, job uid)."""
     try:
         raw = source.read_bytes()
     except OSError as exc:
         raise LoginError(f"cannot read {source}: {exc.strerror}; nothing was changed") from None
-    login_from_bytes(settings, shard, raw, client, str(source))
+    login_from_bytes(settings, shard_number, raw, client, str(source))
 
 
 def login_from_bytes(
     settings: Settings,
-    shard: int,
+    shard_number: int,
     raw: bytes,
     client: docker.DockerClient,
     source_name: str = "standard input",
 ) -> None:
     """Validate ``raw`` as a Codex login, then write it into the shard's volume."""
-    volume = settings.volume_for_shard(shard)
+    shard = settings.locate_shard(shard_number)
     inspection = inspect_auth_json(raw, datetime.now(UTC))
     if not inspection.logged_in:
         # The inspection's wording never quotes the file, so it is safe to show.
@@ -139,105 +158,129 @@ def login_from_bytes(
             or "it holds neither ChatGPT tokens nor an API key"
         )
         raise LoginError(
-            f"{source_name} is not a usable Codex login: {problem}; volume {volume} was not "
-            "changed (give the auth.json that `codex login` wrote on a machine with a browser)"
+            f"{source_name} is not a usable Codex login: {problem}; volume {shard.volume} was "
+            "not changed (give the auth.json that `codex login` wrote on a machine with a browser)"
         )
-    _require_volume(settings, shard, client)
+    _existing_shard(settings, shard_number, client)
     # Written beside, then renamed: a reader never sees a half-written auth.json, and a failed
     # copy leaves the previous login in place.
-    script = (
-        "umask 077 && "
-        f'cat > "{CODEX_HOME}/auth.json.moonmind-new" && '
-        f'mv -f "{CODEX_HOME}/auth.json.moonmind-new" "{CODEX_HOME}/auth.json"'
-    )
-    code = _run_with_stdin(settings, shard, volume, ["sh", "-c", script], raw, client)
+    staged = f"{AUTH_FILE}.moonmind-new"
+    script = f'umask 077 && cat > "{staged}" && mv -f "{staged}" "{AUTH_FILE}"'
+    spec = _login_container(shard, ["sh", "-c", script], stdin=True)
+    code, _ = _run_attached(settings, spec, client, raw)
     if code != 0:
-        raise LoginError(_explain_exit(settings, shard, volume, "writing auth.json", code))
+        raise LoginError(_explain_exit(settings, shard, "writing auth.json", code))
 
 
-def login_api_key(settings: Settings, shard: int, key: str, client: docker.DockerClient) -> None:
+def login_api_key(
+    settings: Settings, shard_number: int, key: str, client: docker.DockerClient
+) -> None:
     """``codex login --with-api-key`` in a job container, the key on its standard input."""
-    volume = settings.volume_for_shard(shard)
+    shard = settings.locate_shard(shard_number)
     if not key.strip():
         raise LoginError("no API key was given on standard input; nothing was changed")
-    _require_volume(settings, shard, client)
-    code = _run_with_stdin(
-        settings, shard, volume, ["codex", "login", "--with-api-key"], key.strip().encode(), client
-    )
+    _existing_shard(settings, shard_number, client)
+    spec = _login_container(shard, ["codex", "login", "--with-api-key"], stdin=True)
+    code, _ = _run_attached(settings, spec, client, key.strip().encode())
     if code != 0:
-        # The CLI's stderr may echo part of the key: only the exit code is reported.
-        raise LoginError(_explain_exit(settings, shard, volume, "codex login --with-api-key", code))
+        # The CLI's output may echo part of the key: only the exit code is reported.
+        raise LoginError(_explain_exit(settings, shard, "codex login --with-api-key", code))
 
 
-def device_login_args(settings: Settings, shard: int, volume: str, name: str) -> list[str]:
-    """The ``docker run -it`` command line of the interactive sign-in (no secret in it)."""
-    args = ["docker"]
-    if settings.docker_url:
-        args += ["--host", settings.docker_url]
-    args += ["run", "--rm", "-it", "--name", name]
-    args += ["--user", f"{settings.job_uid}:{settings.job_gid}", "--env", "HOME=/home/app"]
-    args += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-    # The device-code flow talks to the sign-in service: the job network, not "none".
-    args += ["--network", settings.job_network]
-    args += ["--mount", f"type=volume,source={volume},target={CODEX_HOME}"]
-    for key, value in labels(
-        role="login", shard=shard, volume=volume, host=settings.host_name
-    ).items():
-        args += ["--label", f"{key}={value}"]
-    return [*args, settings.job_image, "codex", "login", "--device-auth"]
+def export_login(settings: Settings, shard_number: int, client: docker.DockerClient) -> bytes:
+    """The volume's ``auth.json``, read under the volume lock (for moving a shard)."""
+    shard = _existing_shard(settings, shard_number, client)
+    spec = JobImageContainer(
+        role="move",
+        shard=shard,
+        command=["cat", AUTH_FILE],
+        name=unique_name("move", shard),
+        keep_logs=False,
+    )
+    code, output = _run_attached(settings, spec, client)
+    if code != 0:
+        raise LoginError(_explain_exit(settings, shard, "reading auth.json", code))
+    if not inspect_auth_json(output, datetime.now(UTC)).logged_in:
+        raise LoginError(
+            f"volume {shard.volume} on host {shard.host} holds no usable login; nothing to move "
+            f"({messages.sign_in(shard)})"
+        )
+    return output
 
 
-def login_device(settings: Settings, shard: int, client: docker.DockerClient) -> int:
+def clear_login(settings: Settings, shard_number: int, client: docker.DockerClient) -> None:
+    """Remove the volume's ``auth.json`` (the old copy after a move), under the volume lock."""
+    shard = _existing_shard(settings, shard_number, client)
+    spec = JobImageContainer(
+        role="move",
+        shard=shard,
+        command=["rm", "-f", AUTH_FILE],
+        name=unique_name("move", shard),
+    )
+    code = _run_detached(client, settings, spec)
+    if code != 0:
+        raise LoginError(_explain_exit(settings, shard, "removing auth.json", code))
+
+
+def device_login_container(shard: Shard, settings: Settings) -> JobImageContainer:
+    """The interactive sign-in; the device-code flow talks to the sign-in service."""
+    return JobImageContainer(
+        role="login",
+        shard=shard,
+        command=["codex", "login", "--device-auth"],
+        name=unique_name("login", shard),
+        network=settings.job_network,
+        keep_logs=False,
+    )
+
+
+def login_device(settings: Settings, shard_number: int, client: docker.DockerClient) -> int:
     """Interactive ChatGPT device-code sign-in, attached to the operator's terminal.
 
     Returns the exit code of ``codex login --device-auth`` (75: a job holds the volume).
     """
-    volume = _require_volume(settings, shard, client)
-    name = _container_name("login", shard)
+    spec = device_login_container(_existing_shard(settings, shard_number, client), settings)
     try:
-        return subprocess.call(device_login_args(settings, shard, volume, name))
+        return subprocess.call(docker_run_argv(settings, spec, interactive=True))
     finally:
         # An interrupted docker CLI leaves its container running: stop it here.
         with contextlib.suppress(docker.errors.NotFound, requests.exceptions.RequestException):
-            client.containers.get(name).remove(force=True)
+            client.containers.get(spec.name).remove(force=True)
 
 
 def repair_command(settings: Settings) -> str:
     uid, gid = settings.job_uid, settings.job_gid
     return (
         f"chown -R {uid}:{gid} {CODEX_HOME} && chmod 0700 {CODEX_HOME} && "
-        f"if [ -e {CODEX_HOME}/auth.json ]; then chmod 0600 {CODEX_HOME}/auth.json; fi"
+        f"if [ -e {AUTH_FILE} ]; then chmod 0600 {AUTH_FILE}; fi"
     )
 
 
-def repair_config(settings: Settings, shard: int, volume: str) -> dict[str, Any]:
-    """Arguments for ``containers.create``: root, but only the capabilities chown/chmod need."""
-    return {
-        "image": settings.job_image,
-        "command": ["sh", "-c", repair_command(settings)],
-        "name": _container_name("repair", shard),
-        "user": "0:0",
-        "environment": {"HOME": "/home/app"},
-        "mounts": [Mount(target=CODEX_HOME, source=volume, type="volume", read_only=False)],
-        "network_mode": "none",
-        "cap_drop": ["ALL"],
-        "cap_add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"],
-        "security_opt": ["no-new-privileges"],
-        "labels": labels(role="repair", shard=shard, volume=volume, host=settings.host_name),
-        "detach": True,
-    }
+def repair_container(settings: Settings, shard: Shard) -> JobImageContainer:
+    """Root, but only the capabilities chown/chmod need."""
+    return JobImageContainer(
+        role="repair",
+        shard=shard,
+        command=["sh", "-c", repair_command(settings)],
+        name=unique_name("repair", shard),
+        as_root=True,
+    )
 
 
-def repair_volume(settings: Settings, shard: int, client: docker.DockerClient) -> None:
-    """As root in a short container: the volume back to the job uid, 0700, auth.json 0600."""
-    volume = _require_volume(settings, shard, client)
+def _run_detached(client: docker.DockerClient, settings: Settings, spec: JobImageContainer) -> int:
     # create + start, not run(): run() would try to pull a missing image from a registry.
-    container = client.containers.create(**repair_config(settings, shard, volume))
+    container = client.containers.create(**create_kwargs(settings, spec))
     try:
         container.start()
-        code = int(container.wait(timeout=STDIN_CONTAINER_TIMEOUT_S).get("StatusCode", 1))
-        if code != 0:
-            raise LoginError(_explain_exit(settings, shard, volume, "repair", code))
+        return int(container.wait(timeout=STDIN_CONTAINER_TIMEOUT_S).get("StatusCode", 1))
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
+
+
+def repair_volume(settings: Settings, shard_number: int, client: docker.DockerClient) -> None:
+    """As root in a short container: the volume back to the job uid, 0700, auth.json 0600."""
+    shard = _existing_shard(settings, shard_number, client)
+    code = _run_detached(client, settings, repair_container(settings, shard))
+    if code != 0:
+        raise LoginError(_explain_exit(settings, shard, "repair", code))

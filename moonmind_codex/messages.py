@@ -1,44 +1,74 @@
 """Operator-facing remediation texts: the exact command that fixes each failure.
 
 Pure functions, one place per message, so the CLI, the worker, the pre-flight and the Ansible
-login check all tell operators the same thing.
+login check all tell operators the same thing. Findings name a :class:`Fix`;
+:func:`render_fix` turns it into the text for one shard.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 
-def login_command(shard: int) -> str:
+from moonmind_codex.settings import Shard
+
+
+class Fix(Enum):
+    """The kinds of fix a failed check can call for."""
+
+    SIGN_IN = "sign-in"
+    SIGN_IN_AGAIN = "sign-in-again"
+    REPAIR = "repair"
+    CREATE_VOLUME = "create-volume"
+    START_DOCKER = "start-docker"
+    RETRY = "retry"
+    CHECK_VOLUME = "check-volume"
+    LOAD_IMAGE = "load-image"
+    REFRESH_SOON = "refresh-soon"
+    CHECK_CLOCK = "check-clock"
+
+
+def login_command(shard: Shard) -> str:
     """Device-code ChatGPT sign-in of one shard's volume, run on the shard's host."""
-    return f"moonmind-codex login --shard {shard}"
+    return f"moonmind-codex login --shard {shard.number}"
 
 
-def login_alternatives(shard: int) -> str:
+def login_alternatives(shard: Shard) -> str:
+    n = shard.number
     return (
-        f"or copy a login made elsewhere: moonmind-codex login --shard {shard} --from-file "
-        f"auth.json; or use an API key: moonmind-codex login --shard {shard} --api-key-stdin"
+        f"or copy a login made elsewhere: moonmind-codex login --shard {n} --from-file "
+        f"auth.json; or use an API key: moonmind-codex login --shard {n} --api-key-stdin"
     )
 
 
-def relogin(shard: int, volume: str, host: str, *, again: bool = True) -> str:
-    """Sign a volume in; ``again=False`` for one that never held a login."""
+def sign_in(shard: Shard) -> str:
+    """For a volume that never held a login (new, or emptied by a move)."""
     return (
-        f"on host {host}, sign volume {volume} in{' again' if again else ''}: "
-        f"{login_command(shard)} ({login_alternatives(shard)})"
+        f"on host {shard.host}, sign volume {shard.volume} in: {login_command(shard)} "
+        f"({login_alternatives(shard)})"
     )
 
 
-def repair(shard: int, volume: str, host: str) -> str:
+def sign_in_again(shard: Shard) -> str:
+    """For a volume whose login is unusable."""
     return (
-        f"on host {host}, restore owner and modes of volume {volume}: "
-        f"moonmind-codex repair --shard {shard}"
+        f"on host {shard.host}, sign volume {shard.volume} in again: {login_command(shard)} "
+        f"({login_alternatives(shard)})"
     )
 
 
-def create_volume(shard: int, volume: str, host: str) -> str:
+def repair(shard: Shard) -> str:
     return (
-        f"volume {volume} does not exist on host {host}: provision it with "
-        f"ansible-playbook playbooks/site.yml --limit {host} (shard {shard} must be listed in "
-        f"that host's moonmind_codex_shards), then sign it in with {login_command(shard)}"
+        f"on host {shard.host}, restore owner and modes of volume {shard.volume}: "
+        f"moonmind-codex repair --shard {shard.number}"
+    )
+
+
+def create_volume(shard: Shard) -> str:
+    return (
+        f"volume {shard.volume} does not exist on host {shard.host}: provision it with "
+        f"ansible-playbook playbooks/site.yml --limit {shard.host} (shard {shard.number} must "
+        f"be listed in that host's moonmind_codex_shards), then sign it in with "
+        f"{login_command(shard)}"
     )
 
 
@@ -49,15 +79,45 @@ def start_docker(host: str) -> str:
     )
 
 
-def check_docker_then_retry(shard: int, host: str) -> str:
+def check_docker_then_retry(shard: Shard) -> str:
     return (
-        f"on host {host}, check the Docker engine and the job image, then retry: "
-        f"moonmind-codex preflight --shard {shard}"
+        f"on host {shard.host}, check the Docker engine and the job image, then retry: "
+        f"moonmind-codex preflight --shard {shard.number}"
     )
 
 
-def volume_busy(volume: str, holder: str) -> str:
-    return f"auth volume {volume} is in use by {holder}; wait for it to finish or stop it"
+def check_volume(shard: Shard) -> str:
+    # Owner and modes cannot be the cause (the engine refused before any uid touched it):
+    # the volume's filesystem or driver options are.
+    v = shard.volume
+    return (
+        f"on host {shard.host}, volume {v} must be a writable local volume: check "
+        f"`docker volume inspect {v}` (driver, options such as 'ro'); if it is wrong, remove "
+        f"it (docker volume rm {v}), recreate it with ansible-playbook playbooks/site.yml "
+        f"--limit {shard.host} and sign it in: {login_command(shard)}"
+    )
+
+
+def load_image(host: str) -> str:
+    return (
+        f"build or load it on {host}: scripts/setup.sh on a development machine, or "
+        f"ansible-playbook playbooks/site.yml --limit {host}"
+    )
+
+
+def refresh_soon(shard: Shard, age_days: float) -> str:
+    return (
+        f"the login in {shard.volume} was last refreshed {age_days:.1f} days ago; if runs "
+        f"start to fail, on host {shard.host} run {login_command(shard)}"
+    )
+
+
+def check_clock(shard: Shard) -> str:
+    return (
+        f"on host {shard.host}, check the clock (timedatectl, or `date -u` against a trusted "
+        f"source); if it is right, the login in {shard.volume} was written with a wrong date: "
+        f"sign it in again: {login_command(shard)}"
+    )
 
 
 def doubly_assigned(volume: str, holder: str, host: str) -> str:
@@ -68,8 +128,21 @@ def doubly_assigned(volume: str, holder: str, host: str) -> str:
     )
 
 
-def refresh_soon(shard: int, volume: str, host: str, age_days: float) -> str:
-    return (
-        f"the login in {volume} was last refreshed {age_days:.1f} days ago; if runs start to "
-        f"fail, on host {host} run {login_command(shard)}"
-    )
+def render_fix(fix: Fix, shard: Shard, *, age_days: float | None = None) -> str:
+    """The text of ``fix`` for ``shard``."""
+    if fix is Fix.REFRESH_SOON:
+        return refresh_soon(shard, age_days if age_days is not None else 0.0)
+    simple = {
+        Fix.SIGN_IN: sign_in,
+        Fix.SIGN_IN_AGAIN: sign_in_again,
+        Fix.REPAIR: repair,
+        Fix.CREATE_VOLUME: create_volume,
+        Fix.RETRY: check_docker_then_retry,
+        Fix.CHECK_VOLUME: check_volume,
+        Fix.CHECK_CLOCK: check_clock,
+    }
+    if fix in simple:
+        return simple[fix](shard)
+    if fix is Fix.START_DOCKER:
+        return start_docker(shard.host)
+    return load_image(shard.host)

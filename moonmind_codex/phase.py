@@ -1,6 +1,7 @@
 """One Codex phase on a worker: audit start, pre-flight, job container, audit end.
 
-Exactly one start and one end record per phase, whatever happens in between.
+Exactly one start and one end record per phase that reached its shard, whatever happens in
+between; a misrouted phase is refused untouched (it belongs to another shard's audit).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 
 from moonmind_codex import audit
 from moonmind_codex.jobs import JobSpec, launch_job
+from moonmind_codex.phase_result import PhaseResult
 from moonmind_codex.preflight import run_preflight
-from moonmind_codex.settings import Settings
+from moonmind_codex.settings import Settings, Shard
 
 log = logging.getLogger(__name__)
 
@@ -43,76 +45,71 @@ def run_phase(
     worker: str,
     task_id: str | None,
     delivered_on: str | None,
-) -> dict[str, Any]:
-    shard = settings.own_shard
-    queue = settings.queue_for_shard(shard)
-    if delivered_on is not None and delivered_on != queue:
-        raise CodexPhaseMisrouted(
-            f"phase {request.phase} of run {request.run_id} arrived on queue {delivered_on}, but "
-            f"this worker serves {queue}; check the producer's shard count and queue mode"
+) -> PhaseResult:
+    shard = settings.served_shard
+    if delivered_on is not None and delivered_on != shard.queue:
+        return PhaseResult(
+            run_id=request.run_id,
+            phase=request.phase,
+            shard=shard,
+            worker=worker,
+            outcome="misrouted",
+            message=(
+                f"phase {request.phase} of run {request.run_id} arrived on queue {delivered_on}, "
+                f"but this worker serves {shard.queue}; check the producer's shard count and "
+                "queue mode"
+            ),
         )
-    volume = settings.volume_for_shard(shard)
     start = audit.started(
-        run_id=request.run_id,
-        phase=request.phase,
-        queue=queue,
-        shard=shard,
-        volume=volume,
-        host=settings.host_name,
-        worker=worker,
-        task_id=task_id,
+        run_id=request.run_id, phase=request.phase, shard=shard, worker=worker, task_id=task_id
     )
     audit.emit(start, settings.audit_log)
     began = time.monotonic()
-    outcome, preflight_status = "failed", None
-    container_id: str | None = None
-    exit_code: int | None = None
+    # Replaced on every path below; this one stands for a crash in between.
+    result = PhaseResult(request.run_id, request.phase, shard, worker, outcome="failed")
     try:
-        check = run_preflight(settings, shard, client)
-        preflight_status = check.status
-        if check.blocked:
-            outcome = "blocked"
-            log.error("%s", check.message())
-            raise CodexPhaseBlocked(check.message())
-        if check.status == "warn":
-            log.warning("%s", check.message())
-        spec = JobSpec(
+        result = _attempt(settings, client, request, shard, worker)
+        return result
+    finally:
+        audit.emit(audit.finished(start, result, time.monotonic() - began), settings.audit_log)
+
+
+def _attempt(
+    settings: Settings, client: Any, request: PhaseRequest, shard: Shard, worker: str
+) -> PhaseResult:
+    check = run_preflight(settings, shard.number, client)
+    if check.blocked:
+        log.error("%s", check.message())
+        return PhaseResult(
             run_id=request.run_id,
             phase=request.phase,
-            command=request.command,
             shard=shard,
-            queue=queue,
-            volume=volume,
-            timeout_s=request.timeout_s or settings.job_timeout_seconds,
+            worker=worker,
+            outcome="blocked",
+            preflight_status=check.status,
+            message=check.message(),
         )
-        result = launch_job(settings, spec, client)
-        container_id, exit_code, outcome = result.container_id, result.exit_code, result.outcome
-        return {
-            "run_id": request.run_id,
-            "phase": request.phase,
-            "queue": queue,
-            "shard": shard,
-            "volume": volume,
-            "host": settings.host_name,
-            "worker": worker,
-            "container_id": result.container_id,
-            "container_name": result.container_name,
-            "exit_code": result.exit_code,
-            "outcome": result.outcome,
-            "preflight_status": check.status,
-            "log_path": str(result.log_path),
-            "duration_s": result.duration_s,
-            "reused_existing": result.reused_existing,
-        }
-    finally:
-        audit.emit(
-            audit.finished(
-                start,
-                outcome=outcome,
-                preflight_status=preflight_status,
-                container_id=container_id,
-                exit_code=exit_code,
-                duration_s=time.monotonic() - began,
-            ),
-            settings.audit_log,
-        )
+    if check.status == "warn":
+        log.warning("%s", check.message())
+    spec = JobSpec(
+        run_id=request.run_id,
+        phase=request.phase,
+        command=request.command,
+        shard=shard,
+        timeout_s=request.timeout_s or settings.job_timeout_seconds,
+    )
+    job = launch_job(settings, spec, client)
+    return PhaseResult(
+        run_id=request.run_id,
+        phase=request.phase,
+        shard=shard,
+        worker=worker,
+        outcome=job.outcome,
+        preflight_status=check.status,
+        container_id=job.container_id,
+        container_name=job.container_name,
+        exit_code=job.exit_code,
+        log_path=str(job.log_path),
+        duration_s=job.duration_s,
+        reused_existing=job.reused_existing,
+    )

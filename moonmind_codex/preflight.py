@@ -11,44 +11,51 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import Mount
 
-from moonmind_codex import messages
-from moonmind_codex.dockerio import ENGINE_ERRORS, DockerUnavailable, connect, labels
-from moonmind_codex.preflight_eval import PreflightResult, blocked_result, evaluate
+from moonmind_codex.containers import JobImageContainer, create_kwargs, unique_name
+from moonmind_codex.dockerio import ENGINE_ERRORS, DockerUnavailable, connect
+from moonmind_codex.messages import Fix
+from moonmind_codex.preflight_eval import (
+    Finding,
+    LoginPolicy,
+    PreflightResult,
+    blocked_result,
+    evaluate,
+)
 from moonmind_codex.probe import PROBE_VERSION
-from moonmind_codex.settings import ENV_PREFIX, Settings
+from moonmind_codex.settings import ENV_PREFIX, Settings, Shard
 
-__all__ = ["CODEX_HOME", "PreflightResult", "probe_container_config", "run_preflight"]
+__all__ = ["PreflightResult", "probe_container", "run_preflight", "run_preflights"]
 
-CODEX_HOME = "/home/app/.codex"
-PROBE_COMMAND = ["moonmind-codex-probe"]
+PROBE_COMMAND = ("moonmind-codex-probe",)
 # Sections every probe report has (docs/internals.md); anything else is not the probe talking.
 _REPORT_SECTIONS = ("dir", "auth_file", "codex_status")
 
 
-def probe_container_config(settings: Settings, shard: int, volume: str) -> dict[str, Any]:
-    """Arguments for ``containers.create``: the job's mount, no network, no privileges."""
-    return {
-        "image": settings.job_image,
-        # Overridden so the probe does not take the job lock: it only reads, and must be able
-        # to report on a volume whatever state its lock file is in.
-        "entrypoint": PROBE_COMMAND,
-        "command": [],
-        "user": f"{settings.job_uid}:{settings.job_gid}",
-        "environment": {"HOME": "/home/app"},
-        "mounts": [Mount(target=CODEX_HOME, source=volume, type="volume", read_only=False)],
-        "network_mode": "none",
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
-        "labels": labels(role="probe", shard=shard, volume=volume, host=settings.host_name),
-        "detach": True,
-    }
+class _Blocked(Exception):
+    """The check cannot judge the login; the finding says why and which fix applies."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.detail)
+        self.finding = finding
+
+
+def probe_container(shard: Shard) -> JobImageContainer:
+    """The job's mount, no network; the probe replaces the entry point so it takes no lock."""
+    return JobImageContainer(
+        role="probe",
+        shard=shard,
+        command=[],
+        name=unique_name("probe", shard),
+        entrypoint=PROBE_COMMAND,
+    )
 
 
 def parse_probe_output(output: str) -> dict[str, Any] | None:
@@ -67,152 +74,126 @@ def parse_probe_output(output: str) -> dict[str, Any] | None:
     return report
 
 
-class _Check:
-    """One pre-flight run: its identity, clock and the way it ends when it cannot judge."""
+@contextlib.contextmanager
+def _engine_step(during: str) -> Iterator[None]:
+    """The one place where a lost engine becomes a blocked check."""
+    try:
+        yield
+    except _Blocked:
+        raise
+    except ENGINE_ERRORS as exc:
+        detail = f"lost the Docker engine {during} ({type(exc).__name__})"
+        raise _Blocked(Finding("docker engine", "blocked", detail, Fix.START_DOCKER)) from exc
 
-    def __init__(self, settings: Settings, shard: int, volume: str) -> None:
-        self.settings = settings
-        self.shard = shard
-        self.volume = volume
-        self.host = settings.host_name
-        self.started = time.monotonic()
-        self.deadline = self.started + settings.preflight_timeout_seconds
 
-    def blocked(self, reason: str, remedy: str, check: str) -> PreflightResult:
-        return blocked_result(
-            reason,
-            shard=self.shard,
-            volume=self.volume,
-            host=self.host,
-            remediation=remedy,
-            duration_s=time.monotonic() - self.started,
-            check_name=check,
-        )
-
-    def engine_down(self, exc: BaseException, during: str) -> PreflightResult:
-        return self.blocked(
-            f"lost the Docker engine {during} ({type(exc).__name__})",
-            messages.start_docker(self.host),
-            "docker engine",
-        )
-
-    def unusable_volume(self) -> str:
-        # Owner and modes cannot be the cause (the engine refused before any uid touched it):
-        # the volume's filesystem or driver options are.
-        return (
-            f"on host {self.host}, volume {self.volume} must be a writable local volume: check "
-            f"`docker volume inspect {self.volume}` (driver, options such as 'ro'); if it is "
-            f"wrong, remove it (docker volume rm {self.volume}), recreate it with "
-            f"ansible-playbook playbooks/site.yml --limit {self.host} and sign it in: "
-            f"{messages.login_command(self.shard)}"
-        )
-
-    def retry(self) -> str:
-        return messages.check_docker_then_retry(self.shard, self.host)
+def _blocked(name: str, detail: str, fix: Fix) -> _Blocked:
+    return _Blocked(Finding(name, "blocked", detail, fix))
 
 
 def run_preflight(
-    settings: Settings, shard: int, client: docker.DockerClient | None = None
+    settings: Settings, shard_number: int, client: docker.DockerClient | None = None
 ) -> PreflightResult:
-    """Check shard ``shard``'s login. Raises only for bad input (shard out of range)."""
-    volume = settings.volume_for_shard(shard)  # validates the shard before anything runs
-    run = _Check(settings, shard, volume)
+    """Check shard ``shard_number``'s login. Raises only for bad input (shard out of range)."""
+    shard = settings.locate_shard(shard_number)  # validates the shard before anything runs
+    started = time.monotonic()
     own_client = client is None
     try:
         if client is None:
             client = connect(settings)
-        return _probe(run, client)
+        report = _probe(settings, shard, client, started + settings.preflight_timeout_seconds)
     except DockerUnavailable as exc:
         # Its first sentence names the engine address; the remedy is the separate field.
-        return run.blocked(str(exc).split(";")[0], messages.start_docker(run.host), "docker engine")
+        finding = Finding("docker engine", "blocked", str(exc).split(";")[0], Fix.START_DOCKER)
+        return blocked_result(shard, finding, time.monotonic() - started)
+    except _Blocked as blocked:
+        return blocked_result(shard, blocked.finding, time.monotonic() - started)
     finally:
         if own_client and client is not None:
             with contextlib.suppress(*ENGINE_ERRORS):
                 client.close()
+    policy = LoginPolicy(job_uid=settings.job_uid, warn_after_days=settings.last_refresh_warn_days)
+    return evaluate(report, shard, policy, time.monotonic() - started)
 
 
-def _probe(run: _Check, client: docker.DockerClient) -> PreflightResult:
-    settings, volume, host = run.settings, run.volume, run.host
+def run_preflights(
+    settings: Settings, shard_numbers: Sequence[int], client: docker.DockerClient | None = None
+) -> list[PreflightResult]:
+    """Check several shards of this host at once (one probe container each, in parallel)."""
+    for number in shard_numbers:
+        settings.check_shard(number)  # bad input fails before any probe starts
+    own_client = client is None
     try:
-        client.volumes.get(volume)
-    except docker.errors.NotFound:
-        # Never created here: an empty stand-in would pass as "not logged in" and hide the
-        # real problem (a host without its shard's volume).
-        return run.blocked(
-            f"auth volume {volume} does not exist on host {host}",
-            messages.create_volume(run.shard, volume, host),
-            "volume",
-        )
-    except ENGINE_ERRORS as exc:
-        return run.engine_down(exc, "while looking up the volume")
+        if client is None:
+            client = connect(settings)
+    except DockerUnavailable:
+        return [run_preflight(settings, n) for n in shard_numbers]  # each says the engine is down
     try:
-        container = client.containers.create(**probe_container_config(settings, run.shard, volume))
-    except docker.errors.ImageNotFound:
-        return run.blocked(
-            f"job image {settings.job_image} is not on host {host}",
-            f"build or load it on {host}: scripts/setup.sh on a development machine, or "
-            f"ansible-playbook playbooks/site.yml --limit {host}",
-            "job image",
-        )
-    except docker.errors.APIError as exc:
-        return run.blocked(
-            f"a job container cannot be created on volume {volume}: {exc.explanation or exc}",
-            run.unusable_volume(),
-            "volume mount",
-        )
-    except ENGINE_ERRORS as exc:
-        return run.engine_down(exc, "while creating the probe container")
+        with ThreadPoolExecutor(max_workers=max(1, min(len(shard_numbers), 8))) as pool:
+            return list(pool.map(lambda n: run_preflight(settings, n, client), shard_numbers))
+    finally:
+        if own_client:
+            with contextlib.suppress(*ENGINE_ERRORS):
+                client.close()
+
+
+def _probe(
+    settings: Settings, shard: Shard, client: docker.DockerClient, deadline: float
+) -> dict[str, Any]:
+    with _engine_step("while looking up the volume"):
+        try:
+            client.volumes.get(shard.volume)
+        except docker.errors.NotFound:
+            # Never created here: an empty stand-in would pass as "not logged in" and hide the
+            # real problem (a host without its shard's volume).
+            detail = f"auth volume {shard.volume} does not exist on host {shard.host}"
+            raise _blocked("volume", detail, Fix.CREATE_VOLUME) from None
+    with _engine_step("while creating the probe container"):
+        try:
+            container = client.containers.create(**create_kwargs(settings, probe_container(shard)))
+        except docker.errors.ImageNotFound:
+            detail = f"job image {settings.job_image} is not on host {shard.host}"
+            raise _blocked("job image", detail, Fix.LOAD_IMAGE) from None
+        except docker.errors.APIError as exc:
+            detail = (
+                f"a job container cannot be created on volume {shard.volume}: "
+                f"{exc.explanation or exc}"
+            )
+            raise _blocked("volume mount", detail, Fix.CHECK_VOLUME) from None
     try:
-        return _run_container(run, container)
+        return _run_probe(settings, shard, container, deadline)
     finally:
         # force=True kills a probe that is still running (the timeout case).
         with contextlib.suppress(*ENGINE_ERRORS):
             container.remove(force=True)
 
 
-def _run_container(run: _Check, container: Any) -> PreflightResult:
-    settings, volume = run.settings, run.volume
-    try:
-        container.start()
-    except docker.errors.APIError as exc:
-        # e.g. a volume on a read-only filesystem: a job could not start on it either.
-        return run.blocked(
-            f"a job container cannot start on volume {volume}: {exc.explanation or exc}",
-            run.unusable_volume(),
-            "volume mount",
-        )
-    except ENGINE_ERRORS as exc:
-        return run.engine_down(exc, "while starting the probe")
-    try:
-        outcome = container.wait(timeout=max(0.01, run.deadline - time.monotonic()))
-    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-        return run.blocked(
-            f"the login check did not finish within {settings.preflight_timeout_seconds:g} s "
-            f"(limit: {ENV_PREFIX}PREFLIGHT_TIMEOUT_SECONDS)",
-            run.retry(),
-            "timeout",
-        )
-    except ENGINE_ERRORS as exc:
-        return run.engine_down(exc, "while waiting for the probe")
-    try:
+def _run_probe(settings: Settings, shard: Shard, container: Any, deadline: float) -> dict[str, Any]:
+    with _engine_step("while starting the probe"):
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            # e.g. a volume on a read-only filesystem: a job could not start on it either.
+            detail = (
+                f"a job container cannot start on volume {shard.volume}: {exc.explanation or exc}"
+            )
+            raise _blocked("volume mount", detail, Fix.CHECK_VOLUME) from None
+    with _engine_step("while waiting for the probe"):
+        try:
+            outcome = container.wait(timeout=max(0.01, deadline - time.monotonic()))
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            detail = (
+                f"the login check did not finish within {settings.preflight_timeout_seconds:g} s "
+                f"(limit: {ENV_PREFIX}PREFLIGHT_TIMEOUT_SECONDS)"
+            )
+            raise _blocked("timeout", detail, Fix.RETRY) from None
+    with _engine_step("while reading the probe's report"):
         output = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
-    except ENGINE_ERRORS as exc:
-        return run.engine_down(exc, "while reading the probe's report")
     exit_code = outcome.get("StatusCode")
     if exit_code != 0:
         # The probe exits 0 whatever it finds: anything else means the probe itself broke.
         # Its stderr is not quoted: a traceback is no place to risk a credential.
-        return run.blocked(f"the probe failed with exit code {exit_code}", run.retry(), "probe")
+        raise _blocked("probe", f"the probe failed with exit code {exit_code}", Fix.RETRY)
     report = parse_probe_output(output)
     if report is None:
-        return run.blocked("the probe printed no readable report", run.retry(), "probe")
-    return evaluate(
-        report,
-        shard=run.shard,
-        volume=volume,
-        host=run.host,
-        job_uid=settings.job_uid,
-        job_gid=settings.job_gid,
-        warn_after_days=settings.last_refresh_warn_days,
-        duration_s=time.monotonic() - run.started,
-    )
+        raise _blocked("probe", "the probe printed no readable report", Fix.RETRY)
+    return report

@@ -1,7 +1,10 @@
 """Judge a pre-flight probe report: ok, warn or blocked, with the reason and the exact fix.
 
 Pure: takes the probe's JSON (see docs/internals.md) and returns a :class:`PreflightResult`.
-Running the probe container is :mod:`moonmind_codex.preflight`'s job.
+One small function per concern (directory, auth file, freshness, the CLI's own status) returns
+:class:`Finding` values that carry the *kind* of fix; :func:`verdict` picks the worst finding
+and renders its fix once, through :mod:`moonmind_codex.messages`. Running the probe container is
+:mod:`moonmind_codex.preflight`'s job.
 """
 
 from __future__ import annotations
@@ -12,28 +15,43 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from moonmind_codex import messages
+from moonmind_codex.messages import Fix
+from moonmind_codex.settings import Shard
 
 Status = Literal["ok", "warn", "blocked"]
-_SEVERITY = {"ok": 0, "info": 0, "warn": 1, "blocked": 2}
+FindingStatus = Literal["ok", "info", "warn", "blocked"]
+_SEVERITY: dict[FindingStatus, int] = {"ok": 0, "info": 0, "warn": 1, "blocked": 2}
+# A last_refresh this far ahead of the checking clock is not clock jitter: the file or a clock
+# is wrong, and the login's age (hence the CLI's refresh schedule) cannot be judged.
+FUTURE_TOLERANCE_DAYS = 10 / (24 * 60)
 
 
 @dataclass(frozen=True)
-class Check:
+class Finding:
+    """What one check of the pre-flight found, and which kind of fix it calls for."""
+
     name: str
-    status: Literal["ok", "info", "warn", "blocked"]
+    status: FindingStatus
     detail: str
+    fix: Fix | None = None
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    """What the judge needs from the settings."""
+
+    job_uid: int
+    warn_after_days: float
 
 
 @dataclass(frozen=True)
 class PreflightResult:
     status: Status
     reason: str
-    shard: int
-    volume: str
-    host: str
+    shard: Shard
     remediation: str | None
     duration_s: float
-    checks: tuple[Check, ...] = ()
+    findings: tuple[Finding, ...] = ()
     auth_mode: str | None = None
     checked_at: str = field(
         default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -44,40 +62,41 @@ class PreflightResult:
         return self.status == "blocked"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["checks"] = [asdict(c) for c in self.checks]
-        return data
+        """Flat JSON: ``shard`` is the number, beside ``queue``, ``volume`` and ``host``."""
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "shard": self.shard.number,
+            "queue": self.shard.queue,
+            "volume": self.shard.volume,
+            "host": self.shard.host,
+            "remediation": self.remediation,
+            "duration_s": self.duration_s,
+            "findings": [
+                {**asdict(f), "fix": f.fix.value if f.fix else None} for f in self.findings
+            ],
+            "auth_mode": self.auth_mode,
+            "checked_at": self.checked_at,
+        }
 
     def message(self) -> str:
-        head = (
-            f"Codex login check {self.status.upper()} for shard {self.shard} "
-            f"(volume {self.volume} on host {self.host}): {self.reason}"
-        )
+        head = f"Codex login check {self.status.upper()} for {self.shard}: {self.reason}"
         if self.remediation:
             return f"{head}\nFix: {self.remediation}"
         return head
 
 
 def blocked_result(
-    reason: str,
-    *,
-    shard: int,
-    volume: str,
-    host: str,
-    remediation: str,
-    duration_s: float,
-    check_name: str = "infrastructure",
+    shard: Shard, finding: Finding, duration_s: float, *, remediation: str | None = None
 ) -> PreflightResult:
     """A blocked result for a failure around the login (engine down, timeout, no volume)."""
     return PreflightResult(
         status="blocked",
-        reason=reason,
+        reason=finding.detail,
         shard=shard,
-        volume=volume,
-        host=host,
-        remediation=remediation,
+        remediation=remediation or messages.render_fix(finding.fix or Fix.RETRY, shard),
         duration_s=round(duration_s, 3),
-        checks=(Check(check_name, "blocked", reason),),
+        findings=(finding,),
     )
 
 
@@ -90,190 +109,173 @@ def _mode(value: object) -> int | None:
     return None
 
 
-def evaluate(
-    probe: Mapping[str, Any],
-    *,
-    shard: int,
-    volume: str,
-    host: str,
-    job_uid: int,
-    job_gid: int,
-    warn_after_days: float,
-    duration_s: float,
-) -> PreflightResult:
-    """Turn a probe report into a verdict. The first blocking check gives the reason."""
-    checks: list[Check] = []
-    fix: list[str] = []
-    relogin = messages.relogin(shard, volume, host)
-    repair = messages.repair(shard, volume, host)
-
-    def add(
-        name: str,
-        status: Literal["ok", "info", "warn", "blocked"],
-        detail: str,
-        remedy: str | None = None,
-    ) -> None:
-        checks.append(Check(name, status, detail))
-        if status == "blocked" and remedy is not None:
-            fix.append(remedy)
-
-    directory = probe.get("dir") or {}
-    auth_file = probe.get("auth_file") or {}
-    inspection = probe.get("inspection") or {}
-    status_run = probe.get("codex_status") or {}
-
-    # Directory: must belong to the job uid, 0700, writable (refreshed tokens are written back).
+def check_directory(directory: Mapping[str, Any], codex_home: str, job_uid: int) -> list[Finding]:
+    """The volume root: owned by the job uid, 0700, writable (refreshed tokens go there)."""
     if directory.get("exists") is not True:
-        add(
-            "directory",
-            "blocked",
-            f"{probe.get('codex_home', 'the Codex home')} is not accessible to uid {job_uid} "
-            f"({directory.get('error', 'missing')})",
-            repair,
+        error = directory.get("error", "missing")
+        detail = f"{codex_home} is not accessible to uid {job_uid} ({error})"
+        return [Finding("directory", "blocked", detail, Fix.REPAIR)]
+    found: list[Finding] = []
+    if directory.get("uid") != job_uid:
+        detail = (
+            f"the volume root is owned by uid {directory.get('uid')}, not the job uid {job_uid}"
         )
+        found.append(Finding("directory owner", "blocked", detail, Fix.REPAIR))
+    elif _mode(directory.get("mode")) != 0o700:
+        detail = f"the volume root has mode {directory.get('mode')}, not 0700"
+        found.append(Finding("directory mode", "blocked", detail, Fix.REPAIR))
     else:
-        dir_mode = _mode(directory.get("mode"))
-        if directory.get("uid") != job_uid:
-            add(
-                "directory owner",
-                "blocked",
-                f"the volume root is owned by uid {directory.get('uid')}, not the job uid "
-                f"{job_uid}",
-                repair,
-            )
-        elif dir_mode != 0o700:
-            add(
-                "directory mode",
-                "blocked",
-                f"the volume root has mode {directory.get('mode')}, not 0700",
-                repair,
-            )
-        else:
-            add("directory", "ok", f"owned by {job_uid}, mode 0700")
-        if directory.get("writable") is not True:
-            add(
-                "directory writable",
-                "blocked",
-                f"uid {job_uid} cannot write to the volume ({directory.get('write_error')}); "
-                "the Codex CLI must write refreshed tokens back",
-                repair,
-            )
-        else:
-            add("directory writable", "ok", "uid can create files (token refresh possible)")
+        found.append(Finding("directory", "ok", f"owned by {job_uid}, mode 0700"))
+    if directory.get("writable") is not True:
+        detail = (
+            f"uid {job_uid} cannot write to the volume ({directory.get('write_error')}); "
+            "the Codex CLI must write refreshed tokens back"
+        )
+        found.append(Finding("directory writable", "blocked", detail, Fix.REPAIR))
+    else:
+        found.append(
+            Finding("directory writable", "ok", "uid can create files (token refresh possible)")
+        )
+    return found
 
-    # auth.json: present, readable, 0600, owned by the job uid, a usable login.
+
+def _auth_permissions(auth_file: Mapping[str, Any], job_uid: int) -> Finding:
+    # Owner and mode come from stat, which works even when the job uid cannot read the file.
+    if auth_file.get("uid") != job_uid:
+        detail = f"auth.json is owned by uid {auth_file.get('uid')}, not the job uid {job_uid}"
+        return Finding("auth.json owner", "blocked", detail, Fix.REPAIR)
+    if _mode(auth_file.get("mode")) != 0o600:
+        detail = f"auth.json has mode {auth_file.get('mode')}, not 0600"
+        return Finding("auth.json mode", "blocked", detail, Fix.REPAIR)
+    return Finding("auth.json permissions", "ok", f"owned by {job_uid}, mode 0600")
+
+
+def _auth_content(inspection: Mapping[str, Any]) -> Finding:
+    if inspection.get("parse_error"):
+        return Finding(
+            "auth.json content", "blocked", str(inspection["parse_error"]), Fix.SIGN_IN_AGAIN
+        )
+    if inspection.get("auth_mode") == "unknown":
+        detail = "auth.json holds neither ChatGPT tokens nor an API key"
+        return Finding("auth.json content", "blocked", detail, Fix.SIGN_IN_AGAIN)
+    if inspection.get("problems"):
+        detail = "; ".join(inspection["problems"])
+        return Finding("auth.json content", "blocked", detail, Fix.SIGN_IN_AGAIN)
+    if inspection.get("auth_mode") == "api_key":
+        return Finding("auth mode", "ok", "API key login (not a ChatGPT sign-in)")
+    return Finding("auth mode", "ok", "ChatGPT sign-in with access and refresh tokens")
+
+
+def check_auth_file(
+    auth_file: Mapping[str, Any], inspection: Mapping[str, Any], job_uid: int
+) -> list[Finding]:
+    """auth.json: present, owned by the job uid, 0600, readable, a usable login."""
     if auth_file.get("exists") is False:
         # A new volume (or one emptied by a move): "sign in", not "again".
-        add(
-            "auth.json",
-            "blocked",
-            "no auth.json: the volume is not logged in",
-            messages.relogin(shard, volume, host, again=False),
-        )
-    elif auth_file.get("exists") is not True:
-        add(
-            "auth.json",
-            "blocked",
-            f"auth.json cannot be inspected by uid {job_uid} ({auth_file.get('error', 'unknown')})",
-            repair,
-        )
+        detail = "no auth.json: the volume is not logged in"
+        return [Finding("auth.json", "blocked", detail, Fix.SIGN_IN)]
+    if auth_file.get("exists") is not True:
+        error = auth_file.get("error", "unknown")
+        detail = f"auth.json cannot be inspected by uid {job_uid} ({error})"
+        return [Finding("auth.json", "blocked", detail, Fix.REPAIR)]
+    found = [_auth_permissions(auth_file, job_uid)]
+    if auth_file.get("readable") is False:
+        detail = f"auth.json cannot be read by uid {job_uid} ({auth_file.get('error')})"
+        found.append(Finding("auth.json readable", "blocked", detail, Fix.REPAIR))
     else:
-        # Owner and mode come from stat, which works even when the job uid cannot read the file.
-        if auth_file.get("uid") != job_uid:
-            add(
-                "auth.json owner",
-                "blocked",
-                f"auth.json is owned by uid {auth_file.get('uid')}, not the job uid {job_uid}",
-                repair,
-            )
-        elif _mode(auth_file.get("mode")) != 0o600:
-            add(
-                "auth.json mode",
-                "blocked",
-                f"auth.json has mode {auth_file.get('mode')}, not 0600",
-                repair,
-            )
-        else:
-            add("auth.json permissions", "ok", f"owned by {job_uid}, mode 0600")
-        if auth_file.get("readable") is False:
-            add(
-                "auth.json readable",
-                "blocked",
-                f"auth.json cannot be read by uid {job_uid} ({auth_file.get('error')})",
-                repair,
-            )
-        elif inspection.get("parse_error"):
-            add("auth.json content", "blocked", str(inspection["parse_error"]), relogin)
-        elif inspection.get("auth_mode") == "unknown":
-            add(
-                "auth.json content",
-                "blocked",
-                "auth.json holds neither ChatGPT tokens nor an API key",
-                relogin,
-            )
-        elif inspection.get("problems"):
-            add("auth.json content", "blocked", "; ".join(inspection["problems"]), relogin)
-        elif inspection.get("auth_mode") == "api_key":
-            add("auth mode", "ok", "API key login (not a ChatGPT sign-in)")
-        else:
-            add("auth mode", "ok", "ChatGPT sign-in with access and refresh tokens")
+        found.append(_auth_content(inspection))
+    return found
 
-    if inspection.get("auth_mode") == "chatgpt" and not inspection.get("problems"):
-        expires = inspection.get("access_token_expires_at")
-        if inspection.get("access_token_expired"):
-            add(
-                "access token",
-                "info",
-                f"expired at {expires}; the Codex CLI refreshes it on next use",
-            )
-        elif expires:
-            add("access token", "ok", f"valid until {expires}")
-        age = inspection.get("last_refresh_age_days")
-        if isinstance(age, int | float) and age > warn_after_days:
-            add(
-                "last refresh",
-                "warn",
-                f"last refreshed {age:.1f} days ago (warning threshold {warn_after_days:g})",
-            )
-            fix.append(messages.refresh_soon(shard, volume, host, float(age)))
-        elif isinstance(age, int | float):
-            add("last refresh", "ok", f"{age:.1f} days ago")
 
-    # The real CLI's own verdict.
-    exit_code = status_run.get("exit_code")
+def check_freshness(inspection: Mapping[str, Any], warn_after_days: float) -> list[Finding]:
+    """Token expiry and the age of ``last_refresh`` of a usable ChatGPT login."""
+    if inspection.get("auth_mode") != "chatgpt" or inspection.get("problems"):
+        return []
+    found: list[Finding] = []
+    expires = inspection.get("access_token_expires_at")
+    if inspection.get("access_token_expired"):
+        detail = f"expired at {expires}; the Codex CLI refreshes it on next use"
+        found.append(Finding("access token", "info", detail))
+    elif expires:
+        found.append(Finding("access token", "ok", f"valid until {expires}"))
+    age = inspection.get("last_refresh_age_days")
+    if isinstance(age, bool) or not isinstance(age, int | float):
+        return found
+    if age < -FUTURE_TOLERANCE_DAYS:
+        detail = (
+            f"last_refresh is dated {-age:.1f} days in the future: a clock or the file is "
+            "wrong, so the login's age cannot be judged"
+        )
+        found.append(Finding("last refresh", "warn", detail, Fix.CHECK_CLOCK))
+    elif age > warn_after_days:
+        detail = f"last refreshed {age:.1f} days ago (warning threshold {warn_after_days:g})"
+        found.append(Finding("last refresh", "warn", detail, Fix.REFRESH_SOON))
+    else:
+        found.append(Finding("last refresh", "ok", f"{max(age, 0.0):.1f} days ago"))
+    return found
+
+
+def check_cli_status(status_run: Mapping[str, Any]) -> Finding:
+    """The real CLI's own verdict (``codex login status``)."""
     summary = status_run.get("summary", "not run")
     if status_run.get("error"):
-        add(
-            "codex login status",
-            "blocked",
-            str(status_run["error"]),
-            messages.check_docker_then_retry(shard, host),
-        )
-    elif exit_code != 0:
-        add("codex login status", "blocked", f"exit {exit_code}: {summary}", relogin)
-    else:
-        add("codex login status", "ok", str(summary))
+        return Finding("codex login status", "blocked", str(status_run["error"]), Fix.RETRY)
+    exit_code = status_run.get("exit_code")
+    if exit_code != 0:
+        detail = f"exit {exit_code}: {summary}"
+        return Finding("codex login status", "blocked", detail, Fix.SIGN_IN_AGAIN)
+    return Finding("codex login status", "ok", str(summary))
 
-    # max() returns the first of equals: the reason is the first blocking (or warning) check.
-    worst = max(checks, key=lambda c: _SEVERITY[c.status])
+
+def verdict(
+    shard: Shard,
+    findings: list[Finding],
+    *,
+    auth_mode: str | None,
+    age_days: float | None,
+    duration_s: float,
+) -> PreflightResult:
+    """The worst finding decides; the first of equals gives the reason and the fix."""
+    worst = max(findings, key=lambda f: _SEVERITY[f.status])
     status: Status = "ok"
-    if worst.status == "blocked":
-        status = "blocked"
-    elif worst.status == "warn":
-        status = "warn"
+    if worst.status in ("blocked", "warn"):
+        status = "blocked" if worst.status == "blocked" else "warn"
     if status == "ok":
-        mode = inspection.get("auth_mode")
-        reason = "logged in with an API key" if mode == "api_key" else "logged in with ChatGPT"
+        reason = "logged in with an API key" if auth_mode == "api_key" else "logged in with ChatGPT"
+        remediation = None
     else:
         reason = worst.detail
+        fix = worst.fix or Fix.RETRY
+        remediation = messages.render_fix(fix, shard, age_days=age_days)
     return PreflightResult(
         status=status,
         reason=reason,
         shard=shard,
-        volume=volume,
-        host=host,
-        remediation=fix[0] if fix else None,
+        remediation=remediation,
         duration_s=round(duration_s, 3),
-        checks=tuple(checks),
+        findings=tuple(findings),
+        auth_mode=auth_mode,
+    )
+
+
+def evaluate(
+    probe: Mapping[str, Any], shard: Shard, policy: LoginPolicy, duration_s: float
+) -> PreflightResult:
+    """Turn a probe report into a verdict."""
+    inspection = probe.get("inspection") or {}
+    findings = [
+        *check_directory(
+            probe.get("dir") or {}, probe.get("codex_home", "the Codex home"), policy.job_uid
+        ),
+        *check_auth_file(probe.get("auth_file") or {}, inspection, policy.job_uid),
+        *check_freshness(inspection, policy.warn_after_days),
+        check_cli_status(probe.get("codex_status") or {}),
+    ]
+    age = inspection.get("last_refresh_age_days")
+    return verdict(
+        shard,
+        findings,
         auth_mode=inspection.get("auth_mode"),
+        age_days=float(age) if isinstance(age, int | float) else None,
+        duration_s=duration_s,
     )

@@ -1,7 +1,8 @@
 """A Celery router that sends Codex tasks to their run's shard queue and leaves the rest alone.
 
-Use it in any Celery app: ``app.conf.task_routes = (CodexRouter(settings, store),)`` or
-:func:`moonmind_codex.celery_app.install_routing`. A task is a Codex task when it is declared
+Use it in any Celery app: :func:`install_routing`, or
+``app.conf.task_routes = (CodexRouter(settings, store),)``. This module is the producer's side:
+it imports neither Docker nor Celery code. A task is a Codex task when it is declared
 with ``@app.task(codex=True)`` or its name matches ``MOONMIND_CODEX_CODEX_TASK_PATTERNS``.
 Non-Codex tasks get ``None`` back, so the app's other routes and its default queue apply.
 
@@ -130,3 +131,16 @@ class CodexRouter:
         if self.store is not None and isinstance(run_id, str) and run_id:
             queue = self.store.assign(run_id, queue)
         return {"queue": queue, "routing_key": queue}
+
+
+def install_routing(app: Any, settings: Settings, store: AssignmentStore | None = None) -> None:
+    """Put the Codex router in front of a Celery app's existing routes; other tasks untouched."""
+    existing = app.conf.task_routes
+    if existing is None:
+        routes: tuple[Any, ...] = ()
+    elif isinstance(existing, list | tuple):
+        routes = tuple(existing)
+    else:
+        routes = (existing,)
+    app.conf.task_routes = (CodexRouter(settings, store), *routes)
+    app.conf.task_default_queue = settings.default_queue

@@ -4,6 +4,11 @@ Settings are parsed and validated once, up front, so a typo fails the worker at 
 message naming the variable and the fix instead of surfacing as a wrong queue an hour later.
 Secrets (the broker URL carries the broker password) can be given as a file path through the
 ``*_FILE`` twin of a variable, so they need not sit in a container's environment.
+
+On a provisioned host the playbook renders the workers' environment once, into
+``/etc/moonmind-codex/fleet.env``; :func:`load_settings` reads it underneath the process
+environment, so the operator's CLI on that host names the same host, volumes and job uid as the
+workers do.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Literal
 
 ENV_PREFIX = "MOONMIND_CODEX_"
 
-# Read by scripts/setup.sh and the broker image, not by the runtime: accepted, not parsed here.
+# Accepted, not parsed here: read by scripts/setup.sh and the broker image, set by jobs.py in
+# every job container (RUN_ID, PHASE), or read before parsing (ENV_FILE).
 _NON_RUNTIME_NAMES = frozenset(
     {
         "EXTRA_CA_DIR",
@@ -28,8 +34,12 @@ _NON_RUNTIME_NAMES = frozenset(
         "BROKER_CONSUMER_TIMEOUT_MS",
         "RUN_ID",
         "PHASE",
+        "ENV_FILE",
     }
 )
+
+# Rendered by the moonmind_codex_workers role on every worker host (no secrets in it).
+DEFAULT_ENV_FILE = Path("/etc/moonmind-codex/fleet.env")
 
 QueueMode = Literal["sharded", "single"]
 
@@ -39,6 +49,23 @@ _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard as the fleet knows it: where its login lives and which queue feeds it.
+
+    Made only by :meth:`Settings.locate_shard` (or :attr:`Settings.served_shard`), so every
+    message, audit record, container label and job spec names the same four values.
+    """
+
+    number: int
+    queue: str
+    volume: str
+    host: str
+
+    def __str__(self) -> str:
+        return f"shard {self.number} (volume {self.volume} on host {self.host})"
 
 
 @dataclass(frozen=True)
@@ -98,15 +125,24 @@ class Settings:
                 f"(0..{self.shard_count - 1}); set {ENV_PREFIX}SHARD_COUNT if the fleet grew"
             )
 
+    def locate_shard(self, number: int) -> Shard:
+        """Shard ``number``'s queue, volume and host; raises for a shard outside the fleet."""
+        return Shard(
+            number=number,
+            queue=self.queue_for_shard(number),
+            volume=self.volume_for_shard(number),
+            host=self.host_name,
+        )
+
     @property
-    def own_shard(self) -> int:
-        """This worker's shard; a clear error when the worker was started without one."""
+    def served_shard(self) -> Shard:
+        """The shard this worker serves; a clear error when it was started without one."""
         if self.shard is None:
             raise SettingsError(
                 f"{ENV_PREFIX}SHARD is not set: a Codex worker serves exactly one shard; "
                 f"set it to a number in 0..{self.shard_count - 1}"
             )
-        return self.shard
+        return self.locate_shard(self.shard)
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed, validated like the original."""
@@ -176,18 +212,57 @@ def _optional_str(env: Mapping[str, str], name: str) -> str | None:
     return None if raw is None or raw == "" else raw
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Parse and validate settings from ``env`` (``os.environ`` by default).
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines of an env file (as ``docker run --env-file`` reads them)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"{path} cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__}); "
+            f"fix its permissions, or point {ENV_PREFIX}ENV_FILE at another file ('' for none)"
+        ) from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        name, sep, value = stripped.partition("=")
+        if not sep or not name.startswith(ENV_PREFIX):
+            raise SettingsError(
+                f"{path} line {number} is not a {ENV_PREFIX}NAME=value line; re-render it with "
+                "ansible-playbook playbooks/site.yml"
+            )
+        values[name] = value
+    return values
 
-    Raises :class:`SettingsError` naming the first bad variable and how to fix it.
+
+def process_environment() -> dict[str, str]:
+    """``os.environ`` over the host's rendered fleet environment (when there is one)."""
+    env = dict(os.environ)
+    file_name = env.get(ENV_PREFIX + "ENV_FILE")
+    path = DEFAULT_ENV_FILE if file_name is None else (Path(file_name) if file_name else None)
+    if path is None:
+        return env
+    return {**read_env_file(path), **env}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate settings from ``env``.
+
+    By default: the process environment over the host's fleet environment file
+    (:func:`process_environment`). Raises :class:`SettingsError` naming the first bad variable
+    and how to fix it.
     """
-    env = os.environ if env is None else env
+    env = process_environment() if env is None else env
     known = {f.name.upper() for f in Settings.__dataclass_fields__.values()}
     known |= {"AUTH_VOLUME"}
     for key in env:
         if key.startswith(ENV_PREFIX):
-            name = key[len(ENV_PREFIX) :].removesuffix("_FILE")
-            if name not in known and name not in _NON_RUNTIME_NAMES:
+            full_name = key[len(ENV_PREFIX) :]
+            name = full_name.removesuffix("_FILE")
+            if full_name not in _NON_RUNTIME_NAMES and name not in known | _NON_RUNTIME_NAMES:
                 raise SettingsError(
                     f"{key} is not a moonmind-codex setting (typo?); known settings: "
                     + ", ".join(sorted(ENV_PREFIX + k for k in known))

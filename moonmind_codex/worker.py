@@ -10,16 +10,11 @@ from datetime import UTC, datetime
 
 from moonmind_codex.celery_app import create_app
 from moonmind_codex.dockerio import DockerUnavailable, connect
+from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.guards import WorkerStartupError, check_worker_startup
 from moonmind_codex.settings import Settings
 
 log = logging.getLogger("moonmind_codex.worker")
-
-# EX_CONFIG: the shard's volume is missing or already served; the unit does not retry
-# (RestartPreventExitStatus=78) because only an operator can fix it.
-EXIT_STARTUP_REFUSED = 78
-# EX_UNAVAILABLE: the engine is down; the unit retries.
-EXIT_ENGINE_UNAVAILABLE = 69
 
 
 # user:password@ in any URL (the broker URL carries the broker password).
@@ -69,38 +64,42 @@ def configure_logging() -> None:
 
 def run_worker(settings: Settings) -> int:
     configure_logging()
-    shard = settings.own_shard
-    queue = settings.queue_for_shard(shard)
-    volume = settings.volume_for_shard(shard)
+    shard = settings.served_shard
     try:
         client = connect(settings)
         startup = check_worker_startup(settings, client)
     except DockerUnavailable as exc:
-        log.error("worker for shard %s cannot start yet: %s", shard, exc)
-        return EXIT_ENGINE_UNAVAILABLE
+        # The unit restarts the worker: the engine may come back.
+        log.error("worker for shard %s cannot start yet: %s", shard.number, exc)
+        return ExitCode.UNAVAILABLE
     except WorkerStartupError as exc:
-        log.error("worker for shard %s refused to start: %s", shard, exc)
-        return EXIT_STARTUP_REFUSED
+        # Only an operator can fix a missing or doubly served volume: the unit stops here.
+        log.error("worker for shard %s refused to start: %s", shard.number, exc)
+        return ExitCode.CONFIG
     log.info("start-up pre-flight: %s", json.dumps(startup.to_dict(), sort_keys=True))
     if startup.blocked:
         # The worker still starts: each phase runs its own pre-flight and is blocked there, so a
         # re-login fixes the shard without a restart.
         log.warning("%s", startup.message())
     log.info(
-        "shard %s consuming %s with volume %s on host %s", shard, queue, volume, settings.host_name
+        "shard %s consuming %s with volume %s on host %s",
+        shard.number,
+        shard.queue,
+        shard.volume,
+        shard.host,
     )
     app = create_app(settings, sticky=False)
     app.worker_main(
         [
             "worker",
             "--queues",
-            queue,
+            shard.queue,
             "--concurrency",
             "1",
             "--prefetch-multiplier",
             "1",
             "--hostname",
-            f"codex-{shard}@{settings.host_name}",
+            f"{settings.queue_prefix}-{shard.number}@{shard.host}",
             "--loglevel",
             "INFO",
             "--without-gossip",
@@ -109,4 +108,4 @@ def run_worker(settings: Settings) -> int:
             "prefork",
         ]
     )
-    return 0
+    return ExitCode.OK

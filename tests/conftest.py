@@ -6,7 +6,13 @@ the suite anyway would claim behaviour that was never exercised, so skips fail t
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The CLI reads a provisioned host's /etc/moonmind-codex/fleet.env under the process environment;
+# tests say every setting themselves, so a fleet deployed on this machine must not leak in.
+os.environ.setdefault("MOONMIND_CODEX_ENV_FILE", "")
 
 # What the full suite (`make test`) collects at least, per folder; fewer means test modules
 # silently vanished (import-time skip, renamed folder, bad testpaths). Raise these as tests are

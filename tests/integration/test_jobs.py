@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from harness.logins import FAKE_API_KEY
-from moonmind_codex.jobs import JobResult, JobSpec, job_container_config, job_container_name
+from moonmind_codex.containers import create_kwargs
+from moonmind_codex.jobs import JobResult, JobSpec, job_container, job_container_name
 from moonmind_codex.jobs import launch_job as _launch_job
-from moonmind_codex.settings import Settings
+from moonmind_codex.settings import Settings, Shard
 from tests.integration.conftest import VolumeFactory, in_volume
 
 SettingsFor = Callable[..., Settings]
@@ -35,9 +36,7 @@ def spec(
         run_id=run_id,
         phase=phase,
         command=command,
-        shard=0,
-        queue="codex-0",
-        volume=volume,
+        shard=Shard(number=0, queue="codex-0", volume=volume, host="test-host"),
         timeout_s=timeout_s,
     )
 
@@ -279,7 +278,7 @@ def test_exited_container_of_an_earlier_delivery_is_reaped(
     settings = settings_for(volume)
     job = spec(volume, ["sh", "-c", "echo first-delivery; exit 4"], run_id=run_id, phase="review")
     # A worker died after its job ended, before it collected the container.
-    leftover = client.containers.create(**job_container_config(settings, job))
+    leftover = client.containers.create(**create_kwargs(settings, job_container(settings, job)))
     leftover.start()
     leftover.wait(timeout=30)
     # ... after its log pump had copied the output, which the new delivery replays in full.
@@ -310,4 +309,4 @@ def test_bad_ids_are_refused_before_anything_runs(run_id: str, phase: str, messa
 def test_container_names_are_stable_and_distinct() -> None:
     assert job_container_name("Run_1", "specify") == job_container_name("Run_1", "specify")
     assert job_container_name("run-1", "a") != job_container_name("run-1a", "")
-    assert job_container_name("Run.1", "x").startswith("mmc-job-run-1-x-")
+    assert job_container_name("Run.1", "x").startswith("moonmind-codex-job-run-1-x-")

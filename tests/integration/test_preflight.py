@@ -28,12 +28,12 @@ PROBE_LABEL = "io.moonmind.codex.role=probe"
 
 
 def check(settings: Settings, client: Any) -> PreflightResult:
-    result = run_preflight(settings, settings.own_shard, client)
+    result = run_preflight(settings, settings.served_shard.number, client)
     rendered = json.dumps(result.to_dict()) + result.message()
     assert_no_secret(rendered)  # the fabricated tokens never come out
     assert FAKE_API_KEY not in rendered and FAKE_API_KEY[-8:] not in rendered
     # Whatever the verdict, no probe container is left behind.
-    volume = settings.volume_for_shard(settings.own_shard)
+    volume = settings.served_shard.volume
     assert not client.containers.list(all=True, filters={"label": PROBE_LABEL, "volume": volume})
     return result
 
@@ -44,7 +44,7 @@ def assert_blocked(result: PreflightResult, settings: Settings, reason: str, fix
     message = result.message()
     for part in (
         f"shard {settings.shard}",
-        settings.volume_for_shard(settings.own_shard),
+        settings.served_shard.volume,
         f"host {settings.host_name}",
         fix,
     ):
@@ -60,7 +60,7 @@ def api_key_volume(module_volume: VolumeFactory) -> str:
 def test_api_key_login_passes(client: Any, api_key_volume: str, settings_for: SettingsFor) -> None:
     result = check(settings_for(api_key_volume), client)
     assert (result.status, result.auth_mode) == ("ok", "api_key"), result.message()
-    checks = {c.name: c for c in result.checks}
+    checks = {c.name: c for c in result.findings}
     assert checks["codex login status"].status == "ok"
     assert checks["codex login status"].detail == "Logged in using an API key"
     assert result.remediation is None
@@ -73,7 +73,7 @@ def test_fabricated_chatgpt_login_passes(
     volume = make_volume("auth", "chatgpt")
     result = check(settings_for(volume), client)
     assert (result.status, result.auth_mode) == ("ok", "chatgpt"), result.message()
-    checks = {c.name: c for c in result.checks}
+    checks = {c.name: c for c in result.findings}
     assert checks["codex login status"].detail == "Logged in using ChatGPT"
     assert checks["access token"].status == "ok" and "valid until" in checks["access token"].detail
     assert checks["auth.json permissions"].detail == "owned by 1000, mode 0600"
@@ -86,7 +86,7 @@ def test_expired_access_token_alone_is_fine(
     volume = make_volume("auth", "chatgpt_expired_access")
     result = check(settings_for(volume), client)
     assert result.status == "ok", result.message()
-    assert "refreshes it" in {c.name: c for c in result.checks}["access token"].detail
+    assert "refreshes it" in {c.name: c for c in result.findings}["access token"].detail
 
 
 def test_old_last_refresh_warns(
@@ -135,13 +135,13 @@ def test_directory_not_writable_by_the_job_uid_blocks(
     client: Any, make_volume: VolumeFactory, settings_for: SettingsFor
 ) -> None:
     settings = settings_for(make_volume("auth", "root_owned_dir"))
-    writable = {c.name: c for c in check(settings, client).checks}["directory writable"]
+    writable = {c.name: c for c in check(settings, client).findings}["directory writable"]
     assert writable.status == "blocked" and "uid 1000 cannot write" in writable.detail
     # Owned by the job uid but 0500: the owner check passes, the write test still catches it.
     settings = settings_for(make_volume("auth", "dir_mode_0500"))
     result = check(settings, client)
     assert result.status == "blocked"
-    assert {c.name: c.status for c in result.checks}["directory writable"] == "blocked"
+    assert {c.name: c.status for c in result.findings}["directory writable"] == "blocked"
     assert result.remediation and REPAIR in result.remediation
 
 
@@ -188,7 +188,7 @@ def test_hanging_probe_is_killed_at_the_timeout(
     elapsed = time.monotonic() - started
     assert_blocked(result, settings, "did not finish within 3 s", "preflight --shard 0")
     assert 3 <= elapsed < 15
-    assert {c.name for c in result.checks} == {"timeout"}
+    assert {c.name for c in result.findings} == {"timeout"}
 
 
 def test_daemon_down_blocks(settings_for: SettingsFor, api_key_volume: str, tmp_path: Path) -> None:

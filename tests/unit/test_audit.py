@@ -5,6 +5,10 @@ import threading
 from pathlib import Path
 
 from moonmind_codex import audit
+from moonmind_codex.phase_result import PhaseResult
+from moonmind_codex.settings import Shard
+
+SHARD = Shard(number=1, queue="codex-1", volume="codex_auth_1", host="h")
 
 FIELDS = {
     "event",
@@ -26,16 +30,7 @@ FIELDS = {
 
 
 def _start() -> audit.AuditRecord:
-    return audit.started(
-        run_id="r",
-        phase="p",
-        queue="codex-1",
-        shard=1,
-        volume="codex_auth_1",
-        host="h",
-        worker="codex-1@h",
-        task_id="t",
-    )
+    return audit.started(run_id="r", phase="p", shard=SHARD, worker="codex-1@h", task_id="t")
 
 
 def test_start_and_finish_records(tmp_path: Path) -> None:
@@ -45,10 +40,16 @@ def test_start_and_finish_records(tmp_path: Path) -> None:
     audit.emit(
         audit.finished(
             start,
-            outcome="succeeded",
-            preflight_status="ok",
-            container_id="c1",
-            exit_code=0,
+            PhaseResult(
+                run_id="r",
+                phase="p",
+                shard=SHARD,
+                worker="codex-1@h",
+                outcome="succeeded",
+                preflight_status="ok",
+                container_id="c1",
+                exit_code=0,
+            ),
             duration_s=1.23456,
         ),
         log,
@@ -58,6 +59,13 @@ def test_start_and_finish_records(tmp_path: Path) -> None:
     assert all(set(r) == FIELDS for r in records)
     assert records[1]["duration_s"] == 1.235 and records[1]["container_id"] == "c1"
     assert records[0]["outcome"] is None
+    assert (records[1]["queue"], records[1]["shard"], records[1]["volume"], records[1]["host"]) == (
+        "codex-1",
+        1,
+        "codex_auth_1",
+        "h",
+    )
+    assert (records[1]["outcome"], records[1]["preflight_status"]) == ("succeeded", "ok")
 
 
 def test_concurrent_writers_never_interleave_lines(tmp_path: Path) -> None:

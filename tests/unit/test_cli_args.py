@@ -7,6 +7,7 @@ import json
 import pytest
 
 from moonmind_codex.cli import main
+from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.router import route_key
 from moonmind_codex.settings import Settings
 
@@ -45,7 +46,7 @@ def test_route_json(capsys: pytest.CaptureFixture[str]) -> None:
 )
 def test_bad_arguments(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     code, _, err = run(capsys, *argv)
-    assert code == 2
+    assert code == ExitCode.USAGE == 64
     assert message in err and "--help" in err
 
 
@@ -54,7 +55,7 @@ def test_shard_out_of_range_is_refused_before_docker(
 ) -> None:
     monkeypatch.setenv("MOONMIND_CODEX_DOCKER_URL", "unix:///nonexistent/docker.sock")
     code, _, err = run(capsys, "preflight", "--shard", "3")
-    assert code == 64
+    assert code == ExitCode.CONFIG == 78
     assert "shard 3 is out of range: this fleet has 3 shards (0..2)" in err
 
 
@@ -63,17 +64,17 @@ def test_malformed_settings(
 ) -> None:
     monkeypatch.setenv("MOONMIND_CODEX_SHARD_COUNT", "many")
     code, _, err = run(capsys, "route", "k")
-    assert code == 64 and "MOONMIND_CODEX_SHARD_COUNT='many' is not a whole number" in err
+    assert code == 78 and "MOONMIND_CODEX_SHARD_COUNT='many' is not a whole number" in err
 
 
 def test_worker_without_shard(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "worker")
-    assert code == 64 and "MOONMIND_CODEX_SHARD is not set" in err
+    assert code == 78 and "MOONMIND_CODEX_SHARD is not set" in err
 
 
 def test_enqueue_without_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "enqueue", "--run-id", "r", "--phase", "p")
-    assert code == 2 and "give the command after '--'" in err
+    assert code == 64 and "give the command after '--'" in err
 
 
 def test_docker_down_is_a_clear_error(

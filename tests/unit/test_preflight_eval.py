@@ -7,10 +7,13 @@ from typing import Any
 import pytest
 
 from moonmind_codex.authfile import inspect_auth_json
-from moonmind_codex.preflight_eval import blocked_result, evaluate
+from moonmind_codex.messages import Fix
+from moonmind_codex.preflight_eval import Finding, LoginPolicy, blocked_result, evaluate
+from moonmind_codex.settings import Shard
 from tests.unit.helpers import api_key_auth, assert_no_secret, chatgpt_auth
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+SHARD = Shard(number=2, queue="codex-2", volume="codex_auth_2", host="h2")
 
 
 def probe(
@@ -56,16 +59,7 @@ def probe(
 
 
 def judge(report: dict[str, Any], warn_after_days: float = 7):
-    return evaluate(
-        report,
-        shard=2,
-        volume="codex_auth_2",
-        host="h2",
-        job_uid=1000,
-        job_gid=1000,
-        warn_after_days=warn_after_days,
-        duration_s=0.5,
-    )
+    return evaluate(report, SHARD, LoginPolicy(job_uid=1000, warn_after_days=warn_after_days), 0.5)
 
 
 def test_chatgpt_login_ok() -> None:
@@ -83,7 +77,7 @@ def test_api_key_login_ok_and_reported_as_such() -> None:
 def test_expired_access_token_alone_is_fine() -> None:
     result = judge(probe(chatgpt_auth(NOW, access_exp_days=-3)))
     assert result.status == "ok"
-    assert any(c.name == "access token" and c.status == "info" for c in result.checks)
+    assert any(c.name == "access token" and c.status == "info" for c in result.findings)
 
 
 def test_old_last_refresh_warns_with_threshold() -> None:
@@ -148,14 +142,42 @@ def test_codex_cli_missing_blocks() -> None:
 
 
 def test_blocked_result_for_infrastructure() -> None:
-    result = blocked_result(
-        "cannot reach the Docker engine",
-        shard=1,
-        volume="v",
-        host="h",
-        remediation="start it",
-        duration_s=0.01234,
+    finding = Finding(
+        "docker engine", "blocked", "cannot reach the Docker engine", Fix.START_DOCKER
     )
-    assert result.to_dict()["checks"][0]["status"] == "blocked"
+    result = blocked_result(SHARD, finding, 0.01234)
+    data = result.to_dict()
+    assert data["findings"][0] == {
+        "name": "docker engine",
+        "status": "blocked",
+        "detail": "cannot reach the Docker engine",
+        "fix": "start-docker",
+    }
+    assert (data["shard"], data["queue"], data["volume"], data["host"]) == (
+        2,
+        "codex-2",
+        "codex_auth_2",
+        "h2",
+    )
     assert result.duration_s == 0.012
-    assert "Fix: start it" in result.message()
+    assert "Fix: start the Docker engine on host h2" in result.message()
+
+
+def test_a_login_dated_in_the_future_is_not_fresh() -> None:
+    result = judge(probe(chatgpt_auth(NOW, last_refresh_days=-3)))
+    assert result.status == "warn"
+    assert "3.0 days in the future" in result.reason
+    assert result.remediation is not None and "check the clock" in result.remediation
+    # Clock jitter of a few minutes is not a finding.
+    jitter = judge(probe(chatgpt_auth(NOW, last_refresh_days=-1 / (24 * 60))))
+    assert jitter.status == "ok"
+
+
+def test_each_concern_names_its_fix_kind() -> None:
+    kinds = {
+        f.name: f.fix
+        for f in judge(probe(chatgpt_auth(NOW), dir_mode="0755", status_exit=1)).findings
+    }
+    assert kinds["directory mode"] is Fix.REPAIR
+    assert kinds["codex login status"] is Fix.SIGN_IN_AGAIN
+    assert kinds["auth mode"] is None

@@ -25,7 +25,7 @@ def test_full_environment() -> None:
             "MOONMIND_CODEX_AUDIT_LOG": "/tmp/a.jsonl",
         }
     )
-    assert s.own_shard == 4
+    assert s.served_shard.number == 4
     assert s.queue_for_shard(4) == "codex"
     assert s.job_timeout_seconds == 90.0
     assert s.codex_task_patterns == ("a.*", "b.codex_*")
@@ -80,7 +80,7 @@ def test_shard_checks() -> None:
     with pytest.raises(SettingsError, match="integer"):
         s.check_shard(True)  # type: ignore[arg-type]
     with pytest.raises(SettingsError, match="SHARD is not set"):
-        _ = s.own_shard
+        _ = s.served_shard
     with pytest.raises(SettingsError, match="out of range"):
         s.with_overrides(shard=5)
 
@@ -129,3 +129,51 @@ def test_busy_retry_settings() -> None:
         load_settings({"MOONMIND_CODEX_BUSY_RETRY_SECONDS": "0"})
     with pytest.raises(SettingsError, match="BUSY_MAX_RETRIES=-1 must be >= 0"):
         load_settings({"MOONMIND_CODEX_BUSY_MAX_RETRIES": "-1"})
+
+
+def test_shard_value_made_once_by_the_settings() -> None:
+    s = load_settings(
+        {
+            "MOONMIND_CODEX_SHARD": "1",
+            "MOONMIND_CODEX_QUEUE_PREFIX": "cx",
+            "MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": "login_{shard}",
+            "MOONMIND_CODEX_HOST_NAME": "worker-a",
+        }
+    )
+    assert s.served_shard == s.locate_shard(1)
+    assert (s.served_shard.queue, s.served_shard.volume, s.served_shard.host) == (
+        "cx-1",
+        "login_1",
+        "worker-a",
+    )
+    assert str(s.locate_shard(2)) == "shard 2 (volume login_2 on host worker-a)"
+    with pytest.raises(SettingsError, match="out of range"):
+        s.locate_shard(3)
+
+
+def test_fleet_env_file_sits_under_the_process_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = tmp_path / "fleet.env"
+    rendered.write_text(
+        "# rendered by Ansible\n"
+        "MOONMIND_CODEX_HOST_NAME=inventory-name\n"
+        "MOONMIND_CODEX_JOB_UID=2000\n"
+        "MOONMIND_CODEX_LAST_REFRESH_WARN_DAYS=3\n"
+    )
+    monkeypatch.setenv("MOONMIND_CODEX_ENV_FILE", str(rendered))
+    monkeypatch.setenv("MOONMIND_CODEX_JOB_UID", "3000")
+    s = load_settings()
+    assert (s.host_name, s.job_uid, s.last_refresh_warn_days) == ("inventory-name", 3000, 3.0)
+    monkeypatch.setenv("MOONMIND_CODEX_ENV_FILE", "")
+    assert load_settings().job_uid == 3000 and load_settings().host_name != "inventory-name"
+
+
+def test_bad_fleet_env_file_names_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rendered = tmp_path / "fleet.env"
+    rendered.write_text("MOONMIND_CODEX_SHARD_COUNT=3\nexport PATH=/x\n")
+    monkeypatch.setenv("MOONMIND_CODEX_ENV_FILE", str(rendered))
+    with pytest.raises(SettingsError, match=r"fleet.env line 2 is not a MOONMIND_CODEX_NAME=value"):
+        load_settings()
+    monkeypatch.setenv("MOONMIND_CODEX_ENV_FILE", str(tmp_path / "absent.env"))
+    assert load_settings().shard_count == 3  # a host without a fleet: defaults

@@ -1,0 +1,83 @@
+"""The package's shape: producers import no Docker code, one exit-code table, a typed API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import moonmind_codex
+from moonmind_codex.exitcodes import DOCUMENTED, FINAL_FOR_SYSTEMD, ExitCode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_producer_imports_work_without_the_docker_sdk() -> None:
+    # None in sys.modules makes `import docker` raise ImportError, as on a producer host
+    # without the Docker SDK installed.
+    code = (
+        "import sys; sys.modules['docker'] = None\n"
+        "from moonmind_codex import install_routing, CodexRouter, route_key, load_settings\n"
+        "from moonmind_codex.router import install_routing as again\n"
+        "from celery import Celery\n"
+        "app = Celery('producer')\n"
+        "install_routing(app, load_settings({}))\n"
+        "assert app.conf.task_routes[0].__class__.__name__ == 'CodexRouter'\n"
+        "assert 'moonmind_codex.dockerio' not in sys.modules\n"
+        "print('producer ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "producer ok"
+    # The worker side does need Docker: the same trick makes it fail, so the test has teeth.
+    worker = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['docker'] = None; import moonmind_codex.celery_app",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert worker.returncode != 0 and "docker" in worker.stderr
+
+
+def test_public_api_is_curated_and_resolvable() -> None:
+    assert "install_routing" in moonmind_codex.__all__
+    for name in moonmind_codex.__all__:
+        assert getattr(moonmind_codex, name) is not None, name
+    assert (Path(moonmind_codex.__file__).parent / "py.typed").is_file()
+
+
+def test_version_comes_from_package_metadata() -> None:
+    from importlib.metadata import version
+
+    assert moonmind_codex.__version__ == version("moonmind-codex")
+
+
+def test_every_exit_code_is_documented_once() -> None:
+    assert set(DOCUMENTED) == set(ExitCode)
+    assert ExitCode.CONFIG in FINAL_FOR_SYSTEMD and ExitCode.UNAVAILABLE not in FINAL_FOR_SYSTEMD
+    internals = (REPO / "docs" / "internals.md").read_text(encoding="utf-8")
+    for code in ExitCode:
+        assert f"| {int(code)} | `{code.name}` |" in internals, f"docs/internals.md: {code.name}"
+
+
+def test_unit_template_stops_retrying_on_every_final_code() -> None:
+    unit = (
+        REPO / "roles/moonmind_codex_workers/templates/moonmind-codex-worker@.service.j2"
+    ).read_text(encoding="utf-8")
+    line = next(x for x in unit.splitlines() if x.startswith("RestartPreventExitStatus="))
+    assert sorted(int(v) for v in line.split("=", 1)[1].split()) == sorted(
+        int(c) for c in FINAL_FOR_SYSTEMD
+    )
+
+
+def test_job_entry_point_uses_the_table() -> None:
+    script = (REPO / "images/job/moonmind-codex-job").read_text(encoding="utf-8")
+    for code in (ExitCode.USAGE, ExitCode.CANTCREAT, ExitCode.TEMPFAIL):
+        assert f"exit {int(code)}" in script
