@@ -53,15 +53,15 @@ def started(
     *, run_id: str, phase: str, shard: Shard, worker: str, task_id: str | None
 ) -> AuditRecord:
     return AuditRecord(
-        event="codex_phase_started",
-        run_id=run_id,
-        phase=phase,
-        queue=shard.queue,
-        shard=shard.number,
-        volume=shard.volume,
-        host=shard.host,
-        worker=worker,
-        task_id=task_id,
+        "codex_phase_started",
+        run_id,
+        phase,
+        shard.queue,
+        shard.number,
+        shard.volume,
+        shard.host,
+        worker,
+        task_id,
         timestamp=_now(),
     )
 

@@ -40,20 +40,18 @@ def login_alternatives(shard: Shard) -> str:
     )
 
 
+def _sign_in(shard: Shard, action: str) -> str:
+    return f"on host {shard.host}, {action}: {login_command(shard)} ({login_alternatives(shard)})"
+
+
 def sign_in(shard: Shard) -> str:
     """For a volume that never held a login (new, or emptied by a move)."""
-    return (
-        f"on host {shard.host}, sign volume {shard.volume} in: {login_command(shard)} "
-        f"({login_alternatives(shard)})"
-    )
+    return _sign_in(shard, f"sign volume {shard.volume} in")
 
 
 def sign_in_again(shard: Shard) -> str:
     """For a volume whose login is unusable."""
-    return (
-        f"on host {shard.host}, sign volume {shard.volume} in again: {login_command(shard)} "
-        f"({login_alternatives(shard)})"
-    )
+    return _sign_in(shard, f"sign volume {shard.volume} in again")
 
 
 def repair(shard: Shard) -> str:

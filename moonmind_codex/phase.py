@@ -14,7 +14,7 @@ from typing import Any
 
 from moonmind_codex import audit
 from moonmind_codex.jobs import JobSpec, launch_job
-from moonmind_codex.phase_result import PhaseResult
+from moonmind_codex.phase_result import PhaseOutcome, PhaseResult
 from moonmind_codex.preflight import run_preflight
 from moonmind_codex.settings import Settings, Shard
 
@@ -36,6 +36,12 @@ class PhaseRequest:
     command: Sequence[str]
     timeout_s: float | None = None
 
+    def ended(
+        self, shard: Shard, worker: str, outcome: PhaseOutcome, **details: Any
+    ) -> PhaseResult:
+        """How this request's attempt on ``shard`` ended."""
+        return PhaseResult(self.run_id, self.phase, shard, worker, outcome, **details)
+
 
 def run_phase(
     settings: Settings,
@@ -48,12 +54,10 @@ def run_phase(
 ) -> PhaseResult:
     shard = settings.served_shard
     if delivered_on is not None and delivered_on != shard.queue:
-        return PhaseResult(
-            run_id=request.run_id,
-            phase=request.phase,
-            shard=shard,
-            worker=worker,
-            outcome="misrouted",
+        return request.ended(
+            shard,
+            worker,
+            "misrouted",
             message=(
                 f"phase {request.phase} of run {request.run_id} arrived on queue {delivered_on}, "
                 f"but this worker serves {shard.queue}; check the producer's shard count and "
@@ -66,7 +70,7 @@ def run_phase(
     audit.emit(start, settings.audit_log)
     began = time.monotonic()
     # Replaced on every path below; this one stands for a crash in between.
-    result = PhaseResult(request.run_id, request.phase, shard, worker, outcome="failed")
+    result = request.ended(shard, worker, "failed")
     try:
         result = _attempt(settings, client, request, shard, worker)
         return result
@@ -80,14 +84,8 @@ def _attempt(
     check = run_preflight(settings, shard.number, client)
     if check.blocked:
         log.error("%s", check.message())
-        return PhaseResult(
-            run_id=request.run_id,
-            phase=request.phase,
-            shard=shard,
-            worker=worker,
-            outcome="blocked",
-            preflight_status=check.status,
-            message=check.message(),
+        return request.ended(
+            shard, worker, "blocked", preflight_status=check.status, message=check.message()
         )
     if check.status == "warn":
         log.warning("%s", check.message())
@@ -99,12 +97,10 @@ def _attempt(
         timeout_s=request.timeout_s or settings.job_timeout_seconds,
     )
     job = launch_job(settings, spec, client)
-    return PhaseResult(
-        run_id=request.run_id,
-        phase=request.phase,
-        shard=shard,
-        worker=worker,
-        outcome=job.outcome,
+    return request.ended(
+        shard,
+        worker,
+        job.outcome,
         preflight_status=check.status,
         container_id=job.container_id,
         container_name=job.container_name,

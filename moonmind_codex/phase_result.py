@@ -5,7 +5,7 @@ Pure (no I/O): the worker makes it, the audit records it, the Celery result is i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from moonmind_codex.settings import Shard
@@ -33,21 +33,6 @@ class PhaseResult:
     message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "phase": self.phase,
-            "queue": self.shard.queue,
-            "shard": self.shard.number,
-            "volume": self.shard.volume,
-            "host": self.shard.host,
-            "worker": self.worker,
-            "container_id": self.container_id,
-            "container_name": self.container_name,
-            "exit_code": self.exit_code,
-            "outcome": self.outcome,
-            "preflight_status": self.preflight_status,
-            "log_path": self.log_path,
-            "duration_s": self.duration_s,
-            "reused_existing": self.reused_existing,
-            "message": self.message,
-        }
+        """Flat JSON (the Celery result): the shard's four values beside the outcome."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "shard"}
+        return {**own, **self.shard.as_fields()}

@@ -10,7 +10,7 @@ and renders its fix once, through :mod:`moonmind_codex.messages`. Running the pr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -63,21 +63,11 @@ class PreflightResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Flat JSON: ``shard`` is the number, beside ``queue``, ``volume`` and ``host``."""
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "shard": self.shard.number,
-            "queue": self.shard.queue,
-            "volume": self.shard.volume,
-            "host": self.shard.host,
-            "remediation": self.remediation,
-            "duration_s": self.duration_s,
-            "findings": [
-                {**asdict(f), "fix": f.fix.value if f.fix else None} for f in self.findings
-            ],
-            "auth_mode": self.auth_mode,
-            "checked_at": self.checked_at,
-        }
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "shard"}
+        own["findings"] = [
+            {**asdict(f), "fix": f.fix.value if f.fix else None} for f in self.findings
+        ]
+        return {**own, **self.shard.as_fields()}
 
     def message(self) -> str:
         head = f"Codex login check {self.status.upper()} for {self.shard}: {self.reason}"

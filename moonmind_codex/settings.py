@@ -67,6 +67,10 @@ class Shard:
     def __str__(self) -> str:
         return f"shard {self.number} (volume {self.volume} on host {self.host})"
 
+    def as_fields(self) -> dict[str, int | str]:
+        """The flat JSON form used by results, audit records and labels."""
+        return {"shard": self.number, "queue": self.queue, "volume": self.volume, "host": self.host}
+
 
 @dataclass(frozen=True)
 class Settings:

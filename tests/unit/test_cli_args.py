@@ -35,8 +35,8 @@ def test_route_json(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["route", "k", "--shards", "0"], "must be at least 1"),
-        (["route", "k", "--shards", "x"], "expected a whole number"),
+        (["route", "k", "--shards", "0"], "the shard count must be >= 1, got 0"),
+        (["route", "k", "--shards", "x"], "the shard count must be a whole number, got 'x'"),
         (["preflight", "--shard", "-1"], "shard must be >= 0"),
         (["preflight", "--shard", "one"], "shard must be a whole number"),
         (["preflight"], "the following arguments are required: --shard"),
