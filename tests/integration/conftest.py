@@ -116,7 +116,10 @@ class VolumeFactory:
         self.created: list[str] = []
 
     def __call__(self, prefix: str = "auth", state: str = "empty") -> str:
-        name = unique(prefix)
+        return self.named(unique(prefix), state)
+
+    def named(self, name: str, state: str = "empty") -> str:
+        """A volume with exactly this name (for a volume template), in ``state``."""
         self.engine.volumes.create(name, labels={TEST_LABEL: "1"})
         self.created.append(name)
         VOLUME_STATES[state](name)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from harness.logins import api_key_login, run_in_volume
-from tests.integration.conftest import unique
+from tests.integration.conftest import VolumeFactory, in_volume, unique
 from tests.unit.helpers import chatgpt_auth
 
 CLI = shutil.which("moonmind-codex") or os.path.join(
@@ -127,18 +127,21 @@ def test_login_api_key_stdin_then_ok(client: Any, make_volume: Callable[..., str
 @pytest.mark.parametrize(
     ("args", "env", "code", "message"),
     [
-        (["preflight", "--shard", "9"], {}, 64, "shard 9 is out of range"),
-        (["preflight", "--shard", "x"], {}, 2, "shard must be a whole number"),
-        (["login", "--shard", "5", "--api-key-stdin"], {}, 64, "shard 5 is out of range"),
-        (["route", "k", "--shards", "0"], {}, 2, "must be at least 1"),
-        (["route", "k"], {"MOONMIND_CODEX_SHARD_COUNT": "-2"}, 64, "must be >= 1"),
-        (["route", "k"], {"MOONMIND_CODEX_SHARD_COUNT": "3x"}, 64, "is not a whole number"),
-        (["preflight", "--shard", "0"], {"MOONMIND_CODEX_SHARDS": "3"}, 64, "typo?"),
-        (["worker"], {}, 64, "MOONMIND_CODEX_SHARD is not set"),
-        (["worker", "--shard", "7"], {}, 64, "shard 7 is out of range"),
-        (["repair", "--shard", "-1"], {}, 2, "shard must be >= 0"),
-        (["preflight", "--shard", "0"], {"MOONMIND_CODEX_QUEUE_MODE": "fanout"}, 64, "QUEUE_MODE"),
-        (["bogus"], {}, 2, "invalid choice"),
+        (["preflight", "--shard", "9"], {}, 78, "shard 9 is out of range"),
+        (["preflight", "--shard", "x"], {}, 64, "shard must be a whole number"),
+        (["login", "--shard", "5", "--api-key-stdin"], {}, 78, "shard 5 is out of range"),
+        (["route", "k", "--shards", "0"], {}, 64, "the shard count must be >= 1"),
+        (["route", "k"], {"MOONMIND_CODEX_SHARD_COUNT": "-2"}, 78, "must be >= 1"),
+        (["route", "k"], {"MOONMIND_CODEX_SHARD_COUNT": "3x"}, 78, "is not a whole number"),
+        (["preflight", "--shard", "0"], {"MOONMIND_CODEX_SHARDS": "3"}, 78, "typo?"),
+        (["worker"], {}, 78, "MOONMIND_CODEX_SHARD is not set"),
+        (["worker", "--shard", "7"], {}, 78, "shard 7 is out of range"),
+        (["repair", "--shard", "-1"], {}, 64, "shard must be >= 0"),
+        (["preflight", "--shard", "0"], {"MOONMIND_CODEX_QUEUE_MODE": "fanout"}, 78, "QUEUE_MODE"),
+        (["login-check", "--shard", "0", "--shard", "4"], {}, 78, "shard 4 is out of range"),
+        (["export-login", "--shard", "3"], {}, 78, "shard 3 is out of range"),
+        (["clear-login"], {}, 64, "the following arguments are required: --shard"),
+        (["bogus"], {}, 64, "invalid choice"),
     ],
 )
 def test_bad_input_changes_nothing(
@@ -248,3 +251,61 @@ def test_device_login_runs_the_real_codex_device_flow_and_cleans_up(
     assert client.containers.list(all=True, filters={"volume": volume}) == []
     listing = run_in_volume(volume, "ls -A /home/app/.codex")
     assert "auth.json" not in listing.stdout.decode().split()  # codex's own lock files may stay
+
+
+def test_login_check_judges_several_shards_in_one_command(make_volume: VolumeFactory) -> None:
+    tag = unique("lcheck")
+    signed_in = make_volume.named(f"{tag}-auth-0", "api_key")
+    empty = make_volume.named(f"{tag}-auth-1", "empty")
+    env = {
+        "MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": tag + "-auth-{shard}",
+        "MOONMIND_CODEX_HOST_NAME": "check-host",
+        "MOONMIND_CODEX_QUEUE_PREFIX": "cx",
+        "MOONMIND_CODEX_LAST_REFRESH_WARN_DAYS": "2",
+    }
+    done = cli("login-check", "--shard", "0", "--shard", "1", "--json", env=env)
+    assert done.returncode == 2, done.stderr  # one of the two is blocked
+    results = json.loads(done.stdout)
+    assert [(r["shard"], r["queue"], r["volume"], r["host"], r["status"]) for r in results] == [
+        (0, "cx-0", signed_in, "check-host", "ok"),
+        (1, "cx-1", empty, "check-host", "blocked"),
+    ]
+    assert "moonmind-codex login --shard 1" in results[1]["remediation"]
+    assert cli("login-check", "--shard", "0", env=env).returncode == 0
+
+
+def test_export_and_clear_login_move_a_login_without_logging_it(
+    client: Any, make_volume: Callable[..., str]
+) -> None:
+    source, target = make_volume(), make_volume()
+    login = chatgpt_auth()
+    write = cli(
+        "login", "--shard", "0", "--from-file", "-", env=volume_env(source), stdin=json.dumps(login)
+    )
+    assert write.returncode == 0, write.stderr
+    since = int(time.time()) - 1
+    exported = cli("export-login", "--shard", "0", env=volume_env(source))
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout) == login
+    moved = cli(
+        "login", "--shard", "0", "--from-file", "-", env=volume_env(target), stdin=exported.stdout
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(in_volume(target, "cat /home/app/.codex/auth.json")) == login
+    cleared = cli("clear-login", "--shard", "0", env=volume_env(source))
+    assert cleared.returncode == 0, cleared.stderr
+    assert "auth.json" not in in_volume(source, "ls -A /home/app/.codex").split()
+    # The containers that carried the login ran with the "none" logging driver, as "move" and
+    # "login" containers labelled with the volume, and are gone.
+    created = [
+        e
+        for e in engine_events_naming(client, since, source)
+        if e.get("Type") == "container" and e.get("Action") == "create"
+    ]
+    roles = {e["Actor"]["Attributes"].get("io.moonmind.codex.role") for e in created}
+    assert roles == {"move"}
+    for event in created:
+        assert client.containers.list(all=True, filters={"id": event["Actor"]["ID"]}) == []
+    again = cli("export-login", "--shard", "0", env=volume_env(source))
+    assert again.returncode == 1 and "holds no usable login" in again.stderr
+    assert again.stdout == ""
