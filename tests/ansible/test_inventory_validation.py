@@ -16,7 +16,7 @@ import pytest
 
 from harness.hosts import REPO, ansible_playbook
 
-sys.path.insert(0, str(REPO / "playbooks" / "filter_plugins"))
+sys.path.insert(0, str(REPO / "plugins" / "filter"))
 from moonmind_codex_inventory import inventory_errors
 
 PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"

@@ -25,53 +25,69 @@ def inventory_errors(
 ) -> list[str]:
     """Every problem with the fleet's inventory, each naming the host/shard and the fix."""
     errors: list[str] = []
+    count: int | None = shard_count
     if not _is_int(shard_count) or shard_count < 1:
         errors.append(
             f"moonmind_codex_shard_count must be a positive integer, got {shard_count!r}: set it "
             "in group_vars/all (e.g. moonmind_codex_shard_count: 3)"
         )
-        shard_count = None
+        count = None
     if not workers:
         errors.append("group codex_workers is empty: add at least one host with "
                       "moonmind_codex_shards")
-
     owners: dict[int, list[str]] = {}
     for host in workers:
-        shards = hostvars.get(host, {}).get("moonmind_codex_shards")
-        if shards is None:
-            errors.append(f"host {host}: moonmind_codex_shards is not set; {FIX_SHARDS} "
-                          "(or [] for a host that serves no shard)")
-            continue
-        if not isinstance(shards, list | tuple):
-            errors.append(f"host {host}: moonmind_codex_shards is {shards!r}, not a list; "
-                          f"{FIX_SHARDS}")
-            continue
-        for shard in shards:
-            if not _is_int(shard):
-                errors.append(f"host {host}: shard {shard!r} is not an integer; {FIX_SHARDS}")
-                continue
-            if shard_count is not None and not 0 <= shard < shard_count:
-                errors.append(
-                    f"host {host}: shard {shard} is out of range for moonmind_codex_shard_count="
-                    f"{shard_count} (valid: 0..{shard_count - 1}); remove it or raise the count"
-                )
-                continue
+        errors.extend(_host_errors(host, hostvars.get(host, {}), count, owners))
+    errors.extend(_coverage_errors(owners, count))
+    errors.extend(_broker_errors(brokers, external_broker_url))
+    return errors
+
+
+def _host_errors(
+    host: str, host_vars: Mapping[str, Any], count: int | None, owners: dict[int, list[str]]
+) -> list[str]:
+    """One host's moonmind_codex_shards; records each valid shard's host in ``owners``."""
+    shards = host_vars.get("moonmind_codex_shards")
+    if shards is None:
+        return [f"host {host}: moonmind_codex_shards is not set; {FIX_SHARDS} "
+                "(or [] for a host that serves no shard)"]
+    if not isinstance(shards, list | tuple):
+        return [f"host {host}: moonmind_codex_shards is {shards!r}, not a list; {FIX_SHARDS}"]
+    errors: list[str] = []
+    for shard in shards:
+        if not _is_int(shard):
+            errors.append(f"host {host}: shard {shard!r} is not an integer; {FIX_SHARDS}")
+        elif count is not None and not 0 <= shard < count:
+            errors.append(
+                f"host {host}: shard {shard} is out of range for moonmind_codex_shard_count="
+                f"{count} (valid: 0..{count - 1}); remove it or raise the count"
+            )
+        else:
             owners.setdefault(shard, []).append(host)
+    return errors
 
-    for shard, hosts in sorted(owners.items()):
-        if len(hosts) > 1:
-            errors.append(
-                f"shard {shard} is assigned to {len(hosts)} hosts ({', '.join(hosts)}): a login "
-                "must live on exactly one host; keep it in one host's moonmind_codex_shards"
-            )
-    if shard_count is not None:
-        missing = [s for s in range(shard_count) if s not in owners]
-        for shard in missing:
-            errors.append(
-                f"shard {shard} is assigned to no host (gap): add {shard} to one host's "
-                "moonmind_codex_shards, or lower moonmind_codex_shard_count"
-            )
 
+def _coverage_errors(owners: Mapping[int, list[str]], count: int | None) -> list[str]:
+    """Shards on several hosts, and (for a valid count) shards on none."""
+    errors = [
+        f"shard {shard} is assigned to {len(hosts)} hosts ({', '.join(hosts)}): a login "
+        "must live on exactly one host; keep it in one host's moonmind_codex_shards"
+        for shard, hosts in sorted(owners.items())
+        if len(hosts) > 1
+    ]
+    if count is not None:
+        errors.extend(
+            f"shard {shard} is assigned to no host (gap): add {shard} to one host's "
+            "moonmind_codex_shards, or lower moonmind_codex_shard_count"
+            for shard in range(count)
+            if shard not in owners
+        )
+    return errors
+
+
+def _broker_errors(brokers: Sequence[str], external_broker_url: Any) -> list[str]:
+    """Exactly one broker: one codex_broker host, or an external URL."""
+    errors: list[str] = []
     external = isinstance(external_broker_url, str) and external_broker_url.strip() != ""
     if len(brokers) > 1:
         errors.append(f"group codex_broker has {len(brokers)} hosts ({', '.join(brokers)}): "
@@ -85,7 +101,9 @@ def inventory_errors(
     return errors
 
 
-def shard_owners(workers: Sequence[str], hostvars: Mapping[str, Mapping[str, Any]]) -> dict:
+def shard_owners(
+    workers: Sequence[str], hostvars: Mapping[str, Mapping[str, Any]]
+) -> dict[int, str]:
     """{shard: host} for a valid inventory."""
     return {shard: host for host in workers
             for shard in hostvars.get(host, {}).get("moonmind_codex_shards") or []}
