@@ -1,0 +1,329 @@
+"""The run store: runs, their phase attempts and sticky queue assignments, in one database.
+
+SQLAlchemy 2 over SQLite (WAL; one host) or PostgreSQL (producers and workers on several
+hosts), chosen by one URL setting (``MOONMIND_CODEX_DATABASE_URL``). The schema is owned by the
+Alembic migrations in ``moonmind_codex/migrations``; :func:`migrate` brings a database to the
+latest revision (workers and the CLI run it on start-up; ``moonmind-codex db upgrade`` runs it
+by hand). Every state change is one transaction.
+
+A phase attempt is recorded before its job container starts and its end is recorded before the
+container is removed, so a redelivered phase (a lost ack after a broker restart) finds either
+the container or the recorded end, and never starts the job a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+# Phase attempt states: the first two are open, the rest final for that attempt.
+OPEN_STATES = frozenset({"pending", "running"})
+FINAL_STATES = frozenset({"succeeded", "failed", "timed_out", "blocked", "cancelled", "lost"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunRecord(Base):
+    __tablename__ = "spec_workflow_runs"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    repository: Mapped[str | None] = mapped_column(String(512))
+    affinity_key: Mapped[str | None] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    queue: Mapped[str | None] = mapped_column(String(255))
+    shard: Mapped[int | None] = mapped_column(Integer)
+    volume: Mapped[str | None] = mapped_column(String(255))
+    host: Mapped[str | None] = mapped_column(String(255))
+    preflight_status: Mapped[str | None] = mapped_column(String(16))
+    preflight_message: Mapped[str | None] = mapped_column(Text)
+    chain_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PhaseAttemptRecord(Base):
+    __tablename__ = "spec_workflow_task_states"
+    __table_args__ = (UniqueConstraint("run_id", "phase", "attempt", name="uq_phase_attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"), index=True
+    )
+    phase: Mapped[str] = mapped_column(String(128))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    task_id: Mapped[str | None] = mapped_column(String(255))
+    container_name: Mapped[str | None] = mapped_column(String(255))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    log_path: Mapped[str | None] = mapped_column(String(1024))
+    artifact_path: Mapped[str | None] = mapped_column(String(1024))
+
+
+class QueueAssignmentRecord(Base):
+    __tablename__ = "run_queue_assignments"
+
+    run_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(255))
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+@dataclass(frozen=True)
+class PhaseAttempt:
+    """A phase attempt as recorded (detached from the session)."""
+
+    run_id: str
+    phase: str
+    attempt: int
+    status: str
+    task_id: str | None
+    container_name: str | None
+    exit_code: int | None
+    error: str | None
+    log_path: str | None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATES
+
+
+def _attempt(row: PhaseAttemptRecord) -> PhaseAttempt:
+    return PhaseAttempt(
+        run_id=row.run_id,
+        phase=row.phase,
+        attempt=row.attempt,
+        status=row.status,
+        task_id=row.task_id,
+        container_name=row.container_name,
+        exit_code=row.exit_code,
+        error=row.error,
+        log_path=row.log_path,
+    )
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+    if url.startswith("sqlite"):
+        database = url.split("///", 1)[1] if "///" in url else ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the packaged Alembic migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+class RunStore:
+    """Runs, phase attempts and queue assignments; each method is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool = True) -> RunStore:
+        engine = make_engine(url)
+        if upgrade:
+            migrate(engine)
+        return cls(engine)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # Sticky queue assignments (the router's AssignmentStore protocol).
+
+    def queue_for_run(self, run_id: str) -> str | None:
+        with self._transaction() as session:
+            row = session.get(QueueAssignmentRecord, run_id)
+            return None if row is None else row.queue
+
+    def assign(self, run_id: str, queue: str) -> str:
+        """Record ``queue`` for ``run_id`` unless one is recorded; return the recorded one."""
+        try:
+            with self._transaction() as session:
+                if session.get(QueueAssignmentRecord, run_id) is None:
+                    session.add(QueueAssignmentRecord(run_id=run_id, queue=queue))
+        except IntegrityError:
+            pass  # another producer recorded it first: theirs stands
+        recorded = self.queue_for_run(run_id)
+        return queue if recorded is None else recorded
+
+    # Runs.
+
+    def ensure_run(self, run_id: str, **fields: Any) -> None:
+        """Create the run record if it does not exist (ad-hoc phases get one too)."""
+        try:
+            with self._transaction() as session:
+                if session.get(RunRecord, run_id) is None:
+                    session.add(RunRecord(id=run_id, **fields))
+        except IntegrityError:
+            pass  # created concurrently
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        with self._transaction() as session:
+            row = session.get(RunRecord, run_id)
+            if row is None:
+                raise KeyError(run_id)
+            for name, value in fields.items():
+                setattr(row, name, value)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._transaction() as session:
+            return session.get(RunRecord, run_id)
+
+    def list_runs(
+        self, *, status: str | None = None, shard: int | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        query = select(RunRecord).order_by(RunRecord.created_at.desc()).limit(limit)
+        if status is not None:
+            query = query.where(RunRecord.status == status)
+        if shard is not None:
+            query = query.where(RunRecord.shard == shard)
+        with self._transaction() as session:
+            return list(session.scalars(query))
+
+    # Phase attempts.
+
+    def attempts(self, run_id: str, phase: str | None = None) -> list[PhaseAttempt]:
+        query = select(PhaseAttemptRecord).where(PhaseAttemptRecord.run_id == run_id)
+        if phase is not None:
+            query = query.where(PhaseAttemptRecord.phase == phase)
+        query = query.order_by(PhaseAttemptRecord.position, PhaseAttemptRecord.attempt)
+        with self._transaction() as session:
+            return [_attempt(row) for row in session.scalars(query)]
+
+    def begin_attempt(
+        self,
+        run_id: str,
+        phase: str,
+        attempt: int,
+        *,
+        task_id: str | None,
+        container_name: str,
+        log_path: str,
+        position: int = 0,
+    ) -> PhaseAttempt:
+        """Record that this attempt is about to run, or return how it already stands.
+
+        The caller starts a job only when the returned attempt is ``running`` under its own
+        task and no final state was recorded; a final attempt is never run again.
+        """
+        now = utcnow()
+        try:
+            with self._transaction() as session:
+                row = self._attempt_row(session, run_id, phase, attempt)
+                if row is None:
+                    row = PhaseAttemptRecord(
+                        run_id=run_id,
+                        phase=phase,
+                        attempt=attempt,
+                        position=position,
+                        status="running",
+                        task_id=task_id,
+                        container_name=container_name,
+                        log_path=log_path,
+                        started_at=now,
+                    )
+                    session.add(row)
+                elif row.status not in FINAL_STATES:
+                    row.status, row.task_id = "running", task_id
+                    row.container_name, row.log_path = container_name, log_path
+                    row.started_at = row.started_at or now
+                session.flush()
+                return _attempt(row)
+        except IntegrityError:
+            # A concurrent delivery inserted it first: read what it recorded.
+            with self._transaction() as session:
+                found = self._attempt_row(session, run_id, phase, attempt)
+                if found is None:  # pragma: no cover - the insert that beat us was rolled back
+                    raise
+                return _attempt(found)
+
+    def finish_attempt(
+        self,
+        run_id: str,
+        phase: str,
+        attempt: int,
+        *,
+        status: str,
+        exit_code: int | None = None,
+        error: str | None = None,
+    ) -> PhaseAttempt:
+        """Record the end of an attempt; a final state already recorded is kept."""
+        with self._transaction() as session:
+            row = self._attempt_row(session, run_id, phase, attempt)
+            if row is None:
+                raise KeyError((run_id, phase, attempt))
+            if row.status not in FINAL_STATES:
+                row.status, row.exit_code, row.error = status, exit_code, error
+                row.finished_at = utcnow()
+            session.flush()
+            return _attempt(row)
+
+    @staticmethod
+    def _attempt_row(
+        session: Session, run_id: str, phase: str, attempt: int
+    ) -> PhaseAttemptRecord | None:
+        return session.scalars(
+            select(PhaseAttemptRecord).where(
+                PhaseAttemptRecord.run_id == run_id,
+                PhaseAttemptRecord.phase == phase,
+                PhaseAttemptRecord.attempt == attempt,
+            )
+        ).one_or_none()
+
+
+def latest(attempts: Sequence[PhaseAttempt]) -> PhaseAttempt | None:
+    return max(attempts, key=lambda a: a.attempt, default=None)
