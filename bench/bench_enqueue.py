@@ -17,12 +17,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import distribution, format_distribution, machine
 from harness.broker import running_broker
+from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
 from harness.logins import api_key_login
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
 from moonmind_codex.jobs import JobSpec, launch_job
@@ -38,59 +40,37 @@ def first_stamp(log: Path) -> float:
     return float(log.read_text().split()[0])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--json", default="")
-    args = parser.parse_args()
-    client = docker.from_env()
-    tag = secrets.token_hex(3)
-    work = Path(tempfile.mkdtemp(prefix="mmc-bench-"))
+def through_broker(
+    client: Any, work: Path, tag: str, volume: str, runs: int
+) -> tuple[list[float], list[float]]:
+    """(enqueue -> job running, enqueue -> result) of ``runs`` phases through a real worker."""
     state = work / "state"
     state.mkdir()
-    os.chown(state, 10001, 10001)
-    template = f"mmc-bench-{tag}-auth-{{shard}}"
-    volume = template.format(shard=0)
-    client.volumes.create(volume)
-    worker = None
-    try:
-        api_key_login(volume)  # a real `codex login --with-api-key`, fake key on stdin
-        with running_broker(client, work) as url:
-            url_file = work / "broker_url"
-            url_file.write_text(url)
-            url_file.chmod(0o444)
-            worker = client.containers.run(
-                "moonmind-codex/worker:latest",
-                detach=True,
-                network_mode="host",
-                name=f"mmc-bench-{tag}-worker-0",
-                group_add=[str(os.stat("/var/run/docker.sock").st_gid)],
-                environment={
-                    "MOONMIND_CODEX_SHARD": "0",
-                    "MOONMIND_CODEX_SHARD_COUNT": "1",
-                    "MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": template,
-                    "MOONMIND_CODEX_BROKER_URL_FILE": "/run/secrets/url",
-                    "MOONMIND_CODEX_ARTIFACTS_DIR": "/var/lib/moonmind-codex/artifacts",
-                    "MOONMIND_CODEX_WORKSPACE_VOLUME": f"mmc-bench-{tag}-ws",
-                },
-                volumes={
-                    "/var/run/docker.sock": {"bind": "/var/run/docker.sock"},
-                    str(state): {"bind": "/var/lib/moonmind-codex"},
-                    str(url_file): {"bind": "/run/secrets/url", "mode": "ro"},
-                },
-                labels={"io.moonmind.codex.role": "worker", "io.moonmind.codex.volume": volume},
-            )
-            deadline = time.monotonic() + 90
-            while b" ready." not in worker.logs():
-                assert time.monotonic() < deadline, worker.logs()[-2000:]
-                time.sleep(0.2)
+    os.chown(state, WORKER_UID, WORKER_UID)
+    with running_broker(client, work) as url:
+        url_file = work / "broker_url"
+        url_file.write_text(url)
+        url_file.chmod(0o444)
+        worker = start_worker(
+            client,
+            f"bench-{tag}",
+            url_file,
+            state,
+            0,
+            f"mmc-bench-{tag}-worker-0",
+            volume,
+            extra_env={"MOONMIND_CODEX_AUTH_VOLUME": volume},
+            shard_count=1,
+        )
+        try:
+            assert " ready." in wait_for_log(worker, " ready.", 90)
             settings = Settings(
-                broker_url=url, shard_count=1, assignments_db=work / "assignments.sqlite3"
+                broker_url=url, shard_count=1, database_url=producer_database_url(state)
             )
             app = create_app(settings)
             assert route_key("bench/repo", settings).queue == "codex-0"
-            through_broker, end_to_end = [], []
-            for i in range(args.runs + 1):
+            running, end_to_end = [], []
+            for i in range(runs + 1):
                 sent = time.time()
                 result = app.send_task(
                     CODEX_PHASE_TASK,
@@ -105,38 +85,59 @@ def main() -> int:
                 assert result["outcome"] == "succeeded", result
                 log = state / Path(result["log_path"]).relative_to("/var/lib/moonmind-codex")
                 if i:  # the first is a warm-up
-                    through_broker.append(first_stamp(log) - sent)
+                    running.append(first_stamp(log) - sent)
                     end_to_end.append(done - sent)
-            direct_settings = Settings(
-                shard=0,
-                auth_volume_override=volume,
-                workspace_volume=f"mmc-bench-{tag}-ws",
-                artifacts_dir=work / "direct",
-            )
-            direct = []
-            for i in range(args.runs):
-                sent = time.time()
-                res = launch_job(
-                    direct_settings,
-                    JobSpec(
-                        run_id=f"direct-{i}",
-                        phase="p",
-                        command=STAMP,
-                        shard=0,
-                        queue="codex-0",
-                        volume=volume,
-                        timeout_s=60,
-                    ),
-                    client,
-                )
-                direct.append(first_stamp(res.log_path) - sent)
-    finally:
-        if worker is not None:
+            return running, end_to_end
+        finally:
             worker.remove(force=True)
-        for v in client.volumes.list(filters={"name": f"mmc-bench-{tag}-"}):
-            v.remove(force=True)
+
+
+def direct_launches(client: Any, work: Path, tag: str, volume: str, runs: int) -> list[float]:
+    """Launch -> job running of the same job with no broker and no pre-flight (the floor)."""
+    settings = Settings(
+        shard=0,
+        auth_volume_override=volume,
+        workspace_volume=f"mmc-bench-{tag}-ws",
+        artifacts_dir=work / "direct",
+    )
+    direct = []
+    for i in range(runs):
+        sent = time.time()
+        res = launch_job(
+            settings,
+            JobSpec(
+                run_id=f"direct-{tag}-{i}",
+                phase="p",
+                command=STAMP,
+                shard=settings.locate_shard(0),
+                timeout_s=60,
+            ),
+            client,
+        )
+        direct.append(first_stamp(res.log_path) - sent)
+    return direct
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    client = docker.from_env()
+    tag = secrets.token_hex(3)
+    work = Path(tempfile.mkdtemp(prefix="mmc-bench-"))
+    volume = f"mmc-bench-{tag}-auth-0"
+    client.volumes.create(volume)
+    try:
+        api_key_login(volume)  # a real `codex login --with-api-key`, fake key on stdin
+        broker_runs, end_to_end = through_broker(client, work, tag, volume, args.runs)
+        direct = direct_launches(client, work, tag, volume, args.runs)
+    finally:
+        for prefix in (f"mmc-bench-{tag}-", f"mmc-test-bench-{tag}-"):
+            for v in client.volumes.list(filters={"name": prefix}):
+                v.remove(force=True)
     d_broker, d_direct, d_total = (
-        distribution(through_broker),
+        distribution(broker_runs),
         distribution(direct),
         distribution(end_to_end),
     )

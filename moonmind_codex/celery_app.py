@@ -13,23 +13,38 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
-from moonmind_codex.assignments import AssignmentStore, SqliteAssignmentStore
+from moonmind_codex.assignments import AssignmentStore
 from moonmind_codex.dockerio import connect
-from moonmind_codex.phase import CodexPhaseBlocked, CodexPhaseMisrouted, PhaseRequest, run_phase
+from moonmind_codex.phase import (
+    CodexPhaseBlocked,
+    CodexPhaseFailed,
+    CodexPhaseMisrouted,
+    PhaseRequest,
+    run_phase,
+)
+from moonmind_codex.recording import install_run_recording
 from moonmind_codex.router import install_routing
+from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
+from moonmind_codex.submit import CODEX_PHASE_TASK
 
-CODEX_PHASE_TASK = "moonmind_codex.codex_phase"
+__all__ = ["CODEX_PHASE_TASK", "PING_TASK", "create_app", "install_routing"]
+
 PING_TASK = "moonmind_codex.ping"
 
 
 def create_app(
     settings: Settings, store: AssignmentStore | None = None, sticky: bool = True
 ) -> Celery:
-    """The app for workers and for producers (``store`` defaults to the SQLite file)."""
+    """The app for workers and for producers.
+
+    Producers keep runs sticky through ``store`` (default: the run store at
+    ``settings.database_url``); workers pass ``sticky=False`` and record phases in the run
+    store, which each worker process opens on first use.
+    """
     app = Celery("moonmind_codex", broker=settings.broker_url, backend="rpc://")
     if store is None and sticky:
-        store = SqliteAssignmentStore(settings.assignments_db)
+        store = RunStore.open(settings.database_url)
     install_routing(app, settings, store)
     app.conf.update(
         task_serializer="json",
@@ -53,12 +68,21 @@ def create_app(
 
 
 def _register_tasks(app: Celery, settings: Settings) -> None:
-    clients: dict[str, Any] = {}
+    # Opened in the process that runs the task (after the prefork pool forked).
+    opened: dict[str, Any] = {}
 
     def docker_client() -> Any:
-        if "client" not in clients:
-            clients["client"] = connect(settings)
-        return clients["client"]
+        if "client" not in opened:
+            opened["client"] = connect(settings)
+        return opened["client"]
+
+    def run_store() -> RunStore:
+        if "store" not in opened:
+            opened["store"] = RunStore.open(settings.database_url)
+        store: RunStore = opened["store"]
+        return store
+
+    install_run_recording(app, run_store)
 
     # shared=False: these tasks close over this app's settings; Celery must not copy them
     # into every other app in the process (an operator's app, or the next shard's).
@@ -71,13 +95,25 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         repository: str | None = None,
         timeout_s: float | None = None,
         affinity_key: str | None = None,
+        attempt: int = 1,
+        position: int = 0,
     ) -> dict[str, Any]:
-        del repository, affinity_key  # routing inputs only
         delivery = self.request.delivery_info or {}
+        request = PhaseRequest(
+            run_id=run_id,
+            phase=phase,
+            command=command,
+            timeout_s=timeout_s,
+            attempt=attempt,
+            position=position,
+            repository=repository,
+            affinity_key=affinity_key,
+        )
         result = run_phase(
             settings,
             docker_client(),
-            PhaseRequest(run_id=run_id, phase=phase, command=list(command), timeout_s=timeout_s),
+            run_store(),
+            request,
             worker=self.request.hostname or socket.gethostname(),
             task_id=self.request.id,
             delivered_on=delivery.get("routing_key"),
@@ -91,6 +127,15 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
             # than fail the run; the message goes back to this shard's queue.
             raise self.retry(
                 countdown=settings.busy_retry_seconds, max_retries=settings.busy_max_retries
+            )
+        if result.outcome in ("failed", "timed_out", "cancelled"):
+            # Raised, not returned: a chain must not go on to the run's next phase.
+            raise CodexPhaseFailed(
+                f"phase {phase} of run {run_id} {result.outcome.replace('_', ' ')}"
+                f"{'' if result.exit_code is None else f' with exit code {result.exit_code}'} "
+                f"on shard {result.shard.number} (volume {result.shard.volume}, host "
+                f"{result.shard.host}); log: {result.log_path}"
+                + (f"; {result.message}" if result.message else "")
             )
         return result.to_dict()
 

@@ -98,6 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="job timeout in seconds")
     p.add_argument("--wait", action="store_true", help="wait for and print the result")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND... run in the job container")
+
+    runs = sub.add_parser("runs", help="submit, list, show, retry and cancel runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, parser_class=_Parser)
+    p = runs_sub.add_parser("submit", help="submit a run from a YAML or JSON file ('-': stdin)")
+    p.add_argument("definition", metavar="FILE")
+    p.add_argument("--run-id", help="the run's id (overrides the file's run_id)")
+    p = runs_sub.add_parser("list", help="recent runs, newest first")
+    p.add_argument("--status", choices=sorted(RUN_STATUSES))
+    p.add_argument("--shard", type=_shard_arg)
+    p.add_argument("--limit", type=_whole_number(1, "the limit"), default=50)
+    p.add_argument("--json", action="store_true")
+    p = runs_sub.add_parser("show", help="a run with its phases, attempts and logs")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+    p = runs_sub.add_parser("retry", help="resume a run from its first phase that did not succeed")
+    p.add_argument("run_id")
+    p = runs_sub.add_parser("cancel", help="cancel a run (its running job container is stopped)")
+    p.add_argument("run_id")
     return parser
 
 
@@ -264,6 +282,141 @@ def _enqueue(args: argparse.Namespace) -> int:
     return ExitCode.OK if value.get("outcome") == "succeeded" else ExitCode.FAILURE
 
 
+RUN_STATUSES = frozenset({"pending", "running", "succeeded", "failed", "blocked", "cancelled"})
+
+
+def _run_store(settings: Settings) -> Any:
+    from moonmind_codex.runstore import RunStore
+
+    return RunStore.open(settings.database_url)
+
+
+def _read_definition(name: str) -> Any:
+    import yaml
+
+    from moonmind_codex.runs import RunDefinitionError
+
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDefinitionError(
+            f"cannot read {name} ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+        ) from None
+    try:
+        # YAML is a superset of JSON: one parser for both.
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise RunDefinitionError(f"{name} is not valid YAML or JSON{at}") from None
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from moonmind_codex import submit
+    from moonmind_codex.runs import parse_run_definition
+
+    settings = load_settings()
+    store = _run_store(settings)
+    command = args.runs_command
+    if command == "submit":
+        definition = parse_run_definition(_read_definition(args.definition), run_id=args.run_id)
+        from moonmind_codex.celery_app import create_app
+
+        print(submit.submit_run(create_app(settings, store), definition, settings, store))
+        return ExitCode.OK
+    if command == "list":
+        rows = store.list_runs(status=args.status, shard=args.shard, limit=args.limit)
+        listed = [_run_summary(r) for r in rows]
+        if args.json:
+            print(json.dumps(listed, indent=2, sort_keys=True))
+        else:
+            print(f"{'run':32} {'status':10} {'queue':10} {'shard':5} {'host':16} created")
+            for r in listed:
+                print(
+                    f"{r['run_id']:32} {r['status']:10} {r['queue'] or '-':10} "
+                    f"{'-' if r['shard'] is None else r['shard']!s:5} {r['host'] or '-':16} "
+                    f"{r['created_at']}"
+                )
+        return ExitCode.OK
+    if command == "show":
+        return _show_run(store, args.run_id, args.json)
+    from moonmind_codex.celery_app import create_app
+
+    app = create_app(settings, store)
+    if command == "retry":
+        resumed = submit.retry_run(app, args.run_id, settings, store)
+        print(
+            f"run {args.run_id}: every phase already succeeded; nothing sent"
+            if resumed is None
+            else f"run {args.run_id} resumed"
+        )
+        return ExitCode.OK
+    revoked = submit.cancel_run(app, args.run_id, store)
+    print(f"run {args.run_id} cancelled ({len(revoked)} open phase(s) revoked)")
+    return ExitCode.OK
+
+
+def _when(moment: Any) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _run_summary(record: Any) -> dict[str, Any]:
+    return {
+        "run_id": record.id,
+        "repository": record.repository,
+        "status": record.status,
+        "queue": record.queue,
+        "shard": record.shard,
+        "volume": record.volume,
+        "host": record.host,
+        "preflight_status": record.preflight_status,
+        "preflight_message": record.preflight_message,
+        "chain_id": record.chain_id,
+        "created_at": _when(record.created_at),
+        "started_at": _when(record.started_at),
+        "finished_at": _when(record.finished_at),
+    }
+
+
+def _show_run(store: Any, run_id: str, as_json: bool) -> int:
+    from moonmind_codex.submit import RunNotFound
+
+    record = store.get_run(run_id)
+    if record is None:
+        raise RunNotFound(run_id)
+    summary = _run_summary(record)
+    summary["attempts"] = [
+        {
+            "phase": a.phase,
+            "attempt": a.attempt,
+            "status": a.status,
+            "task_id": a.task_id,
+            "container_name": a.container_name or None,
+            "exit_code": a.exit_code,
+            "error": a.error,
+            "log_path": a.log_path or None,
+        }
+        for a in store.attempts(run_id)
+    ]
+    if as_json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return ExitCode.OK
+    print(
+        f"run {run_id}: {summary['status']} on {summary['queue'] or '-'} (shard "
+        f"{summary['shard']}, volume {summary['volume']}, host {summary['host']})"
+    )
+    if summary["preflight_message"]:
+        print(summary["preflight_message"])
+    for a in summary["attempts"]:
+        exit_text = "" if a["exit_code"] is None else f" exit {a['exit_code']}"
+        print(f"  {a['phase']:16} attempt {a['attempt']} {a['status']}{exit_text}")
+        if a["log_path"]:
+            print(f"      log: {a['log_path']}")
+        if a["error"]:
+            print(f"      {a['error']}")
+    return ExitCode.OK
+
+
 COMMANDS = {
     "route": _route,
     "preflight": _preflight,
@@ -274,6 +427,7 @@ COMMANDS = {
     "export-login": _export_login,
     "clear-login": _clear_login,
     "enqueue": _enqueue,
+    "runs": _runs,
 }
 
 
@@ -282,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from moonmind_codex.dockerio import DockerUnavailable
     from moonmind_codex.login import LoginError
     from moonmind_codex.router import RoutingError
+    from moonmind_codex.runs import RunDefinitionError
+    from moonmind_codex.submit import RunNotFound
 
     try:
         return COMMANDS[args.command](args)
@@ -294,6 +450,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LoginError, RoutingError) as exc:
         print(f"moonmind-codex: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
+    except RunDefinitionError as exc:
+        print(f"moonmind-codex: bad run: {exc}", file=sys.stderr)
+        return ExitCode.DATAERR
+    except RunNotFound as exc:
+        print(
+            f"moonmind-codex: no run {exc.args[0]} in the run store "
+            "(see `moonmind-codex runs list`)",
+            file=sys.stderr,
+        )
+        return ExitCode.DATAERR
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +26,7 @@ from moonmind_codex.containers import NAME_PREFIX, JobImageContainer, create_kwa
 from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.settings import Settings, Shard
 
-JobOutcome = Literal["succeeded", "failed", "timed_out", "busy"]
+JobOutcome = Literal["succeeded", "failed", "timed_out", "busy", "cancelled"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -94,7 +94,11 @@ def job_container(settings: Settings, spec: JobSpec) -> JobImageContainer:
 
 
 def _stream_logs(container: Any, path: Path) -> threading.Thread:
-    """Follow the container's output into ``path`` while it runs."""
+    """Follow the container's output into ``path`` while it runs (a live view).
+
+    The follow stream can end before the engine has handed over a last line that has no
+    newline, so :func:`_write_complete_log` replaces this file once the container has ended.
+    """
 
     def pump() -> None:
         with path.open("ab") as sink:
@@ -108,6 +112,16 @@ def _stream_logs(container: Any, path: Path) -> threading.Thread:
     thread = threading.Thread(target=pump, name=f"logs-{container.name}", daemon=True)
     thread.start()
     return thread
+
+
+def _write_complete_log(container: Any, path: Path, header: str) -> None:
+    """``path`` := ``header`` + the container's whole output (stdout and stderr, in order)."""
+    output = container.logs(stdout=True, stderr=True, stream=False, follow=False)
+    staged = path.with_name(path.name + ".complete")
+    with staged.open("wb") as sink:
+        sink.write(header.encode("utf-8"))
+        sink.write(output)
+    staged.replace(path)
 
 
 def _find_or_create(
@@ -130,18 +144,36 @@ def _find_or_create(
         return client.containers.get(name), True  # lost a race with a concurrent delivery
 
 
-def _wait(container: Any, timeout_s: float) -> int | None:
-    """The container's exit code, or None when it was killed at the timeout."""
-    try:
-        code: int | None = container.wait(timeout=timeout_s).get("StatusCode")
-    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-        with contextlib.suppress(docker.errors.APIError):  # it may have just ended
-            container.kill()
-        # Only to let the log stream end; removal kills it for good anyway.
-        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
-            container.wait(timeout=30)
-        return None
-    return code
+# How often a running job checks whether its run was cancelled.
+CANCEL_POLL_SECONDS = 2.0
+
+
+def _kill(container: Any) -> None:
+    with contextlib.suppress(docker.errors.APIError):  # it may have just ended
+        container.kill()
+    # Only to let the log stream end; removal kills it for good anyway.
+    with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+        container.wait(timeout=30)
+
+
+def _wait(
+    container: Any, deadline: float, cancelled: Callable[[], bool] | None
+) -> tuple[int | None, JobOutcome | None]:
+    """The exit code, or (None, why) when the job was killed at its deadline or cancelled."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            _kill(container)
+            return None, "timed_out"
+        slice_s = remaining if cancelled is None else min(remaining, CANCEL_POLL_SECONDS)
+        try:
+            code: int | None = container.wait(timeout=max(0.001, slice_s)).get("StatusCode")
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            if cancelled is not None and cancelled():
+                _kill(container)
+                return None, "cancelled"
+            continue
+        return code, None
 
 
 def job_outcome(exit_code: int | None) -> JobOutcome:
@@ -153,42 +185,76 @@ def job_outcome(exit_code: int | None) -> JobOutcome:
     return "succeeded" if exit_code == 0 else "failed"
 
 
-def launch_job(settings: Settings, spec: JobSpec, client: docker.DockerClient) -> JobResult:
-    """Run ``spec`` in a job container and wait for it; the container is always removed."""
+def _run_to_end(
+    container: Any,
+    reused: bool,
+    spec: JobSpec,
+    log_path: Path,
+    started: float,
+    cancelled: Callable[[], bool] | None,
+) -> JobResult:
+    container.reload()
+    header = ""
+    if reused:
+        # The earlier delivery's worker (gone) may have copied part of the output already;
+        # the complete log below replaces it.
+        header = (
+            f"[moonmind-codex] container {container.name} of an earlier delivery of this "
+            f"phase was found ({container.status}): collecting it instead of starting "
+            "another; its complete output follows\n"
+        )
+        log_path.write_text(header, encoding="utf-8")
+    if container.status == "created":
+        container.start()
+    pump = _stream_logs(container, log_path)
+    exit_code, stopped = _wait(container, started + spec.timeout_s, cancelled)
+    pump.join(timeout=10)
+    _write_complete_log(container, log_path, header)
+    if stopped is not None:
+        why = (
+            f"killed after the {spec.timeout_s:g} s timeout"
+            if stopped == "timed_out"
+            else "stopped: the run was cancelled"
+        )
+        with log_path.open("a", encoding="utf-8") as sink:
+            sink.write(f"\n[moonmind-codex] {why}\n")
+    return JobResult(
+        container_id=container.id,
+        container_name=job_container_name(spec.run_id, spec.phase),
+        exit_code=exit_code,
+        outcome=stopped or job_outcome(exit_code),
+        log_path=log_path,
+        duration_s=round(time.monotonic() - started, 3),
+        reused_existing=reused,
+    )
+
+
+def launch_job(
+    settings: Settings,
+    spec: JobSpec,
+    client: docker.DockerClient,
+    on_finished: Callable[[JobResult], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> JobResult:
+    """Run ``spec`` in a job container and wait for it; the container is then removed.
+
+    ``on_finished`` (recording the result) runs after the job ended and before the container
+    is removed: if it raises, the container stays, so the result can still be collected.
+    ``cancelled`` is asked every few seconds while the job runs; True stops the job.
+    """
     log_path = log_path_for(settings, spec.run_id, spec.phase)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     container, reused = _find_or_create(settings, spec, client)
     try:
-        container.reload()
-        if reused:
-            # The log is rewritten: the stream below replays the container's whole output, and
-            # the earlier delivery's worker (gone) may have copied part of it here already.
-            with log_path.open("w", encoding="utf-8") as sink:
-                sink.write(
-                    f"[moonmind-codex] container {container.name} of an earlier delivery of this "
-                    f"phase was found ({container.status}): collecting it instead of starting "
-                    "another; its complete output follows\n"
-                )
-        if container.status == "created":
-            container.start()
-        pump = _stream_logs(container, log_path)
-        exit_code = _wait(container, max(0.001, spec.timeout_s - (time.monotonic() - started)))
-        pump.join(timeout=10)
-        if exit_code is None:
-            with log_path.open("a", encoding="utf-8") as sink:
-                sink.write(f"\n[moonmind-codex] killed after the {spec.timeout_s:g} s timeout\n")
-        return JobResult(
-            container_id=container.id,
-            container_name=job_container_name(spec.run_id, spec.phase),
-            exit_code=exit_code,
-            outcome=job_outcome(exit_code),
-            log_path=log_path,
-            duration_s=round(time.monotonic() - started, 3),
-            reused_existing=reused,
-        )
-    finally:
+        result = _run_to_end(container, reused, spec, log_path, started, cancelled)
+    except BaseException:
         _remove(container)
+        raise
+    if on_finished is not None:
+        on_finished(result)
+    _remove(container)
+    return result
 
 
 def _remove(container: Any) -> None:

@@ -1,7 +1,13 @@
-"""One Codex phase on a worker: audit start, pre-flight, job container, audit end.
+"""One Codex phase attempt on a worker: record, audit, pre-flight, job container, record.
 
-Exactly one start and one end record per phase that reached its shard, whatever happens in
-between; a misrouted phase is refused untouched (it belongs to another shard's audit).
+Exactly once per attempt: the attempt is recorded in the run store before anything runs, and
+its end is recorded before the job container is removed. A redelivery (a worker killed, an ack
+lost in a broker restart) therefore finds the container of the first delivery (and collects it)
+or the recorded end (and returns it, starting nothing); it never starts the job again.
+
+Every delivery that runs writes one audit start and one audit end record; a misrouted phase is
+refused untouched (it belongs to another shard), and a replayed one writes none (it ran once,
+and was audited then).
 """
 
 from __future__ import annotations
@@ -13,12 +19,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from moonmind_codex import audit
-from moonmind_codex.jobs import JobSpec, launch_job
+from moonmind_codex.jobs import JobResult, JobSpec, job_container_name, launch_job, log_path_for
 from moonmind_codex.phase_result import PhaseOutcome, PhaseResult
 from moonmind_codex.preflight import run_preflight
+from moonmind_codex.runstore import PhaseAttempt, RunStore
 from moonmind_codex.settings import Settings, Shard
 
 log = logging.getLogger(__name__)
+
+# How a recorded final state reads as a phase outcome when it is returned again.
+_REPLAYED: dict[str, PhaseOutcome] = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "timed_out": "timed_out",
+    "blocked": "blocked",
+    "cancelled": "cancelled",
+}
 
 
 class CodexPhaseBlocked(RuntimeError):
@@ -29,12 +45,36 @@ class CodexPhaseMisrouted(RuntimeError):
     """A phase arrived on a queue this worker does not own; it was refused untouched."""
 
 
+class CodexPhaseFailed(RuntimeError):
+    """The job ran and did not succeed (non-zero exit, timeout, cancellation): the run stops."""
+
+
+class PhaseBookkeepingError(RuntimeError):
+    """The phase's records (run store, audit, log) could not be written: never a success."""
+
+
 @dataclass(frozen=True)
 class PhaseRequest:
     run_id: str
     phase: str
     command: Sequence[str]
     timeout_s: float | None = None
+    # Which attempt of this phase (``runs retry`` makes the next one); redeliveries and busy
+    # retries belong to the same attempt.
+    attempt: int = 1
+    position: int = 0
+    repository: str | None = None
+    affinity_key: str | None = None
+
+    def __post_init__(self) -> None:
+        # A string is never taken as a command list: "echo hi" would run "e".
+        if isinstance(self.command, str) or not all(isinstance(a, str) for a in self.command):
+            raise ValueError(
+                f"command must be a list of strings such as ['codex', 'exec', '...'], got "
+                f"{type(self.command).__name__}; nothing was started"
+            )
+        if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 1:
+            raise ValueError(f"attempt must be a whole number >= 1, got {self.attempt!r}")
 
     def ended(
         self, shard: Shard, worker: str, outcome: PhaseOutcome, **details: Any
@@ -46,6 +86,7 @@ class PhaseRequest:
 def run_phase(
     settings: Settings,
     client: Any,
+    store: RunStore,
     request: PhaseRequest,
     *,
     worker: str,
@@ -64,26 +105,108 @@ def run_phase(
                 "queue mode"
             ),
         )
+    recorded = _begin(settings, store, request, shard, task_id)
+    if recorded.final:
+        log.info(
+            "phase %s of run %s (attempt %s) already ended %s: returning the recorded result, "
+            "starting nothing",
+            request.phase,
+            request.run_id,
+            request.attempt,
+            recorded.status,
+        )
+        return request.ended(
+            shard,
+            worker,
+            _REPLAYED.get(recorded.status, "failed"),
+            exit_code=recorded.exit_code,
+            container_name=recorded.container_name,
+            log_path=recorded.log_path,
+            message=recorded.error,
+            replayed=True,
+        )
     start = audit.started(
         run_id=request.run_id, phase=request.phase, shard=shard, worker=worker, task_id=task_id
     )
-    audit.emit(start, settings.audit_log)
+    _bookkeeping("write the audit record", audit.emit, start, settings.audit_log)
     began = time.monotonic()
     # Replaced on every path below; this one stands for a crash in between.
     result = request.ended(shard, worker, "failed")
     try:
-        result = _attempt(settings, client, request, shard, worker)
+        result = _attempt(settings, client, store, request, shard, worker)
         return result
     finally:
-        audit.emit(audit.finished(start, result, time.monotonic() - began), settings.audit_log)
+        _bookkeeping(
+            "write the audit record",
+            audit.emit,
+            audit.finished(start, result, time.monotonic() - began),
+            settings.audit_log,
+        )
+
+
+def _bookkeeping(what: str, write: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one write of the phase's records; a failure says what could not be written."""
+    try:
+        return write(*args, **kwargs)
+    except PhaseBookkeepingError:
+        raise
+    except Exception as exc:  # disk full, database gone: the phase must not read as a success
+        raise PhaseBookkeepingError(
+            f"could not {what} ({type(exc).__name__}: {exc}); the phase is reported as failed "
+            "so that it is never taken for a success: free the disk or fix the database, then "
+            "retry the run"
+        ) from exc
+
+
+def _begin(
+    settings: Settings, store: RunStore, request: PhaseRequest, shard: Shard, task_id: str | None
+) -> PhaseAttempt:
+    def write() -> PhaseAttempt:
+        store.ensure_run(
+            request.run_id,
+            repository=request.repository,
+            affinity_key=request.affinity_key or request.repository or request.run_id,
+            status="running",
+        )
+        store.run_started_on(
+            request.run_id,
+            queue=shard.queue,
+            shard=shard.number,
+            volume=shard.volume,
+            host=shard.host,
+        )
+        return store.begin_attempt(
+            request.run_id,
+            request.phase,
+            request.attempt,
+            task_id=task_id,
+            container_name=job_container_name(request.run_id, request.phase),
+            log_path=str(log_path_for(settings, request.run_id, request.phase)),
+            position=request.position,
+        )
+
+    return _bookkeeping("record the phase's start in the run store", write)  # type: ignore[no-any-return]
 
 
 def _attempt(
-    settings: Settings, client: Any, request: PhaseRequest, shard: Shard, worker: str
+    settings: Settings,
+    client: Any,
+    store: RunStore,
+    request: PhaseRequest,
+    shard: Shard,
+    worker: str,
 ) -> PhaseResult:
     check = run_preflight(settings, shard.number, client)
     if check.blocked:
         log.error("%s", check.message())
+        _bookkeeping(
+            "record the blocked phase in the run store",
+            _record_blocked,
+            store,
+            request,
+            check.status,
+            check.message(),
+        )
         return request.ended(
             shard, worker, "blocked", preflight_status=check.status, message=check.message()
         )
@@ -96,7 +219,32 @@ def _attempt(
         shard=shard,
         timeout_s=request.timeout_s or settings.job_timeout_seconds,
     )
-    job = launch_job(settings, spec, client)
+
+    def record_end(job: JobResult) -> None:
+        _bookkeeping(
+            "record the job's end in the run store",
+            store.finish_attempt,
+            request.run_id,
+            request.phase,
+            request.attempt,
+            status=job.outcome,
+            exit_code=job.exit_code,
+        )
+        _bookkeeping("record the run's status", store.settle_run, request.run_id)
+
+    try:
+        job = launch_job(
+            settings,
+            spec,
+            client,
+            on_finished=record_end,
+            cancelled=lambda: _cancelled(store, request.run_id),
+        )
+    except OSError as exc:  # the log directory cannot be written: nothing was started
+        raise PhaseBookkeepingError(
+            f"could not write the phase log under {settings.artifacts_dir} ({exc.strerror}); "
+            "no job was started: free the disk or fix the directory's permissions, then retry"
+        ) from exc
     return request.ended(
         shard,
         worker,
@@ -109,3 +257,20 @@ def _attempt(
         duration_s=job.duration_s,
         reused_existing=job.reused_existing,
     )
+
+
+def _cancelled(store: RunStore, run_id: str) -> bool:
+    """Whether an operator cancelled the run; a store that cannot answer does not stop a job."""
+    try:
+        return store.run_cancelled(run_id)
+    except Exception as exc:
+        log.warning("cannot read the run store to check for a cancellation: %s", exc)
+        return False
+
+
+def _record_blocked(store: RunStore, request: PhaseRequest, status: str, message: str) -> None:
+    store.finish_attempt(
+        request.run_id, request.phase, request.attempt, status="blocked", error=message
+    )
+    store.update_run(request.run_id, preflight_status=status, preflight_message=message)
+    store.settle_run(request.run_id)

@@ -10,7 +10,9 @@ from typing import Any, Literal
 
 from moonmind_codex.settings import Shard
 
-PhaseOutcome = Literal["succeeded", "failed", "timed_out", "busy", "blocked", "misrouted"]
+PhaseOutcome = Literal[
+    "succeeded", "failed", "timed_out", "busy", "blocked", "misrouted", "cancelled"
+]
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class PhaseResult:
     log_path: str | None = None
     duration_s: float = 0.0
     reused_existing: bool = False
+    # True when a redelivery found this attempt already ended and returned its record.
+    replayed: bool = False
     # For blocked and misrouted: what happened and the fix.
     message: str | None = None
 

@@ -13,6 +13,7 @@ the container or the recorded end, and never starts the job a second time.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class RunRecord(Base):
     preflight_status: Mapped[str | None] = mapped_column(String(16))
     preflight_message: Mapped[str | None] = mapped_column(Text)
     chain_id: Mapped[str | None] = mapped_column(String(255))
+    # The run definition as submitted (JSON): what `runs retry` sends again.
+    definition: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -132,12 +135,35 @@ def _attempt(row: PhaseAttemptRecord) -> PhaseAttempt:
     )
 
 
+def _prepare_sqlite_file(database: Path) -> None:
+    """Create the database file (and its directory) owned like the directory that holds it.
+
+    Workers (uid 10001) and the operator's CLI (root) share one SQLite file in the workers'
+    state directory: a file root created would be read-only for the workers. SQLite itself
+    gives its -wal and -shm files the database file's owner when it runs as root.
+    """
+    missing: list[Path] = []
+    parent = database.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    owner = parent.stat()
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o750)
+        if os.geteuid() == 0:
+            os.chown(directory, owner.st_uid, owner.st_gid)
+    if not database.exists():
+        database.touch(mode=0o640)
+        if os.geteuid() == 0:
+            os.chown(database, owner.st_uid, owner.st_gid)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys."""
     if url.startswith("sqlite"):
         database = url.split("///", 1)[1] if "///" in url else ""
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            _prepare_sqlite_file(Path(database))
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -210,6 +236,20 @@ class RunStore:
                     session.add(RunRecord(id=run_id, **fields))
         except IntegrityError:
             pass  # created concurrently
+
+    def run_started_on(
+        self, run_id: str, *, queue: str, shard: int, volume: str, host: str
+    ) -> None:
+        """A phase of the run reached its shard: record where, and that the run is running."""
+        with self._transaction() as session:
+            row = session.get(RunRecord, run_id)
+            if row is None:
+                raise KeyError(run_id)
+            row.queue, row.shard, row.volume, row.host = queue, shard, volume, host
+            if row.started_at is None:
+                row.started_at = utcnow()
+            if row.status == "pending":
+                row.status = "running"
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         with self._transaction() as session:
@@ -312,6 +352,73 @@ class RunStore:
             session.flush()
             return _attempt(row)
 
+    def settle_run(self, run_id: str) -> str:
+        """Derive the run's status from the latest attempt of each of its phases; store it."""
+        with self._transaction() as session:
+            run = session.get(RunRecord, run_id)
+            if run is None:
+                raise KeyError(run_id)
+            rows = session.scalars(
+                select(PhaseAttemptRecord).where(PhaseAttemptRecord.run_id == run_id)
+            )
+            latest_status: dict[str, tuple[int, str]] = {}
+            for row in rows:
+                if row.phase not in latest_status or row.attempt > latest_status[row.phase][0]:
+                    latest_status[row.phase] = (row.attempt, row.status)
+            status = run_status([state for _, state in latest_status.values()], run.status)
+            if status != run.status:
+                run.status = status
+                if status in RUN_FINAL_STATES:
+                    run.finished_at = utcnow()
+            return status
+
+    def plan_attempts(self, run_id: str, planned: Sequence[tuple[str, int, int, str]]) -> None:
+        """Record pending attempts ``(phase, position, attempt, task_id)`` before sending."""
+        with self._transaction() as session:
+            for phase, position, attempt, task_id in planned:
+                if self._attempt_row(session, run_id, phase, attempt) is None:
+                    session.add(
+                        PhaseAttemptRecord(
+                            run_id=run_id,
+                            phase=phase,
+                            position=position,
+                            attempt=attempt,
+                            task_id=task_id,
+                            status="pending",
+                        )
+                    )
+
+    def latest_states(self, run_id: str) -> dict[str, PhaseAttempt]:
+        """The latest attempt of each phase of the run."""
+        found: dict[str, PhaseAttempt] = {}
+        for attempt in self.attempts(run_id):
+            if attempt.phase not in found or attempt.attempt > found[attempt.phase].attempt:
+                found[attempt.phase] = attempt
+        return found
+
+    def cancel_run(self, run_id: str) -> list[PhaseAttempt]:
+        """Mark the run and its open attempts cancelled; return the attempts that were open."""
+        with self._transaction() as session:
+            run = session.get(RunRecord, run_id)
+            if run is None:
+                raise KeyError(run_id)
+            rows = session.scalars(
+                select(PhaseAttemptRecord).where(PhaseAttemptRecord.run_id == run_id)
+            ).all()
+            opened = [_attempt(row) for row in rows if row.status not in FINAL_STATES]
+            now = utcnow()
+            for row in rows:
+                if row.status not in FINAL_STATES:
+                    row.status, row.finished_at = "cancelled", now
+                    row.error = "cancelled by an operator"
+            run.status, run.finished_at = "cancelled", now
+            return opened
+
+    def run_cancelled(self, run_id: str) -> bool:
+        with self._transaction() as session:
+            run = session.get(RunRecord, run_id)
+            return run is not None and run.status == "cancelled"
+
     @staticmethod
     def _attempt_row(
         session: Session, run_id: str, phase: str, attempt: int
@@ -327,3 +434,23 @@ class RunStore:
 
 def latest(attempts: Sequence[PhaseAttempt]) -> PhaseAttempt | None:
     return max(attempts, key=lambda a: a.attempt, default=None)
+
+
+RUN_FINAL_STATES = frozenset({"succeeded", "failed", "blocked", "cancelled"})
+
+
+def run_status(phase_states: Sequence[str], current: str) -> str:
+    """A run's status from the latest state of each of its phases (pure)."""
+    if current == "cancelled":
+        return current
+    if "blocked" in phase_states:
+        return "blocked"
+    if any(state in ("failed", "timed_out", "lost") for state in phase_states):
+        return "failed"
+    if phase_states and all(state == "succeeded" for state in phase_states):
+        return "succeeded"
+    if any(state in ("running", "busy") for state in phase_states) or any(
+        state == "succeeded" for state in phase_states
+    ):
+        return "running"
+    return "pending" if current == "pending" else current

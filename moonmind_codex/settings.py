@@ -23,8 +23,9 @@ from typing import Literal
 
 ENV_PREFIX = "MOONMIND_CODEX_"
 
-# Accepted, not parsed here: read by scripts/setup.sh and the broker image, set by jobs.py in
-# every job container (RUN_ID, PHASE), or read before parsing (ENV_FILE).
+# Not fields of Settings: read by scripts/setup.sh and the broker image, set by jobs.py in
+# every job container (RUN_ID, PHASE), read before parsing (ENV_FILE), or an old spelling of
+# a field (ASSIGNMENTS_DB, now DATABASE_URL).
 _NON_RUNTIME_NAMES = frozenset(
     {
         "EXTRA_CA_DIR",
@@ -35,6 +36,7 @@ _NON_RUNTIME_NAMES = frozenset(
         "RUN_ID",
         "PHASE",
         "ENV_FILE",
+        "ASSIGNMENTS_DB",
     }
 )
 
@@ -97,7 +99,9 @@ class Settings:
     workspace_volume: str = "moonmind_codex_workspaces"
     artifacts_dir: Path = Path("var/artifacts")
     audit_log: Path | None = None
-    assignments_db: Path = Path("var/state/assignments.sqlite3")
+    # The run store (runs, phase attempts, sticky queues): SQLite for one host, PostgreSQL
+    # (postgresql+psycopg://...) when producers and workers span hosts.
+    database_url: str = "sqlite:///var/state/moonmind-codex.sqlite3"
     codex_task_patterns: tuple[str, ...] = ("*.codex_*",)
     worker_container: str | None = None
     docker_url: str | None = None
@@ -323,13 +327,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         workspace_volume=_str(env, "WORKSPACE_VOLUME", Settings.workspace_volume),
         artifacts_dir=Path(_str(env, "ARTIFACTS_DIR", str(Settings.artifacts_dir))),
         audit_log=Path(audit_raw) if audit_raw is not None else None,
-        assignments_db=Path(_str(env, "ASSIGNMENTS_DB", str(Settings.assignments_db))),
+        database_url=_database_url(env),
         codex_task_patterns=patterns,
         worker_container=_optional_str(env, "WORKER_CONTAINER"),
         docker_url=_optional_str(env, "DOCKER_URL"),
     )
     _validate(settings)
     return settings
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    url = _optional_str(env, "DATABASE_URL")
+    legacy = _optional_str(env, "ASSIGNMENTS_DB")
+    if url is not None and legacy is not None:
+        raise SettingsError(
+            f"set {ENV_PREFIX}DATABASE_URL only: {ENV_PREFIX}ASSIGNMENTS_DB is its old, "
+            "SQLite-only form"
+        )
+    if legacy is not None:
+        return f"sqlite:///{legacy}"
+    return url if url is not None else Settings.database_url
 
 
 def _validate(s: Settings) -> None:
@@ -373,6 +390,12 @@ def _validate(s: Settings) -> None:
         raise SettingsError(
             f"{p}BROKER_URL does not look like a broker URL (expected amqp://user:pass@host:5672//"
             " or redis://host:6379/0)"
+        )
+    if not s.database_url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+        raise SettingsError(
+            f"{p}DATABASE_URL must be sqlite:///PATH (one host) or "
+            "postgresql+psycopg://USER@HOST/DB (several hosts); put a password in the "
+            f"{p}DATABASE_URL_FILE twin, not in the environment"
         )
     if not s.codex_task_patterns:
         raise SettingsError(f"{p}CODEX_TASK_PATTERNS is empty; give at least one glob pattern")

@@ -8,6 +8,8 @@ import re
 import sys
 from datetime import UTC, datetime
 
+from celery.signals import worker_shutting_down
+
 from moonmind_codex.celery_app import create_app
 from moonmind_codex.dockerio import DockerUnavailable, connect
 from moonmind_codex.exitcodes import ExitCode
@@ -89,23 +91,46 @@ def run_worker(settings: Settings) -> int:
         shard.host,
     )
     app = create_app(settings, sticky=False)
-    app.worker_main(
-        [
-            "worker",
-            "--queues",
-            shard.queue,
-            "--concurrency",
-            "1",
-            "--prefetch-multiplier",
-            "1",
-            "--hostname",
-            f"{settings.queue_prefix}-{shard.number}@{shard.host}",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--pool",
-            "prefork",
-        ]
+    stopped_by: list[str] = []
+
+    @worker_shutting_down.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _note_signal(sig: str = "", **_: object) -> None:
+        stopped_by.append(sig)
+
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--queues",
+                shard.queue,
+                "--concurrency",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "--hostname",
+                f"{settings.queue_prefix}-{shard.number}@{shard.host}",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--pool",
+                "prefork",
+            ]
+        )
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else ExitCode.FAILURE
+        if code != 0:
+            log.error("shard %s stopped consuming (exit %s)", shard.number, code)
+            return ExitCode.UNAVAILABLE
+    if any(sig in ("SIGTERM", "SIGINT", "SIGQUIT") for sig in stopped_by):
+        return ExitCode.OK  # an operator's stop (systemctl stop, docker stop)
+    # Anything else (a remote shutdown, a broker given up on) must not look like success:
+    # the unit restarts a worker that exits non-zero.
+    log.error(
+        "shard %s stopped consuming without an operator's stop (%s); exiting %d so that it is "
+        "restarted",
+        shard.number,
+        ", ".join(stopped_by) or "no signal",
+        ExitCode.UNAVAILABLE,
     )
-    return ExitCode.OK
+    return ExitCode.UNAVAILABLE

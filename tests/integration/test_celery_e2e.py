@@ -18,18 +18,18 @@ from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
 from harness.broker import running_broker
+from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
 from harness.logins import CODEX_HOME, FAKE_API_KEY, JOB_IMAGE, api_key_login
-from moonmind_codex.assignments import SqliteAssignmentStore
 from moonmind_codex.audit import read_records
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
 from moonmind_codex.phase import CodexPhaseBlocked, CodexPhaseMisrouted
 from moonmind_codex.router import route_key
+from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
-from tests.integration.conftest import WORKER_IMAGE, unique
+from tests.integration.conftest import unique
 
 SHARDS = 3
 LOGGED_IN = (0, 1)  # shard 2's volume exists but is not signed in
-WORKER_UID = 10001
 
 
 @dataclass
@@ -64,64 +64,6 @@ class Fleet:
         return read_records(self.state / "audit" / "codex-audit.jsonl")
 
 
-def start_worker(
-    client: Any,
-    fleet_tag: str,
-    url_file: Path,
-    state: Path,
-    shard: int,
-    name: str,
-    volume: str,
-    extra_env: dict[str, str] | None = None,
-) -> Any:
-    env = {
-        "MOONMIND_CODEX_SHARD": str(shard),
-        "MOONMIND_CODEX_SHARD_COUNT": str(SHARDS),
-        "MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": f"mmc-test-{fleet_tag}-auth-{{shard}}",
-        "MOONMIND_CODEX_HOST_NAME": "e2e-host",
-        "MOONMIND_CODEX_BROKER_URL_FILE": "/run/secrets/moonmind_codex_broker_url",
-        "MOONMIND_CODEX_ARTIFACTS_DIR": "/var/lib/moonmind-codex/artifacts",
-        "MOONMIND_CODEX_AUDIT_LOG": "/var/lib/moonmind-codex/audit/codex-audit.jsonl",
-        "MOONMIND_CODEX_WORKSPACE_VOLUME": f"mmc-test-{fleet_tag}-ws",
-        "MOONMIND_CODEX_WORKER_CONTAINER": name,
-        # A phase that meets a held volume lock retries after this long (30 s in production).
-        "MOONMIND_CODEX_BUSY_RETRY_SECONDS": "1",
-        **(extra_env or {}),
-    }
-    return client.containers.run(
-        WORKER_IMAGE,
-        name=name,
-        detach=True,
-        network_mode="host",
-        environment=env,
-        group_add=[str(os.stat("/var/run/docker.sock").st_gid)],
-        volumes={
-            "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
-            str(state): {"bind": "/var/lib/moonmind-codex", "mode": "rw"},
-            str(url_file): {"bind": "/run/secrets/moonmind_codex_broker_url", "mode": "ro"},
-        },
-        labels={
-            "io.moonmind.codex.role": "worker",
-            "io.moonmind.codex.shard": str(shard),
-            "io.moonmind.codex.volume": volume,
-            "io.moonmind.codex.host": "e2e-host",
-        },
-    )
-
-
-def wait_for_log(container: Any, text: str, timeout_s: float = 60) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        logs: str = container.logs().decode("utf-8", "replace")
-        if text in logs:
-            return logs
-        container.reload()
-        if container.status == "exited":
-            return logs
-        time.sleep(0.3)
-    raise TimeoutError(f"{container.name}: {text!r} not seen in {timeout_s} s")
-
-
 @pytest.fixture(scope="module")
 def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     tag = secrets.token_hex(3)
@@ -149,10 +91,14 @@ def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fle
             producer = Settings(
                 broker_url=url,
                 shard_count=SHARDS,
-                assignments_db=work / "producer" / "assignments.sqlite3",
+                database_url=producer_database_url(state),
             )
             # A plain default-queue worker, for the non-Codex task.
-            env = dict(os.environ, MOONMIND_CODEX_BROKER_URL=url)
+            env = dict(
+                os.environ,
+                MOONMIND_CODEX_BROKER_URL=url,
+                MOONMIND_CODEX_DATABASE_URL=producer_database_url(state),
+            )
             default_worker = subprocess.Popen(
                 [
                     sys.executable,
@@ -216,7 +162,7 @@ def test_non_codex_task_stays_on_the_default_queue(fleet: Fleet) -> None:
 
 
 def test_sticky_run_keeps_its_queue_after_the_fleet_grew(fleet: Fleet) -> None:
-    store = SqliteAssignmentStore(fleet.producer.assignments_db)
+    store = RunStore.open(fleet.producer.database_url)
     small = fleet.producer
     grown = small.with_overrides(shard_count=8)
     key = fleet.key_leaving_on_growth(0, grown, "sticky")
@@ -494,7 +440,7 @@ def test_enqueue_command_through_the_broker(fleet: Fleet, tmp_path: Path) -> Non
         os.environ,
         MOONMIND_CODEX_BROKER_URL_FILE=str(url_file),
         MOONMIND_CODEX_SHARD_COUNT=str(SHARDS),
-        MOONMIND_CODEX_ASSIGNMENTS_DB=str(tmp_path / "assignments.sqlite3"),
+        MOONMIND_CODEX_DATABASE_URL=f"sqlite:///{tmp_path / 'runs.sqlite3'}",
     )
     cli = [sys.executable, "-m", "moonmind_codex", "enqueue", "--phase", "specify", "--wait"]
     ok = subprocess.run(

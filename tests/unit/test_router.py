@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from moonmind_codex.assignments import MemoryAssignmentStore, SqliteAssignmentStore
+from moonmind_codex.assignments import MemoryAssignmentStore
 from moonmind_codex.router import CodexRouter, RoutingError, affinity_key, route_key
+from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
 
 SETTINGS = Settings(shard_count=3)
@@ -81,12 +82,12 @@ def test_route_key_rejects_empty() -> None:
 
 
 def _race(path: str, run_id: str, queue: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    out.put(SqliteAssignmentStore(Path(path)).assign(run_id, queue))
+    out.put(RunStore.open(f"sqlite:///{path}").assign(run_id, queue))
 
 
 def test_sqlite_store_first_writer_wins_across_processes(tmp_path: Path) -> None:
-    db = tmp_path / "state" / "assignments.sqlite3"
-    store = SqliteAssignmentStore(db)
+    db = tmp_path / "state" / "runs.sqlite3"
+    store = RunStore.open(f"sqlite:///{db}")
     assert store.queue_for_run("r") is None
     out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     procs = [

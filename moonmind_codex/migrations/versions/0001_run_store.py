@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("preflight_status", sa.String(16)),
         sa.Column("preflight_message", sa.Text),
         sa.Column("chain_id", sa.String(255)),
+        sa.Column("definition", sa.Text),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True)),
         sa.Column("finished_at", sa.DateTime(timezone=True)),

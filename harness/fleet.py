@@ -1,0 +1,79 @@
+"""Worker shard containers of a throw-away fleet (the worker image), for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+WORKER_IMAGE = "moonmind-codex/worker:latest"
+WORKER_UID = 10001
+# Inside the worker container: the state directory, and the run store shared with producers.
+STATE_DIR = "/var/lib/moonmind-codex"
+WORKER_DATABASE_URL = f"sqlite:///{STATE_DIR}/state/runs.sqlite3"
+
+
+def producer_database_url(state: Path) -> str:
+    """The same run store as the workers', seen from the host."""
+    return f"sqlite:///{state / 'state' / 'runs.sqlite3'}"
+
+
+def start_worker(
+    client: Any,
+    fleet_tag: str,
+    url_file: Path,
+    state: Path,
+    shard: int,
+    name: str,
+    volume: str,
+    extra_env: dict[str, str] | None = None,
+    shard_count: int = 3,
+) -> Any:
+    env = {
+        "MOONMIND_CODEX_SHARD": str(shard),
+        "MOONMIND_CODEX_SHARD_COUNT": str(shard_count),
+        "MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": f"mmc-test-{fleet_tag}-auth-{{shard}}",
+        "MOONMIND_CODEX_HOST_NAME": "e2e-host",
+        "MOONMIND_CODEX_BROKER_URL_FILE": "/run/secrets/moonmind_codex_broker_url",
+        "MOONMIND_CODEX_ARTIFACTS_DIR": "/var/lib/moonmind-codex/artifacts",
+        "MOONMIND_CODEX_AUDIT_LOG": "/var/lib/moonmind-codex/audit/codex-audit.jsonl",
+        "MOONMIND_CODEX_WORKSPACE_VOLUME": f"mmc-test-{fleet_tag}-ws",
+        "MOONMIND_CODEX_WORKER_CONTAINER": name,
+        "MOONMIND_CODEX_DATABASE_URL": WORKER_DATABASE_URL,
+        # A phase that meets a held volume lock retries after this long (30 s in production).
+        "MOONMIND_CODEX_BUSY_RETRY_SECONDS": "1",
+        **(extra_env or {}),
+    }
+    return client.containers.run(
+        WORKER_IMAGE,
+        name=name,
+        detach=True,
+        network_mode="host",
+        environment=env,
+        group_add=[str(os.stat("/var/run/docker.sock").st_gid)],
+        volumes={
+            "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+            str(state): {"bind": "/var/lib/moonmind-codex", "mode": "rw"},
+            str(url_file): {"bind": "/run/secrets/moonmind_codex_broker_url", "mode": "ro"},
+        },
+        labels={
+            "io.moonmind.codex.role": "worker",
+            "io.moonmind.codex.shard": str(shard),
+            "io.moonmind.codex.volume": volume,
+            "io.moonmind.codex.host": "e2e-host",
+        },
+    )
+
+
+def wait_for_log(container: Any, text: str, timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        logs: str = container.logs().decode("utf-8", "replace")
+        if text in logs:
+            return logs
+        container.reload()
+        if container.status == "exited":
+            return logs
+        time.sleep(0.3)
+    raise TimeoutError(f"{container.name}: {text!r} not seen in {timeout_s} s")

@@ -1,0 +1,202 @@
+"""Run definitions: an ordered list of phases, each a Codex phase or an ordinary task (pure).
+
+A run definition comes from a small YAML or JSON file (``moonmind-codex runs submit``) or from
+a host application (:func:`moonmind_codex.submit.submit_run`), and is validated here before
+anything is recorded or sent::
+
+    repository: org/repo            # optional; the affinity key defaults to it, then the run id
+    phases:
+      - name: specify
+        command: [specify, init, --here]     # a Codex phase: runs in a job container
+      - name: plan
+        command: [codex, exec, "write the plan"]
+        timeout_s: 1800
+      - name: publish
+        task: myapp.publish_pull_request     # an ordinary task on the default queue
+        kwargs: {draft: true}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_PHASES = 64
+MAX_COMMAND_ARGS = 256
+MAX_ARG_LENGTH = 65536
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,254}$")
+_PHASE_KEYS = frozenset({"name", "command", "task", "kwargs", "timeout_s"})
+_RUN_KEYS = frozenset({"run_id", "repository", "affinity_key", "phases"})
+
+
+class RunDefinitionError(ValueError):
+    """A run definition is not valid; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class PhaseDefinition:
+    name: str
+    # A Codex phase has a command; an ordinary phase names a task.
+    command: tuple[str, ...] | None = None
+    task: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+    @property
+    def codex(self) -> bool:
+        return self.command is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name}
+        if self.command is not None:
+            data["command"] = list(self.command)
+        if self.task is not None:
+            data["task"] = self.task
+            data["kwargs"] = dict(self.kwargs)
+        if self.timeout_s is not None:
+            data["timeout_s"] = self.timeout_s
+        return data
+
+
+@dataclass(frozen=True)
+class RunDefinition:
+    run_id: str
+    phases: tuple[PhaseDefinition, ...]
+    repository: str | None = None
+    affinity_key: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The affinity key: explicit, else the repository, else the run id."""
+        return self.affinity_key or self.repository or self.run_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "repository": self.repository,
+            "affinity_key": self.affinity_key,
+            "phases": [p.to_dict() for p in self.phases],
+        }
+
+
+def check_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise RunDefinitionError(
+            f"{what} {value!r} is not valid: use 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _optional_text(data: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 512:
+        raise RunDefinitionError(
+            f"{where}{key} must be a non-empty string of at most 512 characters"
+        )
+    return value
+
+
+def _command(value: object, where: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise RunDefinitionError(
+            f"{where}command must be a non-empty list of strings, e.g. [codex, exec, 'plan'] "
+            "(a string is never split into a command)"
+        )
+    if len(value) > MAX_COMMAND_ARGS:
+        raise RunDefinitionError(
+            f"{where}command has {len(value)} arguments (at most {MAX_COMMAND_ARGS})"
+        )
+    for position, arg in enumerate(value):
+        if not isinstance(arg, str) or len(arg) > MAX_ARG_LENGTH or "\0" in arg:
+            raise RunDefinitionError(
+                f"{where}command[{position}] must be a string without NUL bytes, at most "
+                f"{MAX_ARG_LENGTH} characters"
+            )
+    return tuple(value)
+
+
+def _timeout(value: object, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 7 * 86400:
+        raise RunDefinitionError(f"{where}timeout_s must be a number of seconds in (0, 604800]")
+    return float(value)
+
+
+def _phase(data: object, position: int) -> PhaseDefinition:
+    where = f"phases[{position}]."
+    if not isinstance(data, Mapping):
+        raise RunDefinitionError(f"phases[{position}] must be a mapping with a name and a command")
+    unknown = set(data) - _PHASE_KEYS
+    if unknown:
+        raise RunDefinitionError(
+            f"{where[:-1]} has unknown keys {sorted(map(str, unknown))}; allowed: "
+            f"{sorted(_PHASE_KEYS)}"
+        )
+    name = check_id(data.get("name"), f"{where}name")
+    timeout_s = _timeout(data.get("timeout_s"), where)
+    has_command, has_task = data.get("command") is not None, data.get("task") is not None
+    if has_command == has_task:
+        raise RunDefinitionError(
+            f"{where[:-1]} ({name}) needs exactly one of 'command' (a Codex phase) or 'task' "
+            "(an ordinary Celery task)"
+        )
+    if has_command:
+        if data.get("kwargs") is not None:
+            raise RunDefinitionError(f"{where}kwargs belongs to task phases only")
+        return PhaseDefinition(
+            name=name, command=_command(data["command"], where), timeout_s=timeout_s
+        )
+    task = data["task"]
+    if not isinstance(task, str) or not _TASK_NAME.match(task):
+        raise RunDefinitionError(f"{where}task must be a Celery task name such as app.publish")
+    kwargs = data.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise RunDefinitionError(f"{where}kwargs must be a mapping with string keys")
+    return PhaseDefinition(name=name, task=task, kwargs=dict(kwargs), timeout_s=timeout_s)
+
+
+def parse_run_definition(data: object, *, run_id: str | None = None) -> RunDefinition:
+    """Validate ``data`` (parsed YAML/JSON) as a run; ``run_id`` overrides the file's."""
+    if not isinstance(data, Mapping):
+        raise RunDefinitionError("a run definition must be a mapping with a 'phases' list")
+    unknown = set(data) - _RUN_KEYS
+    if unknown:
+        raise RunDefinitionError(
+            f"unknown keys {sorted(map(str, unknown))} in the run definition; allowed: "
+            f"{sorted(_RUN_KEYS)}"
+        )
+    chosen = run_id if run_id is not None else data.get("run_id")
+    if chosen is None:
+        raise RunDefinitionError("the run has no run_id: put one in the file or pass --run-id")
+    checked_id = check_id(chosen, "run_id")
+    phases = data.get("phases")
+    if not isinstance(phases, Sequence) or isinstance(phases, str) or not phases:
+        raise RunDefinitionError("phases must be a non-empty list")
+    if len(phases) > MAX_PHASES:
+        raise RunDefinitionError(f"a run has at most {MAX_PHASES} phases, this one {len(phases)}")
+    parsed = tuple(_phase(p, n) for n, p in enumerate(phases))
+    names = [p.name for p in parsed]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise RunDefinitionError(f"phase names must be unique within a run: {repeated} repeat")
+    return RunDefinition(
+        run_id=checked_id,
+        phases=parsed,
+        repository=_optional_text(data, "repository", ""),
+        affinity_key=_optional_text(data, "affinity_key", ""),
+    )
+
+
+def resume_point(phase_names: Sequence[str], latest_status: Mapping[str, str]) -> int | None:
+    """Position of the first phase whose latest attempt did not succeed; None when all did."""
+    for position, name in enumerate(phase_names):
+        if latest_status.get(name) != "succeeded":
+            return position
+    return None

@@ -1,0 +1,450 @@
+"""Runs through a real RabbitMQ and real worker containers: chains, records, retry, cancel, faults.
+
+A small fleet of its own (two signed-in shards and a default-queue worker), so that restarting
+the broker or killing a worker cannot disturb the other end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.broker import running_broker
+from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
+from harness.logins import JOB_IMAGE, api_key_login
+from moonmind_codex.celery_app import create_app
+from moonmind_codex.jobs import job_container_name
+from moonmind_codex.router import route_key
+from moonmind_codex.runstore import RunStore
+from moonmind_codex.settings import Settings
+from moonmind_codex.submit import cancel_run, retry_run, submit_run
+
+SHARDS = 2
+
+
+@dataclass
+class RunFleet:
+    url: str
+    tag: str
+    state: Path
+    producer: Settings
+    store: RunStore
+    workers: dict[int, Any]
+    broker: Any
+    workspace: str
+
+    def volume(self, shard: int) -> str:
+        return f"mmc-test-{self.tag}-auth-{shard}"
+
+    def repository_on(self, shard: int) -> str:
+        return next(
+            k
+            for k in (f"org/runs-{i}" for i in range(1000))
+            if route_key(k, self.producer).queue == f"codex-{shard}"
+        )
+
+    def run_id(self, label: str) -> str:
+        return f"run-{label}-{secrets.token_hex(3)}"
+
+    def wait_status(self, run_id: str, wanted: set[str], timeout_s: float = 120) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            record = self.store.get_run(run_id)
+            if record is not None and record.status in wanted:
+                return record.status
+            time.sleep(0.3)
+        record = self.store.get_run(run_id)
+        attempts = self.store.attempts(run_id)
+        raise TimeoutError(
+            f"run {run_id}: {record and record.status} after {timeout_s} s: {attempts}"
+        )
+
+    def workspace_file(self, path: str) -> str:
+        done = subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "sh",
+                "-v",
+                f"{self.workspace}:/work",
+                JOB_IMAGE,
+                "-c",
+                f"cat /work/{path} || true",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return done.stdout
+
+    def write_workspace(self, path: str) -> None:
+        subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--user",
+                "1000:1000",
+                "--entrypoint",
+                "sh",
+                "-v",
+                f"{self.workspace}:/work",
+                JOB_IMAGE,
+                "-c",
+                f"mkdir -p $(dirname /work/{path}) && touch /work/{path}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+@pytest.fixture(scope="module")
+def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunFleet]:
+    tag = secrets.token_hex(3)
+    work = tmp_path_factory.mktemp("runfleet")
+    state = work / "state"
+    state.mkdir()
+    os.chown(state, WORKER_UID, WORKER_UID)
+    workspace = f"mmc-test-{tag}-ws"
+    with running_broker(client, work) as url:
+        broker = next(
+            c for c in client.containers.list() if url.rsplit(":", 1)[1].rstrip("/") in str(c.ports)
+        )
+        url_file = work / "broker_url"
+        url_file.write_text(url)
+        url_file.chmod(0o444)
+        volumes = [client.volumes.create(f"mmc-test-{tag}-auth-{n}") for n in range(SHARDS)]
+        for volume in volumes:
+            api_key_login(volume.name)
+        workers: dict[int, Any] = {}
+        default_worker = None
+        try:
+            for n in range(SHARDS):
+                workers[n] = start_worker(
+                    client,
+                    tag,
+                    url_file,
+                    state,
+                    n,
+                    f"mmc-test-{tag}-rworker-{n}",
+                    volumes[n].name,
+                    shard_count=SHARDS,
+                )
+            for container in workers.values():
+                logs = wait_for_log(container, " ready.")
+                assert " ready." in logs, logs[-3000:]
+            producer = Settings(
+                broker_url=url, shard_count=SHARDS, database_url=producer_database_url(state)
+            )
+            env = dict(
+                os.environ,
+                MOONMIND_CODEX_BROKER_URL=url,
+                MOONMIND_CODEX_SHARD_COUNT=str(SHARDS),
+                MOONMIND_CODEX_DATABASE_URL=producer_database_url(state),
+            )
+            default_worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from moonmind_codex.celery_app import create_app;"
+                    "from moonmind_codex.settings import load_settings;"
+                    "create_app(load_settings(), sticky=False).worker_main(['worker','-Q','celery',"
+                    "'-c','1','--pool','solo','-n','default@runs','--without-gossip',"
+                    "'--without-mingle'])",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            yield RunFleet(
+                url=url,
+                tag=tag,
+                state=state,
+                producer=producer,
+                store=RunStore.open(producer.database_url),
+                workers=workers,
+                broker=broker,
+                workspace=workspace,
+            )
+        finally:
+            if default_worker is not None:
+                default_worker.terminate()
+                default_worker.wait(timeout=30)
+            for container in workers.values():
+                container.remove(force=True)
+            for leftover in client.volumes.list(filters={"name": f"mmc-test-{tag}-"}):
+                leftover.remove(force=True)
+
+
+def submit(fleet: RunFleet, definition: dict[str, Any]) -> str:
+    app = create_app(fleet.producer, fleet.store)
+    return submit_run(app, definition, fleet.producer, fleet.store)
+
+
+def phases_of(fleet: RunFleet, run_id: str) -> list[tuple[str, int, str]]:
+    return [(a.phase, a.attempt, a.status) for a in fleet.store.attempts(run_id)]
+
+
+def test_a_run_of_codex_and_ordinary_phases_completes_and_is_recorded(fleet: RunFleet) -> None:
+    run_id = fleet.run_id("ok")
+    repository = fleet.repository_on(1)
+    submit(
+        fleet,
+        {
+            "run_id": run_id,
+            "repository": repository,
+            "phases": [
+                {"name": "specify", "command": ["sh", "-c", "echo specify >> marker"]},
+                {"name": "plan", "command": ["sh", "-c", "echo plan >> marker; printf done"]},
+                {"name": "notify", "task": "moonmind_codex.ping", "kwargs": {"value": 7}},
+            ],
+        },
+    )
+    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
+    assert phases_of(fleet, run_id) == [
+        ("specify", 1, "succeeded"),
+        ("plan", 1, "succeeded"),
+        ("notify", 1, "succeeded"),
+    ]
+    record = fleet.store.get_run(run_id)
+    assert record is not None and record.chain_id
+    assert (record.queue, record.shard, record.volume, record.host) == (
+        "codex-1",
+        1,
+        fleet.volume(1),
+        "e2e-host",
+    )
+    assert fleet.workspace_file(f"{run_id}/marker").split() == ["specify", "plan"]
+    plan = next(a for a in fleet.store.attempts(run_id) if a.phase == "plan")
+    log = fleet.state / Path(plan.log_path or "").relative_to("/var/lib/moonmind-codex")
+    assert log.read_text().endswith("done")  # the last line, without a newline, is kept
+
+
+def test_a_failing_middle_phase_then_retry_skips_finished_phases(fleet: RunFleet) -> None:
+    run_id = fleet.run_id("retry")
+    submit(
+        fleet,
+        {
+            "run_id": run_id,
+            "repository": fleet.repository_on(0),
+            "phases": [
+                {"name": "a", "command": ["sh", "-c", "echo a >> marker"]},
+                {"name": "b", "command": ["sh", "-c", "test -f fixed || exit 3"]},
+                {"name": "c", "command": ["sh", "-c", "echo c >> marker"]},
+            ],
+        },
+    )
+    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "failed"
+    assert phases_of(fleet, run_id) == [
+        ("a", 1, "succeeded"),
+        ("b", 1, "failed"),
+        ("c", 1, "pending"),
+    ]
+    fleet.write_workspace(f"{run_id}/fixed")
+    app = create_app(fleet.producer, fleet.store)
+    assert retry_run(app, run_id, fleet.producer, fleet.store) == run_id
+    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
+    assert phases_of(fleet, run_id) == [
+        ("a", 1, "succeeded"),
+        ("b", 1, "failed"),
+        ("b", 2, "succeeded"),
+        ("c", 1, "succeeded"),
+    ]
+    assert fleet.workspace_file(f"{run_id}/marker").split() == ["a", "c"]  # a ran once
+    # Nothing left to resume: a second retry sends nothing.
+    assert retry_run(app, run_id, fleet.producer, fleet.store) is None
+
+
+def test_a_blocked_run_resumes_after_the_login_is_fixed(fleet: RunFleet, client: Any) -> None:
+    volume = fleet.volume(0)
+
+    def chmod_auth(mode: str) -> None:
+        subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--user",
+                "0:0",
+                "--entrypoint",
+                "chmod",
+                "-v",
+                f"{volume}:/home/app/.codex",
+                JOB_IMAGE,
+                mode,
+                "/home/app/.codex/auth.json",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    run_id = fleet.run_id("blocked")
+    chmod_auth("0644")  # the pre-flight blocks on a world-readable login
+    try:
+        submit(
+            fleet,
+            {
+                "run_id": run_id,
+                "repository": fleet.repository_on(0),
+                "phases": [
+                    {"name": "first", "command": ["sh", "-c", "echo first >> marker"]},
+                    {"name": "second", "command": ["true"]},
+                ],
+            },
+        )
+        assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "blocked"
+    finally:
+        chmod_auth("0600")
+    record = fleet.store.get_run(run_id)
+    assert record is not None and record.preflight_status == "blocked"
+    assert "moonmind-codex repair --shard 0" in (record.preflight_message or "")
+    assert fleet.workspace_file(f"{run_id}/marker") == ""  # no Codex command ran
+    retry_run(create_app(fleet.producer, fleet.store), run_id, fleet.producer, fleet.store)
+    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
+    assert fleet.workspace_file(f"{run_id}/marker").split() == ["first"]
+
+
+def test_cancel_stops_the_running_job_and_sends_no_later_phase(
+    fleet: RunFleet, client: Any
+) -> None:
+    run_id = fleet.run_id("cancel")
+    submit(
+        fleet,
+        {
+            "run_id": run_id,
+            "repository": fleet.repository_on(1),
+            "phases": [
+                {"name": "long", "command": ["sh", "-c", "echo started >> marker; sleep 120"]},
+                {"name": "after", "command": ["sh", "-c", "echo after >> marker"]},
+            ],
+        },
+    )
+    name = job_container_name(run_id, "long")
+    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 60)
+    began = time.monotonic()
+    cancel_run(create_app(fleet.producer, fleet.store), run_id, fleet.store)
+    wait_until(lambda: not client.containers.list(all=True, filters={"name": name}), 30)
+    assert time.monotonic() - began < 30
+    assert fleet.wait_status(run_id, {"cancelled"}) == "cancelled"
+    # Final records: even a delivery of "after" that escaped the revoke would start nothing.
+    assert phases_of(fleet, run_id) == [("long", 1, "cancelled"), ("after", 1, "cancelled")]
+    assert fleet.workspace_file(f"{run_id}/marker").split() == ["started"]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
+def job_starts(client: Any, since: float, name: str) -> list[str]:
+    return [
+        e["Actor"]["ID"]
+        for e in client.events(since=int(since), until=int(time.time()) + 1, decode=True)
+        if e.get("Type") == "container"
+        and e.get("Action") == "create"
+        and e["Actor"]["Attributes"].get("name") == name
+    ]
+
+
+def test_broker_restart_during_a_phase_runs_the_job_once_and_completes(
+    fleet: RunFleet, client: Any
+) -> None:
+    run_id = fleet.run_id("broker")
+    since = time.time() - 1
+    submit(
+        fleet,
+        {
+            "run_id": run_id,
+            "repository": fleet.repository_on(0),
+            "phases": [
+                {"name": "slow", "command": ["sh", "-c", "echo ran >> marker; sleep 8"]},
+                {"name": "next", "command": ["sh", "-c", "echo next >> marker"]},
+            ],
+        },
+    )
+    name = job_container_name(run_id, "slow")
+    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 60)
+    fleet.broker.restart(timeout=10)
+    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 240) == "succeeded"
+    assert fleet.workspace_file(f"{run_id}/marker").split() == ["ran", "next"]
+    assert len(job_starts(client, since, name)) == 1  # one job container, ever
+
+
+def test_worker_killed_during_a_phase_runs_the_job_once_and_completes(
+    fleet: RunFleet, client: Any
+) -> None:
+    run_id = fleet.run_id("kill")
+    since = time.time() - 1
+    submit(
+        fleet,
+        {
+            "run_id": run_id,
+            "repository": fleet.repository_on(1),
+            "phases": [{"name": "slow", "command": ["sh", "-c", "echo ran >> marker; sleep 6"]}],
+        },
+    )
+    name = job_container_name(run_id, "slow")
+    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 60)
+    worker = fleet.workers[1]
+    worker.kill(signal=signal.SIGKILL)
+    worker.start()  # as systemd would
+    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 240) == "succeeded"
+    assert fleet.workspace_file(f"{run_id}/marker").split() == ["ran"]
+    assert len(job_starts(client, since, name)) == 1
+
+
+@pytest.mark.parametrize("how", ["remote shutdown", "docker stop"])
+def test_a_worker_that_stops_consuming_exits_non_zero_unless_an_operator_stopped_it(
+    fleet: RunFleet, client: Any, how: str
+) -> None:
+    tag = f"{fleet.tag}q{secrets.token_hex(2)}"
+    volume = client.volumes.create(f"mmc-test-{tag}-auth-0")
+    url_file = fleet.state.parent / "broker_url"
+    name = f"mmc-test-{tag}-quiet"
+    worker = start_worker(
+        client,
+        tag,
+        url_file,
+        fleet.state,
+        0,
+        name,
+        volume.name,
+        extra_env={"MOONMIND_CODEX_HOST_NAME": f"quiet-{tag}"},
+        shard_count=SHARDS,
+    )
+    try:
+        assert " ready." in wait_for_log(worker, " ready.")
+        if how == "remote shutdown":
+            # Anyone with broker access can do this; the unit must restart such a worker.
+            app = create_app(fleet.producer, fleet.store)
+            app.control.shutdown(destination=[f"codex-0@quiet-{tag}"])
+        else:
+            worker.stop(timeout=30)
+        status = worker.wait(timeout=90)["StatusCode"]
+        assert status == (69 if how == "remote shutdown" else 0), worker.logs()[-2000:]
+    finally:
+        worker.remove(force=True)
+        volume.remove(force=True)
