@@ -355,12 +355,7 @@ class RunStore:
     def settle_run(self, run_id: str) -> str:
         """Derive the run's status from the latest attempt of each of its phases; store it."""
         with self._transaction() as session:
-            run = session.get(RunRecord, run_id)
-            if run is None:
-                raise KeyError(run_id)
-            rows = session.scalars(
-                select(PhaseAttemptRecord).where(PhaseAttemptRecord.run_id == run_id)
-            )
+            run, rows = self._run_and_attempts(session, run_id)
             latest_status: dict[str, tuple[int, str]] = {}
             for row in rows:
                 if row.phase not in latest_status or row.attempt > latest_status[row.phase][0]:
@@ -399,12 +394,7 @@ class RunStore:
     def cancel_run(self, run_id: str) -> list[PhaseAttempt]:
         """Mark the run and its open attempts cancelled; return the attempts that were open."""
         with self._transaction() as session:
-            run = session.get(RunRecord, run_id)
-            if run is None:
-                raise KeyError(run_id)
-            rows = session.scalars(
-                select(PhaseAttemptRecord).where(PhaseAttemptRecord.run_id == run_id)
-            ).all()
+            run, rows = self._run_and_attempts(session, run_id)
             opened = [_attempt(row) for row in rows if row.status not in FINAL_STATES]
             now = utcnow()
             for row in rows:
@@ -418,6 +408,16 @@ class RunStore:
         with self._transaction() as session:
             run = session.get(RunRecord, run_id)
             return run is not None and run.status == "cancelled"
+
+    @staticmethod
+    def _run_and_attempts(
+        session: Session, run_id: str
+    ) -> tuple[RunRecord, list[PhaseAttemptRecord]]:
+        run = session.get(RunRecord, run_id)
+        if run is None:
+            raise KeyError(run_id)
+        query = select(PhaseAttemptRecord).where(PhaseAttemptRecord.run_id == run_id)
+        return run, list(session.scalars(query))
 
     @staticmethod
     def _attempt_row(
