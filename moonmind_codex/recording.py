@@ -36,7 +36,8 @@ def _header(request: Any, name: str) -> Any:
     return value
 
 
-def _run_phase_of(request: Any) -> tuple[str, str, int] | None:
+def run_phase_of(request: Any) -> tuple[str, str, int] | None:
+    """(run id, phase, attempt) of a task sent as a phase of a run, else None."""
     run_id, phase = _header(request, RUN_HEADER), _header(request, PHASE_HEADER)
     attempt = _header(request, ATTEMPT_HEADER)
     if not isinstance(run_id, str) or not isinstance(phase, str):
@@ -45,7 +46,7 @@ def _run_phase_of(request: Any) -> tuple[str, str, int] | None:
 
 
 def _record_failure(store: RunStore, request: Any, exc: BaseException) -> None:
-    found = _run_phase_of(request)
+    found = run_phase_of(request)
     if found is None:
         return
     run_id, phase, attempt = found
@@ -80,7 +81,7 @@ def install_run_recording(app: Celery, store: Callable[[], RunStore]) -> None:
     def _started(
         sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any
     ) -> None:
-        found = _run_phase_of(task.request) if task is not None and ours(task) else None
+        found = run_phase_of(task.request) if task is not None and ours(task) else None
         if found is None:
             return
         run_id, phase, attempt = found
@@ -90,7 +91,7 @@ def install_run_recording(app: Celery, store: Callable[[], RunStore]) -> None:
 
     @task_success.connect(weak=False)  # type: ignore[untyped-decorator]
     def _succeeded(sender: Any = None, **_: Any) -> None:
-        found = _run_phase_of(sender.request) if sender is not None and ours(sender) else None
+        found = run_phase_of(sender.request) if sender is not None and ours(sender) else None
         if found is None:
             return
         run_id, phase, attempt = found

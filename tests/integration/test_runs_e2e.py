@@ -6,6 +6,7 @@ the broker or killing a worker cannot disturb the other end-to-end tests.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -448,3 +449,137 @@ def test_a_worker_that_stops_consuming_exits_non_zero_unless_an_operator_stopped
     finally:
         worker.remove(force=True)
         volume.remove(force=True)
+
+
+def test_a_host_application_submits_a_run_and_publishes_with_the_hook(
+    fleet: RunFleet, tmp_path: Path
+) -> None:
+    out = tmp_path / "published.json"
+    env = dict(
+        os.environ,
+        MOONMIND_CODEX_BROKER_URL=fleet.url,
+        MOONMIND_CODEX_SHARD_COUNT=str(SHARDS),
+        MOONMIND_CODEX_DATABASE_URL=fleet.producer.database_url,
+        MOONMIND_CODEX_DEFAULT_QUEUE="hostapp",
+        HOSTAPP_WORKSPACE=fleet.workspace,
+        HOSTAPP_OUT=str(out),
+    )
+    host_worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.integration.hostapp",
+            "worker",
+            "-Q",
+            "hostapp",
+            "-c",
+            "1",
+            "--pool",
+            "solo",
+            "-n",
+            f"hostapp@{fleet.tag}",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        host_settings = Settings(
+            broker_url=fleet.url,
+            shard_count=SHARDS,
+            database_url=fleet.producer.database_url,
+            default_queue="hostapp",
+        )
+        run_id = fleet.run_id("hostapp")
+        repository = fleet.repository_on(0)
+        app = create_app(host_settings, fleet.store)
+        submit_run(
+            app,
+            {
+                "run_id": run_id,
+                "repository": repository,
+                "phases": [
+                    {"name": "implement", "command": ["sh", "-c", "echo change > file.txt"]},
+                    {"name": "publish", "task": "hostapp.publish", "kwargs": {"title": "T"}},
+                ],
+            },
+            host_settings,
+            fleet.store,
+        )
+        assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
+        seen = json.loads(out.read_text())
+        assert seen["run_id"] == run_id and seen["title"] == "T"
+        assert (seen["repository"], seen["shard"], seen["host"]) == (repository, 0, "e2e-host")
+        assert (seen["workspace_volume"], seen["workspace_path"]) == (
+            fleet.workspace,
+            f"/work/{run_id}",
+        )
+        assert seen["phases"] == [["implement", "succeeded"]]
+        assert seen["logs"]["implement"].endswith(f"/{run_id}/implement.log")
+        assert fleet.workspace_file(f"{run_id}/file.txt").strip() == "change"
+        assert phases_of(fleet, run_id) == [
+            ("implement", 1, "succeeded"),
+            ("publish", 1, "succeeded"),
+        ]
+    finally:
+        host_worker.terminate()
+        host_worker.wait(timeout=30)
+
+
+def test_the_runs_commands_of_the_cli(fleet: RunFleet, tmp_path: Path) -> None:
+    cli = str(Path(sys.executable).parent / "moonmind-codex")
+    env = dict(
+        os.environ,
+        MOONMIND_CODEX_BROKER_URL=fleet.url,
+        MOONMIND_CODEX_SHARD_COUNT=str(SHARDS),
+        MOONMIND_CODEX_DATABASE_URL=fleet.producer.database_url,
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [cli, "runs", *args], capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+
+    run_id = fleet.run_id("cli")
+    definition = tmp_path / "run.yml"
+    definition.write_text(
+        f"repository: {fleet.repository_on(1)}\n"
+        "phases:\n"
+        "  - name: only\n"
+        "    command: [sh, -c, 'echo via-cli']\n"
+    )
+    submitted = run("submit", str(definition), "--run-id", run_id)
+    assert submitted.returncode == 0 and submitted.stdout.strip() == run_id, submitted.stderr
+    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
+    listed = json.loads(run("list", "--status", "succeeded", "--shard", "1", "--json").stdout)
+    assert run_id in [r["run_id"] for r in listed]
+    shown = json.loads(run("show", run_id, "--json").stdout)
+    assert (shown["status"], shown["queue"], shown["shard"], shown["host"]) == (
+        "succeeded",
+        "codex-1",
+        1,
+        "e2e-host",
+    )
+    [attempt] = shown["attempts"]
+    assert (attempt["phase"], attempt["status"], attempt["exit_code"]) == ("only", "succeeded", 0)
+    text = run("show", run_id)
+    assert text.returncode == 0 and f"run {run_id}: succeeded on codex-1" in text.stdout
+    again = run("retry", run_id)
+    assert again.returncode == 0 and "every phase already succeeded" in again.stdout
+    # Bad input: clear errors with the documented codes, nothing recorded or sent.
+    duplicate = run("submit", str(definition), "--run-id", run_id)
+    assert duplicate.returncode == 65 and "already exists" in duplicate.stderr
+    missing = run("cancel", "no-such-run")
+    assert missing.returncode == 65 and "no run no-such-run" in missing.stderr
+    bad = tmp_path / "bad.yml"
+    bad.write_text("phases:\n  - name: x\n    command: echo hi\n")
+    refused = run("submit", str(bad), "--run-id", fleet.run_id("bad"))
+    assert refused.returncode == 65 and "a string is never split" in refused.stderr
+    assert "Traceback" not in refused.stderr + missing.stderr + duplicate.stderr
+    garbled = tmp_path / "garbled.yml"
+    garbled.write_text("phases: [\n")
+    assert run("submit", str(garbled), "--run-id", "x").returncode == 65
