@@ -43,6 +43,31 @@ _shard_arg = _whole_number(0, "shard")
 _positive_int = _whole_number(1, "the shard count")
 
 
+def _add_run_commands(sub: Any) -> None:
+    """``db`` and ``runs``: the run store and the runs in it."""
+    db = sub.add_parser("db", help="the run store's schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    db_sub.add_parser("upgrade", help="migrate the run store to the latest schema")
+
+    runs = sub.add_parser("runs", help="submit, list, show, retry and cancel runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, parser_class=_Parser)
+    p = runs_sub.add_parser("submit", help="submit a run from a YAML or JSON file ('-': stdin)")
+    p.add_argument("definition", metavar="FILE")
+    p.add_argument("--run-id", help="the run's id (overrides the file's run_id)")
+    p = runs_sub.add_parser("list", help="recent runs, newest first")
+    p.add_argument("--status", choices=sorted(RUN_STATUSES))
+    p.add_argument("--shard", type=_shard_arg)
+    p.add_argument("--limit", type=_whole_number(1, "the limit"), default=50)
+    p.add_argument("--json", action="store_true")
+    p = runs_sub.add_parser("show", help="a run with its phases, attempts and logs")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+    p = runs_sub.add_parser("retry", help="resume a run from its first phase that did not succeed")
+    p.add_argument("run_id")
+    p = runs_sub.add_parser("cancel", help="cancel a run (its running job container is stopped)")
+    p.add_argument("run_id")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moonmind-codex", description=__doc__.split("\n")[0] if __doc__ else "")
     parser.add_argument("--version", action="version", version=f"moonmind-codex {__version__}")
@@ -99,23 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for and print the result")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND... run in the job container")
 
-    runs = sub.add_parser("runs", help="submit, list, show, retry and cancel runs")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True, parser_class=_Parser)
-    p = runs_sub.add_parser("submit", help="submit a run from a YAML or JSON file ('-': stdin)")
-    p.add_argument("definition", metavar="FILE")
-    p.add_argument("--run-id", help="the run's id (overrides the file's run_id)")
-    p = runs_sub.add_parser("list", help="recent runs, newest first")
-    p.add_argument("--status", choices=sorted(RUN_STATUSES))
-    p.add_argument("--shard", type=_shard_arg)
-    p.add_argument("--limit", type=_whole_number(1, "the limit"), default=50)
-    p.add_argument("--json", action="store_true")
-    p = runs_sub.add_parser("show", help="a run with its phases, attempts and logs")
-    p.add_argument("run_id")
-    p.add_argument("--json", action="store_true")
-    p = runs_sub.add_parser("retry", help="resume a run from its first phase that did not succeed")
-    p.add_argument("run_id")
-    p = runs_sub.add_parser("cancel", help="cancel a run (its running job container is stopped)")
-    p.add_argument("run_id")
+    _add_run_commands(sub)
     return parser
 
 
@@ -311,6 +320,17 @@ def _read_definition(name: str) -> Any:
         raise RunDefinitionError(f"{name} is not valid YAML or JSON{at}") from None
 
 
+def _db(args: argparse.Namespace) -> int:
+    from sqlalchemy import text
+
+    del args  # one subcommand: upgrade
+    store = _run_store(load_settings())  # opening migrates to the latest revision
+    with store.engine.connect() as connection:
+        revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    print(f"run store at revision {revision}")
+    return ExitCode.OK
+
+
 def _runs(args: argparse.Namespace) -> int:
     from moonmind_codex import submit
     from moonmind_codex.runs import parse_run_definition
@@ -428,6 +448,7 @@ COMMANDS = {
     "clear-login": _clear_login,
     "enqueue": _enqueue,
     "runs": _runs,
+    "db": _db,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,24 @@ def test_install_routing_keeps_an_apps_own_routes() -> None:
     )
     assert queue_of("reports.daily", {}) == "reports"
     assert queue_of("misc.other", {}) == "celery"
+
+
+def test_db_upgrade_migrates_and_names_the_revision(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    database = tmp_path / "state" / "runs.sqlite3"
+    monkeypatch.setenv("MOONMIND_CODEX_DATABASE_URL", f"sqlite:///{database}")
+    code, out, _ = run(capsys, "db", "upgrade")
+    assert code == 0 and out.strip() == "run store at revision 0001"
+    assert database.is_file()
+    code, out, _ = run(capsys, "db", "upgrade")  # again: nothing to do
+    assert code == 0 and "0001" in out
+
+
+def test_database_url_that_is_not_supported_is_a_settings_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOONMIND_CODEX_DATABASE_URL", "mysql://u:secret@h/db")
+    code, _, err = run(capsys, "db", "upgrade")
+    assert code == 78 and "DATABASE_URL must be sqlite:///PATH" in err
+    assert "secret" not in err
