@@ -82,9 +82,12 @@ def parse_timestamp(value: object) -> datetime | None:
         text = text[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        # Years 1 and 9999 with an offset cannot be converted to UTC: not a usable time.
+        moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment
 
 
 def _failed(error: str) -> AuthInspection:
@@ -112,6 +115,8 @@ def _decode(raw: bytes) -> tuple[Any, str | None]:
         return None, f"auth.json is not UTF-8 text (bad byte at offset {exc.start})"
     try:
         return json.loads(text), None
+    except RecursionError:
+        return None, "auth.json is not a Codex login (its JSON is nested too deeply)"
     except json.JSONDecodeError as exc:
         # exc.msg is the parser's description ("Expecting value"); it never quotes the input.
         where = f"line {exc.lineno} column {exc.colno}"

@@ -137,3 +137,26 @@ def test_jwt_expiry_handles_garbage() -> None:
 )
 def test_parse_timestamp(text: object, expected: datetime | None) -> None:
     assert parse_timestamp(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # Regression corpus (issue 12): these ended in tracebacks.
+        (b"[" * 100000, "nested too deeply"),
+        (
+            b'{"tokens": {"access_token": "a", "refresh_token": "r"}, '
+            b'"last_refresh": "0001-01-01T00:00:00+01:00"}',
+            "last_refresh is not an ISO 8601 timestamp",
+        ),
+        (
+            b'{"tokens": {"access_token": "a", "refresh_token": "r"}, '
+            b'"last_refresh": "9999-12-31T23:59:59-01:00"}',
+            "last_refresh is not an ISO 8601 timestamp",
+        ),
+    ],
+)
+def test_hostile_files_give_a_finding_not_a_traceback(raw: bytes, expected: str) -> None:
+    inspection = inspect_auth_json(raw, datetime.now(UTC))
+    assert not inspection.logged_in
+    assert expected in (inspection.parse_error or "") + "; ".join(inspection.problems)
