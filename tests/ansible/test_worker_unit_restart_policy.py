@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,17 +77,9 @@ def test_unit_template_stops_restarting_on_exactly_the_final_exit_codes() -> Non
 
 
 def test_bad_settings_end_the_unit_failed_while_engine_down_is_restarted(
-    fresh_host: str, tmp_path: Path
+    fresh_host: str, tmp_path: Path, host_images: Callable[..., Path]
 ) -> None:
-    with subprocess.Popen(["docker", "save", WORKER_IMAGE], stdout=subprocess.PIPE) as save:
-        subprocess.run(
-            ["docker", "exec", "-i", fresh_host, "docker", "load", "-q"],
-            stdin=save.stdout,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    assert save.returncode == 0
+    host_images(fresh_host, tmp_path / "archives", "worker")
     docker(
         "exec", fresh_host, "docker", "create", "--name", "moonmind-codex-worker-0",
         "--env", "MOONMIND_CODEX_SHARD=0", "--env", "MOONMIND_CODEX_QUEUE_MODE=bogus",
