@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 from kombu.entity import Queue
@@ -20,6 +20,7 @@ from moonmind_codex.phase import (
     CodexPhaseFailed,
     CodexPhaseMisrouted,
     PhaseRequest,
+    PhaseRequestError,
     run_phase,
 )
 from moonmind_codex.recording import install_run_recording
@@ -86,12 +87,19 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
 
     # shared=False: these tasks close over this app's settings; Celery must not copy them
     # into every other app in the process (an operator's app, or the next shard's).
-    @app.task(name=CODEX_PHASE_TASK, bind=True, codex=True, shared=False)  # type: ignore[untyped-decorator]
+    # throws: expected endings, logged as one line without a traceback (bad input is not a bug).
+    @app.task(  # type: ignore[untyped-decorator]
+        name=CODEX_PHASE_TASK,
+        bind=True,
+        codex=True,
+        shared=False,
+        throws=(CodexPhaseBlocked, CodexPhaseFailed, CodexPhaseMisrouted, PhaseRequestError),
+    )
     def codex_phase(
         self: Any,
-        run_id: str,
-        phase: str,
-        command: Sequence[str],
+        run_id: str | None = None,
+        phase: str | None = None,
+        command: Sequence[str] | None = None,
         repository: str | None = None,
         timeout_s: float | None = None,
         affinity_key: str | None = None,
@@ -99,10 +107,11 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         position: int = 0,
     ) -> dict[str, Any]:
         delivery = self.request.delivery_info or {}
+        # Whatever the message held: PhaseRequest checks every argument before anything runs.
         request = PhaseRequest(
-            run_id=run_id,
-            phase=phase,
-            command=command,
+            run_id=cast(str, run_id),
+            phase=cast(str, phase),
+            command=cast(Sequence[str], command),
             timeout_s=timeout_s,
             attempt=attempt,
             position=position,

@@ -22,6 +22,7 @@ from moonmind_codex import audit
 from moonmind_codex.jobs import JobResult, JobSpec, job_container_name, launch_job, log_path_for
 from moonmind_codex.phase_result import PhaseOutcome, PhaseResult
 from moonmind_codex.preflight import run_preflight
+from moonmind_codex.runs import RunDefinitionError, check_id
 from moonmind_codex.runstore import PhaseAttempt, RunStore
 from moonmind_codex.settings import Settings, Shard
 
@@ -49,6 +50,10 @@ class CodexPhaseFailed(RuntimeError):
     """The job ran and did not succeed (non-zero exit, timeout, cancellation): the run stops."""
 
 
+class PhaseRequestError(ValueError):
+    """The phase's task arguments are not valid; nothing was recorded or started."""
+
+
 class PhaseBookkeepingError(RuntimeError):
     """The phase's records (run store, audit, log) could not be written: never a success."""
 
@@ -67,14 +72,39 @@ class PhaseRequest:
     affinity_key: str | None = None
 
     def __post_init__(self) -> None:
+        """Check the task's arguments at the edge, before anything is recorded or started."""
+        for name in ("run_id", "phase"):
+            try:
+                check_id(getattr(self, name), name)
+            except RunDefinitionError as exc:
+                raise PhaseRequestError(f"{exc}; nothing was started") from None
         # A string is never taken as a command list: "echo hi" would run "e".
-        if isinstance(self.command, str) or not all(isinstance(a, str) for a in self.command):
-            raise ValueError(
-                f"command must be a list of strings such as ['codex', 'exec', '...'], got "
-                f"{type(self.command).__name__}; nothing was started"
+        if (
+            isinstance(self.command, str)
+            or not isinstance(self.command, Sequence)
+            or not self.command
+            or not all(isinstance(a, str) for a in self.command)
+        ):
+            raise PhaseRequestError(
+                "command must be a non-empty list of strings such as ['codex', 'exec', '...'], "
+                f"got {type(self.command).__name__}; nothing was started"
             )
-        if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 1:
-            raise ValueError(f"attempt must be a whole number >= 1, got {self.attempt!r}")
+        for name, value, minimum in (("attempt", self.attempt, 1), ("position", self.position, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise PhaseRequestError(
+                    f"{name} must be a whole number >= {minimum}, got {value!r}"
+                )
+        timeout = self.timeout_s
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+        ):
+            raise PhaseRequestError(
+                f"timeout_s must be a number of seconds > 0 (or absent), got {timeout!r}; "
+                "nothing was started"
+            )
+        for name, text in (("repository", self.repository), ("affinity_key", self.affinity_key)):
+            if text is not None and (not isinstance(text, str) or len(text) > 512):
+                raise PhaseRequestError(f"{name} must be a string of at most 512 characters")
 
     def ended(
         self, shard: Shard, worker: str, outcome: PhaseOutcome, **details: Any

@@ -192,11 +192,3 @@ def test_a_store_that_cannot_be_written_starts_nothing_and_is_never_a_success(
             delivered_on=None,
         )
     assert job_containers(client, run_id) == []
-
-
-def test_a_string_is_never_taken_as_a_command_list() -> None:
-    with pytest.raises(ValueError, match="command must be a list of strings"):
-        PhaseRequest(run_id="r", phase="p", command="echo hi")
-    with pytest.raises(ValueError, match="attempt must be a whole number"):
-        PhaseRequest(run_id="r", phase="p", command=["true"], attempt=0)
-    assert PhaseRequest(run_id="r", phase="p", command=["true"]).command == ["true"]

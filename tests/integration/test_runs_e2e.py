@@ -583,3 +583,37 @@ def test_the_runs_commands_of_the_cli(fleet: RunFleet, tmp_path: Path) -> None:
     garbled = tmp_path / "garbled.yml"
     garbled.write_text("phases: [\n")
     assert run("submit", str(garbled), "--run-id", "x").returncode == 65
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"command": "echo hi"}, "command must be a non-empty list of strings"),
+        ({"command": ["true"], "timeout_s": "abc"}, "timeout_s must be a number"),
+        ({}, "command must be a non-empty list of strings"),
+    ],
+)
+def test_a_bad_phase_message_starts_nothing_and_records_nothing(
+    fleet: RunFleet, client: Any, kwargs: dict[str, Any], message: str
+) -> None:
+    from moonmind_codex.celery_app import CODEX_PHASE_TASK
+    from moonmind_codex.phase import PhaseRequestError
+
+    run_id = fleet.run_id("bad")
+    audit = fleet.state / "audit" / "codex-audit.jsonl"
+    before = audit.read_text() if audit.exists() else ""
+    since = time.time() - 1
+    app = create_app(fleet.producer, fleet.store)
+    sent = app.send_task(
+        CODEX_PHASE_TASK,
+        kwargs={"run_id": run_id, "phase": "p", "repository": fleet.repository_on(0), **kwargs},
+    )
+    with pytest.raises(PhaseRequestError) as caught:
+        sent.get(timeout=60)
+    assert message in str(caught.value)
+    assert fleet.store.get_run(run_id) is None and fleet.store.attempts(run_id) == []
+    assert run_id not in (audit.read_text() if audit.exists() else "")[len(before) :]
+    assert job_starts(client, since, job_container_name(run_id, "p")) == []
+    # The worker logged one line for it, no traceback.
+    logs = fleet.workers[0].logs(since=int(since)).decode("utf-8", "replace")
+    assert "PhaseRequestError" in logs and "Traceback" not in logs

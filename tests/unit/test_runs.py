@@ -95,3 +95,33 @@ def test_resume_point_is_the_first_phase_that_did_not_succeed() -> None:
 )
 def test_run_status_from_its_phases(states: list[str], current: str, expected: str) -> None:
     assert run_status(states, current) == expected
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        # Regression corpus (issue 12): a string command ran "e"; these raised TypeErrors.
+        ({"command": "echo hi"}, "command must be a non-empty list of strings"),
+        ({"command": None}, "command must be a non-empty list of strings"),
+        ({"command": []}, "command must be a non-empty list of strings"),
+        ({"command": ["ok", 1]}, "command must be a non-empty list of strings"),
+        ({"timeout_s": "abc"}, "timeout_s must be a number of seconds > 0"),
+        ({"timeout_s": 0}, "timeout_s must be a number of seconds > 0"),
+        ({"run_id": None}, "run_id None is not valid"),
+        ({"run_id": "../etc"}, "run_id '../etc' is not valid"),
+        ({"phase": 7}, "phase 7 is not valid"),
+        ({"attempt": 0}, "attempt must be a whole number >= 1"),
+        ({"attempt": True}, "attempt must be a whole number >= 1"),
+        ({"position": -1}, "position must be a whole number >= 0"),
+        ({"repository": ["x"]}, "repository must be a string"),
+    ],
+)
+def test_phase_task_arguments_are_checked_before_anything_runs(
+    arguments: dict[str, Any], message: str
+) -> None:
+    from moonmind_codex.phase import PhaseRequest, PhaseRequestError
+
+    values: dict[str, Any] = {"run_id": "r", "phase": "p", "command": ["true"], **arguments}
+    with pytest.raises(PhaseRequestError) as caught:
+        PhaseRequest(**values)
+    assert message in str(caught.value)
