@@ -2,13 +2,17 @@
 
 One host (the Molecule host image: systemd as PID 1, its own Docker engine) owns all shards and
 the broker. For each fleet size (3 and 12 shards) a fresh host is created, the first converge
-is timed (images arrive from archives), then the re-run, which must report no change.
-Target: re-run of 3 shards in at most 45 s.
+is timed (images arrive from archives), then the idempotent re-run, several times (the fastest is
+kept: the least disturbed by other work on the machine); every re-run must report no change.
+Targets (issue 7, item 10): the 12-shard re-run at most 1.5x the 3-shard re-run (2.06x before the
+per-host login check, volume check and systemd calls), and the 3-shard re-run no slower than 22 s.
+Writes bench/results/converge.{json,txt}.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -24,7 +28,9 @@ from harness.hosts import remove_host, start_host
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "mmc-bench-converge-host"
-TARGET_RERUN_S = 45.0
+TARGET_RERUN_3_S = 22.0
+TARGET_RATIO_12_TO_3 = 1.5
+RESULTS = REPO / "bench" / "results"
 
 
 def create() -> None:
@@ -87,10 +93,17 @@ def converge(inv: Path) -> tuple[float, int]:
     return elapsed, changed
 
 
+def load_average() -> str:
+    """1, 5 and 15 minute load averages: other work on the machine slows every run."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="3,12")
-    parser.add_argument("--json", default="")
+    parser.add_argument("--reruns", type=int, default=3, help="re-runs per size (fastest kept)")
+    parser.add_argument("--json", default=str(RESULTS / "converge.json"))
+    parser.add_argument("--txt", default=str(RESULTS / "converge.txt"))
     args = parser.parse_args()
     subprocess.run(
         [
@@ -106,54 +119,92 @@ def main() -> int:
         capture_output=True,
     )
     rows = []
+    load_before = load_average()
     work = Path(tempfile.mkdtemp(prefix="mmc-bench-converge-"))
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             create()
             first, first_changed = converge(inventory(work, size))
-            rerun, rerun_changed = converge(inventory(work, size))
+            reruns = [converge(inventory(work, size)) for _ in range(args.reruns)]
             rows.append(
                 {
                     "shards": size,
                     "first_s": first,
                     "first_changed": first_changed,
-                    "rerun_s": rerun,
-                    "rerun_changed": rerun_changed,
+                    "rerun_s": min(t for t, _ in reruns),
+                    "reruns_s": [t for t, _ in reruns],
+                    "rerun_changed": max(c for _, c in reruns),
                 }
             )
             destroy()
     finally:
         destroy()
-    print("machine:", json.dumps(machine()))
+    details = {
+        **machine(),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+    out = io.StringIO()
+    print("machine:", json.dumps(details), file=out)
     print(
-        f"{'shards':>6} {'first converge':>15} {'changed':>8} {'re-run':>8} {'changed':>8} "
-        f"{'first/re-run':>13}"
+        f"{'shards':>6} {'first converge':>15} {'changed':>8} {'re-run':>8} {'changed':>8}"
+        "  re-runs",
+        file=out,
     )
     for r in rows:
         print(
             f"{r['shards']:>6} {r['first_s']:>14.1f}s {r['first_changed']:>8} "
-            f"{r['rerun_s']:>7.1f}s {r['rerun_changed']:>8} {r['first_s'] / r['rerun_s']:>12.1f}x"
+            f"{r['rerun_s']:>7.1f}s {r['rerun_changed']:>8}  "
+            + " ".join(f"{t:.1f}s" for t in r["reruns_s"]),
+            file=out,
         )
-    if len(rows) > 1:
+    by_size = {r["shards"]: r for r in rows}
+    ratio = (
+        by_size[12]["rerun_s"] / by_size[3]["rerun_s"] if 3 in by_size and 12 in by_size else None
+    )
+    targets = {
+        "rerun_3_s": {
+            "target": TARGET_RERUN_3_S,
+            "measured": by_size[3]["rerun_s"] if 3 in by_size else None,
+        },
+        "rerun_ratio_12_to_3": {"target": TARGET_RATIO_12_TO_3, "measured": ratio},
+        "rerun_changed": {"target": 0, "measured": max(r["rerun_changed"] for r in rows)},
+    }
+    met = {
+        "rerun_3_s": targets["rerun_3_s"]["measured"] is not None
+        and targets["rerun_3_s"]["measured"] <= TARGET_RERUN_3_S,
+        "rerun_ratio_12_to_3": ratio is not None and ratio <= TARGET_RATIO_12_TO_3,
+        "rerun_changed": targets["rerun_changed"]["measured"] == 0,
+    }
+    if ratio is not None:
+        print(f"re-run 12 vs 3 shards: {ratio:.2f}x (target <= {TARGET_RATIO_12_TO_3}x)", file=out)
+    for name, target in targets.items():
+        measured = target["measured"]
+        shown = "n/a" if measured is None else f"{measured:.2f}"
         print(
-            f"re-run {rows[-1]['shards']} vs {rows[0]['shards']} shards: "
-            f"{rows[-1]['rerun_s'] / rows[0]['rerun_s']:.2f}x"
+            f"target {name}: <= {target['target']} measured {shown}: "
+            f"{'MET' if met[name] else 'NOT MET'}",
+            file=out,
         )
-    three = next((r for r in rows if r["shards"] == 3), None)
-    met = (
-        three is not None
-        and three["rerun_s"] <= TARGET_RERUN_S
-        and all(r["rerun_changed"] == 0 for r in rows)
-    )
-    print(
-        f"target: 3-shard re-run <= {TARGET_RERUN_S:.0f} s with no change: "
-        f"{'MET' if met else 'NOT MET'}"
-    )
+    print(out.getvalue(), end="")
+    all_met = all(met.values())
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"machine": machine(), "rows": rows, "target_met": met}, indent=2)
+            json.dumps(
+                {
+                    "machine": details,
+                    "rows": rows,
+                    "targets": targets,
+                    "met": met,
+                    "target_met": all_met,
+                },
+                indent=2,
+            )
+            + "\n"
         )
-    return 0 if met else 1
+    if args.txt:
+        Path(args.txt).write_text(out.getvalue())
+    return 0 if all_met else 1
 
 
 if __name__ == "__main__":
