@@ -25,7 +25,7 @@ teardown:
 	$(VENV)/bin/ansible-playbook -i $(INVENTORY) playbooks/teardown.yml
 
 login-check:
-	$(VENV)/bin/ansible-playbook -i $(INVENTORY) playbooks/login-check.yml
+	$(VENV)/bin/ansible-playbook -i $(INVENTORY) playbooks/login_check.yml
 
 lint:
 	bash scripts/lint.sh

@@ -65,7 +65,17 @@ class JobImageContainer:
 
 
 def _mounts(spec: JobImageContainer) -> list[Mount]:
-    mounts = [Mount(target=CODEX_HOME, source=spec.shard.volume, type="volume", read_only=False)]
+    # no_copy: while a volume is empty the engine would copy the image's /home/app/.codex onto
+    # it, owner included, undoing the job uid the playbook gave the volume root.
+    mounts = [
+        Mount(
+            target=CODEX_HOME,
+            source=spec.shard.volume,
+            type="volume",
+            read_only=False,
+            no_copy=True,
+        )
+    ]
     if spec.workspace_volume is not None:
         mounts.append(
             Mount(
@@ -175,7 +185,11 @@ def docker_run_argv(
         args += ["--log-driver", "none"]
     args += ["--network", spec.network]
     for mount in _mounts(spec):
-        args += ["--mount", f"type=volume,source={mount['Source']},target={mount['Target']}"]
+        nocopy = ",volume-nocopy" if mount["VolumeOptions"].get("NoCopy") else ""
+        args += [
+            "--mount",
+            f"type=volume,source={mount['Source']},target={mount['Target']}{nocopy}",
+        ]
     for key, value in _labels(spec).items():
         args += ["--label", f"{key}={value}"]
     if spec.entrypoint is not None:

@@ -117,11 +117,14 @@ def check_directory(directory: Mapping[str, Any], codex_home: str, job_uid: int)
     else:
         found.append(Finding("directory", "ok", f"owned by {job_uid}, mode 0700"))
     if directory.get("writable") is not True:
+        error = str(directory.get("write_error"))
         detail = (
-            f"uid {job_uid} cannot write to the volume ({directory.get('write_error')}); "
+            f"uid {job_uid} cannot write to the volume ({error}); "
             "the Codex CLI must write refreshed tokens back"
         )
-        found.append(Finding("directory writable", "blocked", detail, Fix.REPAIR))
+        # Owner and modes cannot fix a read-only filesystem: the volume itself is wrong.
+        fix = Fix.CHECK_VOLUME if "read-only" in error.lower() else Fix.REPAIR
+        found.append(Finding("directory writable", "blocked", detail, fix))
     else:
         found.append(
             Finding("directory writable", "ok", "uid can create files (token refresh possible)")

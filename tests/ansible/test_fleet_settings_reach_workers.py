@@ -102,7 +102,7 @@ def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
     ).stdout.split("\n")  # fmt: skip
     assert owner[:2] == [f"{JOB_UID}:{JOB_UID} 700", f"{JOB_UID}:{JOB_UID} 600"]
 
-    table = ansible_playbook(inventory, REPO / "playbooks" / "login-check.yml")
+    table = ansible_playbook(inventory, REPO / "playbooks" / "login_check.yml")
     assert table.returncode == 0, table.stdout[-3000:]
     rows = re.findall(r"(\d+)\s+(codex_auth_\d+)\s+(\S+)\s+(ok|warn|blocked)\b", table.stdout)
     assert rows == [

@@ -81,7 +81,9 @@ def write_auth(
 # States a test can ask a fresh auth volume to be in. "empty" is a brand-new volume: mounted
 # on the image's /home/app/.codex it takes 1000:1000 0700 and holds no login.
 VOLUME_STATES: dict[str, Callable[[str], object]] = {
-    "empty": lambda v: None,
+    # Provisioned like the playbook leaves it: the root 1000:1000, 0700 (the first mount copies
+    # the image's directory onto the empty volume; product containers mount with no_copy).
+    "empty": lambda v: in_volume(v, "true"),
     "api_key": api_key_login,
     "chatgpt": lambda v: write_auth(v, chatgpt_auth(access_exp_days=1, last_refresh_days=1)),
     "chatgpt_expired_access": lambda v: write_auth(

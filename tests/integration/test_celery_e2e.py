@@ -19,7 +19,7 @@ from kombu.entity import Exchange, Queue
 
 from harness.broker import running_broker
 from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
-from harness.logins import CODEX_HOME, FAKE_API_KEY, JOB_IMAGE, api_key_login
+from harness.logins import CODEX_HOME, FAKE_API_KEY, JOB_IMAGE, api_key_login, run_in_volume
 from moonmind_codex.audit import read_records
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
 from moonmind_codex.phase import CodexPhaseBlocked, CodexPhaseMisrouted
@@ -76,8 +76,11 @@ def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fle
         url_file.write_text(url)
         url_file.chmod(0o444)
         volumes = [client.volumes.create(f"mmc-test-{tag}-auth-{n}") for n in range(SHARDS)]
-        for n in LOGGED_IN:
-            api_key_login(volumes[n].name)
+        for n in range(SHARDS):
+            if n in LOGGED_IN:
+                api_key_login(volumes[n].name)
+            else:  # provisioned (owner and mode) but never signed in
+                run_in_volume(volumes[n].name, "true")
         workers: dict[int, Any] = {}
         default_worker = None
         try:

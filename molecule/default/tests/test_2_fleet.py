@@ -59,7 +59,7 @@ def recap_changed(output: str) -> dict[str, int]:
 
 
 def login_check_table() -> dict[int, str]:
-    done = playbook("login-check.yml")
+    done = playbook("login_check.yml")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = re.findall(r"(\d+)\s+codex_auth_\d+\s+(\S+)\s+(ok|warn|blocked)\b", done.stdout)
     assert rows, done.stdout[-3000:]
@@ -206,7 +206,7 @@ def test_9_move_a_shard_to_another_host_with_its_login(tmp_path: Path) -> None:
     assert host_a.run("docker volume inspect codex_auth_1").rc == 0  # kept, not purged
     assert host_b.service("moonmind-codex-worker@1").is_running
 
-    done = playbook("move-login.yml", "-e", "shard=1", "-e", f"from_host={HOST_A}", inventory=moved)
+    done = playbook("move_login.yml", "-e", "shard=1", "-e", f"from_host={HOST_A}", inventory=moved)
     assert done.returncode == 0, done.stdout[-3000:]
     assert FAKE_KEY not in done.stdout + done.stderr  # no_log
     stat = host_b.check_output(
