@@ -93,6 +93,15 @@ ensure_engine() {
   die "the Docker engine did not answer within 60 s; see /var/log/dockerd.log"
 }
 
+# The run store's tests start a throw-away PostgreSQL cluster (harness/postgres.py).
+ensure_postgresql() {
+  if compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    return
+  fi
+  say "installing Debian's postgresql (for the run store's tests)"
+  apt_install postgresql
+}
+
 ensure_venv() {
   local stamp=.venv/.moonmind-codex-installed want
   want=$(sha256sum pyproject.toml | cut -d' ' -f1)
@@ -205,7 +214,7 @@ if [ "$do_engine" = 1 ]; then ensure_engine; fi
 if ! docker info >/dev/null 2>&1; then
   die "the Docker engine does not answer; run scripts/setup.sh without --images-only"
 fi
-if [ "$do_venv" = 1 ]; then ensure_venv; fi
+if [ "$do_venv" = 1 ]; then ensure_postgresql; ensure_venv; fi
 if [ "$do_images" = 1 ]; then
   ensure_base_image
   stage_ca_certificates
