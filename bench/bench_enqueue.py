@@ -24,7 +24,13 @@ import docker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import distribution, format_distribution, machine
 from harness.broker import running_broker
-from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
+from harness.fleet import (
+    WORKER_UID,
+    producer_database_url,
+    provision_workspace,
+    start_worker,
+    wait_for_log,
+)
 from harness.logins import api_key_login
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
 from moonmind_codex.jobs import JobSpec, launch_job
@@ -100,6 +106,7 @@ def direct_launches(client: Any, work: Path, tag: str, volume: str, runs: int) -
         workspace_volume=f"mmc-bench-{tag}-ws",
         artifacts_dir=work / "direct",
     )
+    provision_workspace(f"mmc-bench-{tag}-ws")
     direct = []
     for i in range(runs):
         sent = time.time()

@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 WORKER_IMAGE = "moonmind-codex/worker:latest"
+JOB_IMAGE = "moonmind-codex/job:latest"
 WORKER_UID = 10001
 # Inside the worker container: the state directory, and the run store shared with producers.
 STATE_DIR = "/var/lib/moonmind-codex"
 WORKER_DATABASE_URL = f"sqlite:///{STATE_DIR}/state/runs.sqlite3"
+
+
+def provision_workspace(volume: str, job_uid: int = 1000) -> None:
+    """Create the workspace volume owned by the job uid, as the workers role does.
+
+    Jobs mount it with no_copy: a volume the engine creates on first use would be root's.
+    """
+    subprocess.run(
+        [
+            "docker", "run", "--rm", "--network=none", "--user=0:0", "--entrypoint=chown",
+            f"--volume={volume}:/workspace", JOB_IMAGE, f"{job_uid}:{job_uid}", "/workspace",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip
 
 
 def producer_database_url(state: Path) -> str:
@@ -30,6 +48,7 @@ def start_worker(
     extra_env: dict[str, str] | None = None,
     shard_count: int = 3,
 ) -> Any:
+    provision_workspace(f"mmc-test-{fleet_tag}-ws")
     env = {
         "MOONMIND_CODEX_SHARD": str(shard),
         "MOONMIND_CODEX_SHARD_COUNT": str(shard_count),

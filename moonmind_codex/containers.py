@@ -83,6 +83,7 @@ def _mounts(spec: JobImageContainer) -> list[Mount]:
                 source=spec.workspace_volume,
                 type="volume",
                 read_only=False,
+                no_copy=True,
             )
         )
     return mounts
