@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -117,11 +118,13 @@ def _stream_logs(container: Any, path: Path) -> threading.Thread:
 def _write_complete_log(container: Any, path: Path, header: str) -> None:
     """``path`` := ``header`` + the container's whole output (stdout and stderr, in order)."""
     output = container.logs(stdout=True, stderr=True, stream=False, follow=False)
-    staged = path.with_name(path.name + ".complete")
-    with staged.open("wb") as sink:
+    # A file of its own: a redelivery may be collecting the same container at the same time.
+    with tempfile.NamedTemporaryFile(
+        "wb", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as sink:
         sink.write(header.encode("utf-8"))
         sink.write(output)
-    staged.replace(path)
+    Path(sink.name).replace(path)
 
 
 def _find_or_create(

@@ -156,10 +156,10 @@ def test_read_only_filesystem_volume_blocks(client: Any, settings_for: SettingsF
     )
     try:
         settings = settings_for(name)
-        # The engine cannot even start a container on it (copying the mount point's content
-        # in fails), so no job could run there either; the check says so.
+        # The probe starts (auth volumes are mounted no_copy) and cannot write: owner and
+        # modes cannot fix that, so the fix is to check the volume, not to repair it.
         assert_blocked(
-            check(settings, client), settings, "read-only file system", "docker volume inspect"
+            check(settings, client), settings, "Read-only file system", "docker volume inspect"
         )
     finally:
         client.volumes.get(name).remove(force=True)
