@@ -57,7 +57,7 @@ class RunFleet:
     def run_id(self, label: str) -> str:
         return f"run-{label}-{secrets.token_hex(3)}"
 
-    def wait_status(self, run_id: str, wanted: set[str], timeout_s: float = 120) -> str:
+    def wait_status(self, run_id: str, wanted: set[str], timeout_s: float = 300) -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             record = self.store.get_run(run_id)
@@ -342,7 +342,7 @@ def test_cancel_stops_the_running_job_and_sends_no_later_phase(
         },
     )
     name = job_container_name(run_id, "long")
-    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 60)
+    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 180)
     began = time.monotonic()
     cancel_run(create_app(fleet.producer, fleet.store), run_id, fleet.store)
     wait_until(lambda: not client.containers.list(all=True, filters={"name": name}), 30)
@@ -387,9 +387,9 @@ def test_broker_restart_during_a_phase_runs_the_job_once_and_completes(
         },
     )
     name = job_container_name(run_id, "slow")
-    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 60)
+    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 180)
     fleet.broker.restart(timeout=10)
-    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 240) == "succeeded"
+    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 360) == "succeeded"
     assert fleet.workspace_file(f"{run_id}/marker").split() == ["ran", "next"]
     assert len(job_starts(client, since, name)) == 1  # one job container, ever
 
@@ -408,11 +408,11 @@ def test_worker_killed_during_a_phase_runs_the_job_once_and_completes(
         },
     )
     name = job_container_name(run_id, "slow")
-    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 60)
+    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 180)
     worker = fleet.workers[1]
     worker.kill(signal=signal.SIGKILL)
     worker.start()  # as systemd would
-    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 240) == "succeeded"
+    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 360) == "succeeded"
     assert fleet.workspace_file(f"{run_id}/marker").split() == ["ran"]
     assert len(job_starts(client, since, name)) == 1
 
