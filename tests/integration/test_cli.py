@@ -302,8 +302,10 @@ def test_export_and_clear_login_move_a_login_without_logging_it(
         for e in engine_events_naming(client, since, source)
         if e.get("Type") == "container" and e.get("Action") == "create"
     ]
-    roles = {e["Actor"]["Attributes"].get("io.moonmind.codex.role") for e in created}
-    assert roles == {"move"}
+    roles = [e["Actor"]["Attributes"].get("io.moonmind.codex.role") for e in created]
+    # Export and clear: two "move" containers. The window is whole seconds, so the pre-flight
+    # probe of the login just before may show up too; no other container touched the volume.
+    assert roles.count("move") == 2 and set(roles) <= {"move", "probe"}, roles
     for event in created:
         assert client.containers.list(all=True, filters={"id": event["Actor"]["ID"]}) == []
     again = cli("export-login", "--shard", "0", env=volume_env(source))
