@@ -27,6 +27,7 @@ from moonmind_codex.containers import NAME_PREFIX, JobImageContainer, create_kwa
 from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.settings import Settings, Shard
 
+REDELIVERY_NOTE = "[moonmind-codex] container "
 JobOutcome = Literal["succeeded", "failed", "timed_out", "busy", "cancelled"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -118,6 +119,12 @@ def _stream_logs(container: Any, path: Path) -> threading.Thread:
 def _write_complete_log(container: Any, path: Path, header: str) -> None:
     """``path`` := ``header`` + the container's whole output (stdout and stderr, in order)."""
     output = container.logs(stdout=True, stderr=True, stream=False, follow=False)
+    if not header:
+        # A redelivery collecting the same container may have noted so first: keep its note.
+        with contextlib.suppress(OSError), path.open("rb") as current:
+            first = current.readline().decode("utf-8", "replace")
+            if first.startswith(REDELIVERY_NOTE):
+                header = first
     # A file of its own: a redelivery may be collecting the same container at the same time.
     with tempfile.NamedTemporaryFile(
         "wb", dir=path.parent, prefix=f".{path.name}.", delete=False
@@ -202,7 +209,7 @@ def _run_to_end(
         # The earlier delivery's worker (gone) may have copied part of the output already;
         # the complete log below replaces it.
         header = (
-            f"[moonmind-codex] container {container.name} of an earlier delivery of this "
+            f"{REDELIVERY_NOTE}{container.name} of an earlier delivery of this "
             f"phase was found ({container.status}): collecting it instead of starting "
             "another; its complete output follows\n"
         )
