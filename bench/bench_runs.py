@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,13 @@ import docker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import distribution, format_distribution, machine
 from harness.broker import running_broker
-from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
+from harness.fleet import (
+    WORKER_UID,
+    producer_database_url,
+    start_default_worker,
+    start_worker,
+    wait_for_log,
+)
 from harness.logins import api_key_login
 from moonmind_codex.celery_app import PING_TASK, create_app
 from moonmind_codex.router import route_key
@@ -116,24 +121,7 @@ def main() -> int:  # noqa: PLR0915 - one benchmark, read top to bottom
             settings = Settings(
                 broker_url=url, shard_count=SHARDS, database_url=producer_database_url(state)
             )
-            default_worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    "from moonmind_codex.celery_app import create_app;"
-                    "from moonmind_codex.settings import load_settings;"
-                    "create_app(load_settings(), sticky=False).worker_main(['worker','-Q',"
-                    "'celery','-c','1','--pool','solo','-n','default@bench','--without-gossip',"
-                    "'--without-mingle'])",
-                ],
-                env=dict(
-                    os.environ,
-                    MOONMIND_CODEX_BROKER_URL=url,
-                    MOONMIND_CODEX_DATABASE_URL=settings.database_url,
-                ),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            default_worker = start_default_worker(url, settings.database_url, "default@bench")
             store = RunStore.open(settings.database_url)
             app = create_app(settings, store)
             ping_latencies(app, 3)  # warm-up: connections, the default worker's first task

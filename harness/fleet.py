@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,28 @@ def wait_for_log(container: Any, text: str, timeout_s: float = 60) -> str:
             return logs
         time.sleep(0.3)
     raise TimeoutError(f"{container.name}: {text!r} not seen in {timeout_s} s")
+
+
+def start_default_worker(
+    broker_url: str, database_url: str, node: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A plain default-queue worker of the package's own app (ordinary run phases, ping)."""
+    env = dict(
+        os.environ,
+        MOONMIND_CODEX_BROKER_URL=broker_url,
+        MOONMIND_CODEX_DATABASE_URL=database_url,
+        **(extra_env or {}),
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from moonmind_codex.celery_app import create_app;"
+            "from moonmind_codex.settings import load_settings;"
+            "create_app(load_settings(), sticky=False).worker_main(['worker','-Q','celery',"
+            f"'-c','1','--pool','solo','-n','{node}','--without-gossip','--without-mingle'])",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

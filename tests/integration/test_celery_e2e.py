@@ -18,7 +18,13 @@ from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
 from harness.broker import running_broker
-from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
+from harness.fleet import (
+    WORKER_UID,
+    producer_database_url,
+    start_default_worker,
+    start_worker,
+    wait_for_log,
+)
 from harness.logins import CODEX_HOME, FAKE_API_KEY, JOB_IMAGE, api_key_login, run_in_volume
 from moonmind_codex.audit import read_records
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
@@ -97,25 +103,7 @@ def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fle
                 database_url=producer_database_url(state),
             )
             # A plain default-queue worker, for the non-Codex task.
-            env = dict(
-                os.environ,
-                MOONMIND_CODEX_BROKER_URL=url,
-                MOONMIND_CODEX_DATABASE_URL=producer_database_url(state),
-            )
-            default_worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    "from moonmind_codex.celery_app import create_app;"
-                    "from moonmind_codex.settings import load_settings;"
-                    "create_app(load_settings(), sticky=False).worker_main(['worker','-Q','celery',"
-                    "'-c','1','--pool','solo','-n','default@e2e','--without-gossip',"
-                    "'--without-mingle'])",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            default_worker = start_default_worker(url, producer_database_url(state), "default@e2e")
             yield Fleet(url=url, tag=tag, state=state, producer=producer, workers=workers)
         finally:
             if default_worker is not None:

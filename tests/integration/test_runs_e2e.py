@@ -21,7 +21,13 @@ from typing import Any
 import pytest
 
 from harness.broker import running_broker
-from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
+from harness.fleet import (
+    WORKER_UID,
+    producer_database_url,
+    start_default_worker,
+    start_worker,
+    wait_for_log,
+)
 from harness.logins import JOB_IMAGE, api_key_login
 from moonmind_codex.celery_app import create_app
 from moonmind_codex.jobs import job_container_name
@@ -155,25 +161,11 @@ def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
             producer = Settings(
                 broker_url=url, shard_count=SHARDS, database_url=producer_database_url(state)
             )
-            env = dict(
-                os.environ,
-                MOONMIND_CODEX_BROKER_URL=url,
-                MOONMIND_CODEX_SHARD_COUNT=str(SHARDS),
-                MOONMIND_CODEX_DATABASE_URL=producer_database_url(state),
-            )
-            default_worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    "from moonmind_codex.celery_app import create_app;"
-                    "from moonmind_codex.settings import load_settings;"
-                    "create_app(load_settings(), sticky=False).worker_main(['worker','-Q','celery',"
-                    "'-c','1','--pool','solo','-n','default@runs','--without-gossip',"
-                    "'--without-mingle'])",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            default_worker = start_default_worker(
+                url,
+                producer_database_url(state),
+                "default@runs",
+                {"MOONMIND_CODEX_SHARD_COUNT": str(SHARDS)},
             )
             yield RunFleet(
                 url=url,
