@@ -86,7 +86,12 @@ def test_shard_checks() -> None:
 
 
 def test_non_runtime_variables_are_accepted() -> None:
-    assert load_settings({"MOONMIND_CODEX_EXTRA_CA_DIR": "/x", "MOONMIND_CODEX_BASE_IMAGE": "d"})
+    # Read by setup.sh and the images, not the runtime: accepted, and they change no setting.
+    build_only = {"MOONMIND_CODEX_EXTRA_CA_DIR": "/x", "MOONMIND_CODEX_BASE_IMAGE": "d"}
+    assert load_settings(build_only) == load_settings({})
+    # Accepted by name, not by switching the typo check off: a near miss beside them is refused.
+    with pytest.raises(SettingsError, match="MOONMIND_CODEX_BASE_IMAGES is not a moonmind-codex"):
+        load_settings({**build_only, "MOONMIND_CODEX_BASE_IMAGES": "d"})
 
 
 def test_own_container_id_from_mountinfo(tmp_path: Path) -> None:
