@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.broker import BROKER_IMAGE
+import kombu
+import pytest
+from amqp.exceptions import AccessRefused
+
+from harness.broker import BROKER_IMAGE, running_broker
 from harness.logins import JOB_IMAGE
-from tests.integration.conftest import unique
+from tests.integration.conftest import TEST_LABEL, unique
 
 
 def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
@@ -22,6 +27,18 @@ def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[s
         timeout=120,
         input=stdin.decode() if stdin else None,
     )
+
+
+def wait_for_output(container: str, text: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logs = subprocess.run(
+            ["docker", "logs", container], capture_output=True, text=True, check=False
+        )
+        if text in logs.stdout:
+            return
+        assert time.monotonic() < deadline, f"{container} never printed {text!r}: {logs}"
+        time.sleep(0.1)
 
 
 def test_job_image_user_home_and_tools(client: Any) -> None:
@@ -69,14 +86,16 @@ def test_lock_wrapper_refuses_a_second_job(client: Any, make_volume: Callable[..
             "-v",
             f"{volume}:/home/app/.codex",
             JOB_IMAGE,
-            "sleep",
-            "30",
+            "sh",
+            "-c",
+            "echo holding; sleep 30",
         ],
         check=True,
         capture_output=True,
     )
     try:
-        time.sleep(1.5)
+        # The entry point starts the command only once it holds the lock.
+        wait_for_output(holder, "holding")
         second = run("-v", f"{volume}:/home/app/.codex", JOB_IMAGE, "true")
         assert second.returncode == 75 and "auth volume busy" in second.stderr
     finally:
@@ -93,20 +112,22 @@ def test_lock_wrapper_workspace_and_bad_run_id(client: Any) -> None:
 
 
 def test_broker_real_user_and_no_guest(client: Any, tmp_path: Path) -> None:
-    from harness.broker import running_broker
-
     with running_broker(client, tmp_path) as url:
-        import kombu
-
         with kombu.Connection(url, connect_timeout=10) as conn:
             conn.connect()
         guest = url.replace(url.split("@")[0], "amqp://guest:guest")
-        try:
-            with kombu.Connection(guest, connect_timeout=10) as conn:
-                conn.connect()
-            raise AssertionError("guest could log in")
-        except Exception as exc:
-            assert "ACCESS_REFUSED" in str(exc) or "403" in str(exc), exc
+        with (
+            pytest.raises(AccessRefused, match="ACCESS_REFUSED"),
+            kombu.Connection(guest, connect_timeout=10) as conn,
+        ):
+            conn.connect()
+        # Refused from here even if guest existed (RabbitMQ keeps guest to loopback): the
+        # broker's own user list shows it is gone, leaving only the configured user.
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        (broker,) = client.containers.list(filters={"publish": port, "label": TEST_LABEL})
+        users = broker.exec_run(["rabbitmqctl", "-q", "--formatter", "json", "list_users"])
+        assert users.exit_code == 0, users.output
+        assert [u["user"] for u in json.loads(users.output)] == ["moonmind"]
 
 
 def test_broker_without_password_file_fails_clearly(client: Any) -> None:
