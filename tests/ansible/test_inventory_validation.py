@@ -7,6 +7,7 @@ validation, no host contacted" is checked from the recap.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -113,12 +114,27 @@ def test_bad_shard_count(tmp_path: Path) -> None:
 
 
 def test_good_inventory_passes_validation_then_reaches_hosts(tmp_path: Path) -> None:
-    # Proof that the checks above are not vacuous: a valid inventory gets past validation
-    # and only then fails, on the (nonexistent) hosts.
-    done = run_site(inventory(tmp_path))
-    assert "The inventory is not valid" not in done.stdout
-    assert "every shard on exactly one host" in done.stdout or "ok: [localhost]" in done.stdout
-    assert "UNREACHABLE" in done.stdout or "unreachable=1" in done.stdout
+    # Proof that the checks above are not vacuous: a valid inventory passes the validation task
+    # itself and only then fails, on the first task of the next play (the hosts do not exist).
+    done = ansible_playbook(
+        inventory(tmp_path),
+        REPO / "playbooks" / "site.yml",
+        timeout_s=300,
+        extra_env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"},
+    )
+    assert done.returncode != 0
+    report = json.loads(done.stdout)
+    plays = [(p["play"]["name"], p["tasks"]) for p in report["plays"]]
+    assert [name for name, _ in plays] == ["Validate the Codex fleet inventory", "Broker host"]
+    (validation,) = plays[0][1]
+    assert validation["task"]["name"] == "Check shard assignments and broker definition"
+    verdict = validation["hosts"]["localhost"]
+    assert verdict["action"] == "ansible.builtin.assert" and not verdict.get("failed"), verdict
+    assert verdict.get("msg") == "2 worker hosts, every shard on exactly one host", verdict
+    first_host_task = plays[1][1][0]["hosts"]
+    assert list(first_host_task) == ["broker.invalid"]
+    assert first_host_task["broker.invalid"].get("unreachable") is True
+    assert report["stats"]["localhost"]["failures"] == 0
 
 
 def test_check_mode_also_validates(tmp_path: Path) -> None:
