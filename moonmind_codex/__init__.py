@@ -8,27 +8,22 @@ worker's side (the Celery app, the pre-flight, job containers) is loaded on firs
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
-
-from moonmind_codex.exitcodes import ExitCode
-from moonmind_codex.router import (
-    CodexRouter,
-    RouteDecision,
-    RoutingError,
-    install_routing,
-    route_key,
-)
-from moonmind_codex.settings import Settings, SettingsError, Shard, load_settings
 
 if TYPE_CHECKING:
     from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
+    from moonmind_codex.exitcodes import ExitCode
     from moonmind_codex.preflight import PreflightResult, run_preflight
+    from moonmind_codex.router import (
+        CodexRouter,
+        RouteDecision,
+        RoutingError,
+        install_routing,
+        route_key,
+    )
+    from moonmind_codex.settings import Settings, SettingsError, Shard, load_settings
 
-try:
-    __version__ = version("moonmind-codex")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+    __version__: str
 
 __all__ = [
     "CODEX_PHASE_TASK",
@@ -48,16 +43,43 @@ __all__ = [
     "run_preflight",
 ]
 
-# Worker-side names: importing them pulls in the Docker SDK, so only on first use.
+# Every name is loaded on first use: the worker's side pulls in the Docker SDK, and the job
+# image's in-container pre-flight imports single modules of this package at every job start,
+# where each imported millisecond is a millisecond before the Codex command runs.
 _LAZY = {
     "CODEX_PHASE_TASK": "moonmind_codex.celery_app",
     "create_app": "moonmind_codex.celery_app",
     "PreflightResult": "moonmind_codex.preflight",
     "run_preflight": "moonmind_codex.preflight",
+    "ExitCode": "moonmind_codex.exitcodes",
+    "CodexRouter": "moonmind_codex.router",
+    "RouteDecision": "moonmind_codex.router",
+    "RoutingError": "moonmind_codex.router",
+    "install_routing": "moonmind_codex.router",
+    "route_key": "moonmind_codex.router",
+    "Settings": "moonmind_codex.settings",
+    "SettingsError": "moonmind_codex.settings",
+    "Shard": "moonmind_codex.settings",
+    "load_settings": "moonmind_codex.settings",
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("moonmind-codex")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'moonmind_codex' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

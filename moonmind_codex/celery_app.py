@@ -14,7 +14,7 @@ from celery import Celery
 from kombu.entity import Queue
 
 from moonmind_codex.assignments import AssignmentStore
-from moonmind_codex.dockerio import connect
+from moonmind_codex.dockerio import DockerUnavailable, connect
 from moonmind_codex.phase import (
     CodexPhaseBlocked,
     CodexPhaseFailed,
@@ -73,8 +73,12 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
     opened: dict[str, Any] = {}
 
     def docker_client() -> Any:
+        """The engine's client, or None while it cannot be reached (the phase is blocked)."""
         if "client" not in opened:
-            opened["client"] = connect(settings)
+            try:
+                opened["client"] = connect(settings)
+            except DockerUnavailable:
+                return None
         return opened["client"]
 
     def run_store() -> RunStore:

@@ -4,6 +4,11 @@ The container name is derived from the run and phase, so a redelivered phase (``
 after a worker died) finds the container of the first delivery and awaits or reaps it instead of
 starting a second job on the same login. The one-job-per-volume rule is enforced by a lock inside
 the volume, taken by the image's entry point (exit 75 when held).
+
+A job with ``preflight`` checks its login first, inside the same container and under that lock
+(``moonmind_codex.gate``): a blocked verdict ends the container before the command starts, and
+the verdict's line is kept out of the phase log. Failing to create or start such a container
+(engine gone, image or volume missing) is a blocked pre-flight too: :class:`PreflightBlocked`.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,11 +29,25 @@ import docker.errors
 import requests.exceptions
 
 from moonmind_codex.containers import NAME_PREFIX, JobImageContainer, create_kwargs
+from moonmind_codex.dockerio import ENGINE_ERRORS
 from moonmind_codex.exitcodes import ExitCode
+from moonmind_codex.gate import VERDICT_PREFIX
+from moonmind_codex.preflight import (
+    PreflightBlocked,
+    PreflightResult,
+    container_start_step,
+    engine_step,
+    gate_environment,
+    read_verdict,
+    require_volume,
+    verdict_line,
+)
 from moonmind_codex.settings import Settings, Shard
 
 REDELIVERY_NOTE = "[moonmind-codex] container "
-JobOutcome = Literal["succeeded", "failed", "timed_out", "busy", "cancelled"]
+JobOutcome = Literal["succeeded", "failed", "timed_out", "busy", "cancelled", "blocked"]
+
+__all__ = ["JobResult", "JobSpec", "PreflightBlocked", "launch_job"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -40,6 +59,10 @@ class JobSpec:
     command: Sequence[str]
     shard: Shard
     timeout_s: float
+    # Check the login inside the job container before the command (every Codex phase does).
+    preflight: bool = False
+    # ``KEY SUMMARY`` of the volume's last good CLI verdict (see CliVerdictCache).
+    known_verdict: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("run_id", "phase"):
@@ -64,6 +87,9 @@ class JobResult:
     log_path: Path
     duration_s: float
     reused_existing: bool
+    # The judged in-container pre-flight, and its report (no secrets), when the job had one.
+    preflight: PreflightResult | None = None
+    preflight_report: dict[str, Any] | None = None
 
 
 def _slug(value: str, limit: int) -> str:
@@ -90,23 +116,48 @@ def job_container(settings: Settings, spec: JobSpec) -> JobImageContainer:
         network=settings.job_network,
         workspace_volume=settings.workspace_volume,
         # Read by the image's entry point (the run's working directory) and by the command.
-        environment={"MOONMIND_CODEX_RUN_ID": spec.run_id, "MOONMIND_CODEX_PHASE": spec.phase},
+        environment={
+            "MOONMIND_CODEX_RUN_ID": spec.run_id,
+            "MOONMIND_CODEX_PHASE": spec.phase,
+            **(gate_environment(settings, spec.known_verdict) if spec.preflight else {}),
+        },
         extra_labels={"run_id": spec.run_id, "phase": spec.phase},
     )
 
 
-def _stream_logs(container: Any, path: Path) -> threading.Thread:
+class _VerdictFilter:
+    """Passes a live output stream on without the pre-flight's verdict line."""
+
+    def __init__(self, active: bool) -> None:
+        self._pending = b"" if active else None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._pending is None:
+            return chunk
+        self._pending += chunk
+        out = b""
+        while self._pending is not None and b"\n" in self._pending:
+            line, self._pending = self._pending.split(b"\n", 1)
+            if line.startswith(VERDICT_PREFIX.encode()):
+                rest, self._pending = self._pending, None
+                return out + rest
+            out += line + b"\n"
+        return out
+
+
+def _stream_logs(container: Any, path: Path, preflight: bool) -> threading.Thread:
     """Follow the container's output into ``path`` while it runs (a live view).
 
     The follow stream can end before the engine has handed over a last line that has no
     newline, so :func:`_write_complete_log` replaces this file once the container has ended.
     """
+    verdict = _VerdictFilter(preflight)
 
     def pump() -> None:
         with path.open("ab") as sink:
             try:
                 for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                    sink.write(chunk)
+                    sink.write(verdict.feed(chunk))
                     sink.flush()
             except (docker.errors.APIError, requests.exceptions.RequestException):
                 pass  # the container went away; whatever was read is kept
@@ -116,9 +167,14 @@ def _stream_logs(container: Any, path: Path) -> threading.Thread:
     return thread
 
 
-def _write_complete_log(container: Any, path: Path, header: str) -> None:
-    """``path`` := ``header`` + the container's whole output (stdout and stderr, in order)."""
+def _write_complete_log(container: Any, path: Path, header: str, verdict: bytes | None) -> None:
+    """``path`` := ``header`` + the container's whole output (stdout and stderr, in order).
+
+    The pre-flight's ``verdict`` line, when there is one, is the worker's, not the job's output.
+    """
     output = container.logs(stdout=True, stderr=True, stream=False, follow=False)
+    if verdict is not None:
+        output = output.replace(verdict + b"\n", b"", 1)
     if not header:
         # A redelivery collecting the same container may have noted so first: keep its note.
         with contextlib.suppress(OSError), path.open("rb") as current:
@@ -139,19 +195,30 @@ def _find_or_create(
 ) -> tuple[Any, bool]:
     """The phase's container, and whether an earlier delivery had already made it."""
     name = job_container_name(spec.run_id, spec.phase)
-    try:
-        # A redelivered phase: await or reap the first delivery's container.
-        return client.containers.get(name), True
-    except docker.errors.NotFound:
-        pass
-    try:
-        return client.containers.create(
-            **create_kwargs(settings, job_container(settings, spec))
-        ), False
-    except docker.errors.APIError as exc:
-        if exc.status_code != 409:
-            raise
-        return client.containers.get(name), True  # lost a race with a concurrent delivery
+    with engine_step("while looking for the job container") if spec.preflight else _as_is():
+        try:
+            # A redelivered phase: await or reap the first delivery's container.
+            return client.containers.get(name), True
+        except docker.errors.NotFound:
+            pass
+    if spec.preflight:
+        require_volume(client, spec.shard)
+    step = "while creating the job container"
+    with container_start_step(settings, spec.shard, step) if spec.preflight else _as_is():
+        try:
+            return client.containers.create(
+                **create_kwargs(settings, job_container(settings, spec))
+            ), False
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            return client.containers.get(name), True  # lost a race with a concurrent delivery
+
+
+@contextlib.contextmanager
+def _as_is() -> Iterator[None]:
+    """No translation: a job without pre-flight raises the engine's own errors."""
+    yield
 
 
 # How often a running job checks whether its run was cancelled.
@@ -196,6 +263,7 @@ def job_outcome(exit_code: int | None) -> JobOutcome:
 
 
 def _run_to_end(
+    settings: Settings,
     container: Any,
     reused: bool,
     spec: JobSpec,
@@ -215,11 +283,23 @@ def _run_to_end(
         )
         log_path.write_text(header, encoding="utf-8")
     if container.status == "created":
-        container.start()
-    pump = _stream_logs(container, log_path)
+        step = "while starting the job container"
+        with container_start_step(settings, spec.shard, step) if spec.preflight else _as_is():
+            container.start()
+    pump = _stream_logs(container, log_path, spec.preflight)
     exit_code, stopped = _wait(container, started + spec.timeout_s, cancelled)
     pump.join(timeout=10)
-    _write_complete_log(container, log_path, header)
+    verdict = None
+    if spec.preflight:
+        verdict = verdict_line(container.logs(stdout=False, stderr=True, stream=False))
+    _write_complete_log(container, log_path, header, verdict)
+    checked: tuple[PreflightResult, dict[str, Any] | None] | None = None
+    outcome = stopped or job_outcome(exit_code)
+    # Busy: the lock was held, so the entry point ended before its pre-flight.
+    if spec.preflight and outcome != "busy" and (verdict is not None or stopped is None):
+        checked = read_verdict(settings, spec.shard, verdict, time.monotonic() - started, exit_code)
+        if stopped is None and (verdict is None or checked[0].blocked):
+            outcome = "blocked"  # the entry point started no command
     if stopped is not None:
         why = (
             f"killed after the {spec.timeout_s:g} s timeout"
@@ -232,10 +312,12 @@ def _run_to_end(
         container_id=container.id,
         container_name=job_container_name(spec.run_id, spec.phase),
         exit_code=exit_code,
-        outcome=stopped or job_outcome(exit_code),
+        outcome=outcome,
         log_path=log_path,
         duration_s=round(time.monotonic() - started, 3),
         reused_existing=reused,
+        preflight=checked[0] if checked else None,
+        preflight_report=checked[1] if checked else None,
     )
 
 
@@ -251,15 +333,19 @@ def launch_job(
     ``on_finished`` (recording the result) runs after the job ended and before the container
     is removed: if it raises, the container stays, so the result can still be collected.
     ``cancelled`` is asked every few seconds while the job runs; True stops the job.
+    With ``spec.preflight``, raises :class:`PreflightBlocked` when no container could be made
+    or started for the job (engine gone, image or volume missing): nothing ran.
     """
     log_path = log_path_for(settings, spec.run_id, spec.phase)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     container, reused = _find_or_create(settings, spec, client)
     try:
-        result = _run_to_end(container, reused, spec, log_path, started, cancelled)
+        result = _run_to_end(settings, container, reused, spec, log_path, started, cancelled)
     except BaseException:
-        _remove(container)
+        # The engine may be what failed: the original error is the one to report.
+        with contextlib.suppress(*ENGINE_ERRORS):
+            _remove(container)
         raise
     if on_finished is not None:
         on_finished(result)

@@ -1,9 +1,13 @@
-"""One Codex phase attempt on a worker: record, audit, pre-flight, job container, record.
+"""One Codex phase attempt on a worker: record, audit, job container (pre-flight first), record.
 
 Exactly once per attempt: the attempt is recorded in the run store before anything runs, and
 its end is recorded before the job container is removed. A redelivery (a worker killed, an ack
 lost in a broker restart) therefore finds the container of the first delivery (and collects it)
 or the recorded end (and returns it, starting nothing); it never starts the job again.
+
+The pre-flight login check is the job container's first step, under the volume's lock: one
+container start per phase, and the login that was checked is the login the command uses. A
+blocked check starts no command; the run is marked ``blocked`` with the fix.
 
 Every delivery that runs writes one audit start and one audit end record; a misrouted phase is
 refused untouched (it belongs to another shard), and a replayed one writes none (it ran once,
@@ -19,14 +23,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from moonmind_codex import audit
+from moonmind_codex.dockerio import DockerUnavailable, connect
 from moonmind_codex.jobs import JobResult, JobSpec, job_container_name, launch_job, log_path_for
+from moonmind_codex.messages import Fix
 from moonmind_codex.phase_result import PhaseOutcome, PhaseResult
-from moonmind_codex.preflight import run_preflight
+from moonmind_codex.preflight import CliVerdictCache, PreflightBlocked
+from moonmind_codex.preflight_eval import Finding, PreflightResult, blocked_result
 from moonmind_codex.runs import RunDefinitionError, check_id
 from moonmind_codex.runstore import PhaseAttempt, RunStore
 from moonmind_codex.settings import Settings, Shard
 
 log = logging.getLogger(__name__)
+
+# One per worker process: a phase skips `codex login status` when the login is unchanged.
+_CLI_VERDICTS = CliVerdictCache()
 
 # How a recorded final state reads as a phase outcome when it is returned again.
 _REPLAYED: dict[str, PhaseOutcome] = {
@@ -218,6 +228,23 @@ def _begin(
     return _bookkeeping("record the phase's start in the run store", write)  # type: ignore[no-any-return]
 
 
+def _blocked(
+    store: RunStore, request: PhaseRequest, shard: Shard, worker: str, check: PreflightResult
+) -> PhaseResult:
+    log.error("%s", check.message())
+    _bookkeeping(
+        "record the blocked phase in the run store",
+        _record_blocked,
+        store,
+        request,
+        check.status,
+        check.message(),
+    )
+    return request.ended(
+        shard, worker, "blocked", preflight_status=check.status, message=check.message()
+    )
+
+
 def _attempt(
     settings: Settings,
     client: Any,
@@ -226,31 +253,38 @@ def _attempt(
     shard: Shard,
     worker: str,
 ) -> PhaseResult:
-    check = run_preflight(settings, shard.number, client)
-    if check.blocked:
-        log.error("%s", check.message())
-        _bookkeeping(
-            "record the blocked phase in the run store",
-            _record_blocked,
-            store,
-            request,
-            check.status,
-            check.message(),
-        )
-        return request.ended(
-            shard, worker, "blocked", preflight_status=check.status, message=check.message()
-        )
-    if check.status == "warn":
-        log.warning("%s", check.message())
+    began = time.monotonic()
+    if client is None:  # the worker could not reach the engine when it asked
+        try:
+            client = connect(settings)
+        except DockerUnavailable as exc:
+            # Its first sentence names the engine address; the remedy is rendered for the shard.
+            finding = Finding("docker engine", "blocked", str(exc).split(";")[0], Fix.START_DOCKER)
+            check = blocked_result(shard, finding, time.monotonic() - began)
+            return _blocked(store, request, shard, worker, check)
     spec = JobSpec(
         run_id=request.run_id,
         phase=request.phase,
         command=request.command,
         shard=shard,
         timeout_s=request.timeout_s or settings.job_timeout_seconds,
+        preflight=True,
+        known_verdict=_CLI_VERDICTS.known(shard.volume),
     )
 
     def record_end(job: JobResult) -> None:
+        if job.preflight_report is not None:
+            _CLI_VERDICTS.learn(shard.volume, job.preflight_report)
+        if job.outcome == "blocked" and job.preflight is not None:
+            _bookkeeping(
+                "record the blocked phase in the run store",
+                _record_blocked,
+                store,
+                request,
+                job.preflight.status,
+                job.preflight.message(),
+            )
+            return
         _bookkeeping(
             "record the job's end in the run store",
             store.finish_attempt,
@@ -270,16 +304,27 @@ def _attempt(
             on_finished=record_end,
             cancelled=lambda: _cancelled(store, request.run_id),
         )
+    except PreflightBlocked as blocked:  # no container could be made or started: nothing ran
+        check = blocked_result(shard, blocked.finding, time.monotonic() - began)
+        return _blocked(store, request, shard, worker, check)
     except OSError as exc:  # the log directory cannot be written: nothing was started
         raise PhaseBookkeepingError(
             f"could not write the phase log under {settings.artifacts_dir} ({exc.strerror}); "
             "no job was started: free the disk or fix the directory's permissions, then retry"
         ) from exc
+    verdict = job.preflight
+    if job.outcome == "blocked" and verdict is not None:
+        log.error("%s", verdict.message())
+        return request.ended(
+            shard, worker, "blocked", preflight_status=verdict.status, message=verdict.message()
+        )
+    if verdict is not None and verdict.status == "warn":
+        log.warning("%s", verdict.message())
     return request.ended(
         shard,
         worker,
         job.outcome,
-        preflight_status=check.status,
+        preflight_status=verdict.status if verdict else None,
         container_id=job.container_id,
         container_name=job.container_name,
         exit_code=job.exit_code,

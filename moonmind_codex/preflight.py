@@ -1,4 +1,10 @@
-"""Run the pre-flight login check: the probe in a short-lived job-image container.
+"""Run the pre-flight login check, and read the one a job container ran on itself.
+
+Two ways, one judge (``preflight_eval``): a Codex phase's job container checks its login as its
+first step, under the volume's lock (``moonmind_codex.gate``; :func:`gate_environment` asks for
+it, :func:`read_verdict` reads the answer), so a phase costs one container start. Operators'
+checks (``moonmind-codex preflight``, ``login-check``, the playbooks) run the stand-alone probe
+below, which takes no lock and runs no command.
 
 The probe container mounts the shard's auth volume exactly as a job does (read-write at
 ``/home/app/.codex``, as the job uid) so it sees what the job will see. Infrastructure failures
@@ -11,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +27,14 @@ import requests.exceptions
 
 from moonmind_codex.containers import JobImageContainer, create_kwargs, unique_name
 from moonmind_codex.dockerio import ENGINE_ERRORS, DockerUnavailable, connect
+from moonmind_codex.exitcodes import ExitCode
+from moonmind_codex.gate import (
+    JOB_UID_ENV,
+    KNOWN_VERDICT_ENV,
+    TIMEOUT_ENV,
+    VERDICT_PREFIX,
+    WARN_DAYS_ENV,
+)
 from moonmind_codex.messages import Fix
 from moonmind_codex.preflight_eval import (
     Finding,
@@ -32,14 +46,23 @@ from moonmind_codex.preflight_eval import (
 from moonmind_codex.probe import PROBE_VERSION
 from moonmind_codex.settings import ENV_PREFIX, Settings, Shard
 
-__all__ = ["PreflightResult", "probe_container", "run_preflight", "run_preflights"]
+__all__ = [
+    "CliVerdictCache",
+    "PreflightBlocked",
+    "PreflightResult",
+    "gate_environment",
+    "probe_container",
+    "read_verdict",
+    "run_preflight",
+    "run_preflights",
+]
 
 PROBE_COMMAND = ("moonmind-codex-probe",)
 # Sections every probe report has (docs/internals.md); anything else is not the probe talking.
 _REPORT_SECTIONS = ("dir", "auth_file", "codex_status")
 
 
-class _Blocked(Exception):
+class PreflightBlocked(Exception):
     """The check cannot judge the login; the finding says why and which fix applies."""
 
     def __init__(self, finding: Finding) -> None:
@@ -75,19 +98,133 @@ def parse_probe_output(output: str) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def _engine_step(during: str) -> Iterator[None]:
+def engine_step(during: str) -> Iterator[None]:
     """The one place where a lost engine becomes a blocked check."""
     try:
         yield
-    except _Blocked:
+    except PreflightBlocked:
         raise
     except ENGINE_ERRORS as exc:
         detail = f"lost the Docker engine {during} ({type(exc).__name__})"
-        raise _Blocked(Finding("docker engine", "blocked", detail, Fix.START_DOCKER)) from exc
+        raise PreflightBlocked(
+            Finding("docker engine", "blocked", detail, Fix.START_DOCKER)
+        ) from exc
 
 
-def _blocked(name: str, detail: str, fix: Fix) -> _Blocked:
-    return _Blocked(Finding(name, "blocked", detail, fix))
+def _blocked(name: str, detail: str, fix: Fix) -> PreflightBlocked:
+    return PreflightBlocked(Finding(name, "blocked", detail, fix))
+
+
+def require_volume(client: docker.DockerClient, shard: Shard) -> None:
+    """Blocks unless the shard's auth volume exists; never creates it.
+
+    An empty stand-in made by the engine on first mount would pass as "not logged in" and hide
+    the real problem (a host without its shard's volume).
+    """
+    with engine_step("while looking up the volume"):
+        try:
+            client.volumes.get(shard.volume)
+        except docker.errors.NotFound:
+            detail = f"auth volume {shard.volume} does not exist on host {shard.host}"
+            raise _blocked("volume", detail, Fix.CREATE_VOLUME) from None
+
+
+@contextlib.contextmanager
+def container_start_step(settings: Settings, shard: Shard, during: str) -> Iterator[None]:
+    """Creating or starting a container on the shard's volume; failures block with the fix."""
+    with engine_step(during):
+        try:
+            yield
+        except docker.errors.ImageNotFound:
+            detail = f"job image {settings.job_image} is not on host {shard.host}"
+            raise _blocked("job image", detail, Fix.LOAD_IMAGE) from None
+        except docker.errors.APIError as exc:
+            # e.g. a volume on a read-only filesystem: no job could start on it.
+            detail = (
+                f"a job container cannot start on volume {shard.volume}: {exc.explanation or exc}"
+            )
+            raise _blocked("volume mount", detail, Fix.CHECK_VOLUME) from None
+
+
+class CliVerdictCache:
+    """The last good ``codex login status`` verdict per volume, in one worker process.
+
+    The job container's pre-flight skips the CLI when its inputs (the CLI version, auth.json,
+    config files) hash to the key of that verdict; anything changed runs the CLI again.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}
+
+    def known(self, volume: str) -> str | None:
+        return self._known.get(volume)
+
+    def learn(self, volume: str, report: Mapping[str, Any] | None) -> None:
+        status = (report or {}).get("codex_status") or {}
+        key = (report or {}).get("cli_verdict_key")
+        if isinstance(key, str) and status.get("exit_code") == 0 and not status.get("error"):
+            self._known[volume] = f"{key} {status.get('summary', 'Logged in')}"
+        else:
+            self._known.pop(volume, None)
+
+
+def gate_environment(settings: Settings, known_verdict: str | None) -> dict[str, str]:
+    """What a job container needs to check its own login first (nothing secret)."""
+    environment = {
+        "MOONMIND_CODEX_PREFLIGHT": "1",
+        JOB_UID_ENV: str(settings.job_uid),
+        WARN_DAYS_ENV: repr(settings.last_refresh_warn_days),
+        TIMEOUT_ENV: repr(settings.preflight_timeout_seconds),
+    }
+    if known_verdict:
+        environment[KNOWN_VERDICT_ENV] = known_verdict
+    return environment
+
+
+def verdict_line(stderr: bytes) -> bytes | None:
+    """The gate's line: the first line of the job's stderr, printed before the command ran."""
+    first = stderr.split(b"\n", 1)[0]
+    return first if first.startswith(VERDICT_PREFIX.encode()) else None
+
+
+def read_verdict(
+    settings: Settings,
+    shard: Shard,
+    line: bytes | None,
+    duration_s: float,
+    exit_code: int | None = None,
+) -> tuple[PreflightResult, dict[str, Any] | None]:
+    """The judged verdict of a job container's own pre-flight, and its report.
+
+    Without a readable line the entry point ended before or in its pre-flight, and ran no
+    command: blocked, with the fix its exit code points to.
+    """
+    report = None
+    if line is not None:
+        report = parse_probe_output(line[len(VERDICT_PREFIX) :].decode("utf-8", "replace"))
+    if report is None or report.get("gate") not in ("go", "blocked"):
+        if exit_code == ExitCode.CANTCREAT:
+            detail = (
+                f"uid {settings.job_uid} cannot open the job lock in volume {shard.volume} "
+                "(the volume root is not writable by the job uid)"
+            )
+            finding = Finding("directory writable", "blocked", detail, Fix.REPAIR)
+        else:
+            detail = f"the job's pre-flight printed no readable verdict (exit code {exit_code})"
+            finding = Finding("pre-flight", "blocked", detail, Fix.RETRY)
+        return blocked_result(shard, finding, duration_s), None
+    policy = LoginPolicy(job_uid=settings.job_uid, warn_after_days=settings.last_refresh_warn_days)
+    result = evaluate(report, shard, policy, duration_s)
+    if report["gate"] == "blocked" and not result.blocked:
+        # The job image judged differently from this worker: a version skew between images.
+        detail = (
+            f"the job image's pre-flight blocked the phase although this worker judges the "
+            f"login {result.status}: the job and worker images are of different versions"
+        )
+        result = blocked_result(
+            shard, Finding("pre-flight", "blocked", detail, Fix.LOAD_IMAGE), duration_s
+        )
+    return result, report
 
 
 def run_preflight(
@@ -105,7 +242,7 @@ def run_preflight(
         # Its first sentence names the engine address; the remedy is the separate field.
         finding = Finding("docker engine", "blocked", str(exc).split(";")[0], Fix.START_DOCKER)
         return blocked_result(shard, finding, time.monotonic() - started)
-    except _Blocked as blocked:
+    except PreflightBlocked as blocked:
         return blocked_result(shard, blocked.finding, time.monotonic() - started)
     finally:
         if own_client and client is not None:
@@ -139,26 +276,9 @@ def run_preflights(
 def _probe(
     settings: Settings, shard: Shard, client: docker.DockerClient, deadline: float
 ) -> dict[str, Any]:
-    with _engine_step("while looking up the volume"):
-        try:
-            client.volumes.get(shard.volume)
-        except docker.errors.NotFound:
-            # Never created here: an empty stand-in would pass as "not logged in" and hide the
-            # real problem (a host without its shard's volume).
-            detail = f"auth volume {shard.volume} does not exist on host {shard.host}"
-            raise _blocked("volume", detail, Fix.CREATE_VOLUME) from None
-    with _engine_step("while creating the probe container"):
-        try:
-            container = client.containers.create(**create_kwargs(settings, probe_container(shard)))
-        except docker.errors.ImageNotFound:
-            detail = f"job image {settings.job_image} is not on host {shard.host}"
-            raise _blocked("job image", detail, Fix.LOAD_IMAGE) from None
-        except docker.errors.APIError as exc:
-            detail = (
-                f"a job container cannot be created on volume {shard.volume}: "
-                f"{exc.explanation or exc}"
-            )
-            raise _blocked("volume mount", detail, Fix.CHECK_VOLUME) from None
+    require_volume(client, shard)
+    with container_start_step(settings, shard, "while creating the probe container"):
+        container = client.containers.create(**create_kwargs(settings, probe_container(shard)))
     try:
         return _run_probe(settings, shard, container, deadline)
     finally:
@@ -168,16 +288,9 @@ def _probe(
 
 
 def _run_probe(settings: Settings, shard: Shard, container: Any, deadline: float) -> dict[str, Any]:
-    with _engine_step("while starting the probe"):
-        try:
-            container.start()
-        except docker.errors.APIError as exc:
-            # e.g. a volume on a read-only filesystem: a job could not start on it either.
-            detail = (
-                f"a job container cannot start on volume {shard.volume}: {exc.explanation or exc}"
-            )
-            raise _blocked("volume mount", detail, Fix.CHECK_VOLUME) from None
-    with _engine_step("while waiting for the probe"):
+    with container_start_step(settings, shard, "while starting the probe"):
+        container.start()
+    with engine_step("while waiting for the probe"):
         try:
             outcome = container.wait(timeout=max(0.01, deadline - time.monotonic()))
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
@@ -186,7 +299,7 @@ def _run_probe(settings: Settings, shard: Shard, container: Any, deadline: float
                 f"(limit: {ENV_PREFIX}PREFLIGHT_TIMEOUT_SECONDS)"
             )
             raise _blocked("timeout", detail, Fix.RETRY) from None
-    with _engine_step("while reading the probe's report"):
+    with engine_step("while reading the probe's report"):
         output = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
     exit_code = outcome.get("StatusCode")
     if exit_code != 0:

@@ -13,9 +13,10 @@ from sqlalchemy import create_engine
 from harness.logins import JOB_IMAGE
 from moonmind_codex.jobs import JobSpec, job_container_name, launch_job
 from moonmind_codex.phase import PhaseBookkeepingError, PhaseRequest, run_phase
+from moonmind_codex.preflight import CliVerdictCache
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
-from tests.integration.conftest import VolumeFactory, unique
+from tests.integration.conftest import VolumeFactory, in_volume, unique
 
 SettingsFor = Callable[..., Settings]
 
@@ -103,14 +104,17 @@ def test_a_blocked_phase_marks_the_run_blocked_and_runs_nothing(
     client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, tmp_path: Path
 ) -> None:
     volume = make_volume(state="empty")  # never signed in
-    settings = settings_for(volume)
+    workspace = make_volume("ws")
+    settings = settings_for(volume, workspace_volume=workspace)
     store = store_for(tmp_path)
     run_id = unique("run")
     result = run_phase(
         settings,
         client,
         store,
-        PhaseRequest(run_id=run_id, phase="plan", command=["codex", "exec", "x"]),
+        PhaseRequest(
+            run_id=run_id, phase="plan", command=["sh", "-c", "echo ran > marker; codex exec x"]
+        ),
         worker="w",
         task_id="t",
         delivered_on=None,
@@ -118,6 +122,12 @@ def test_a_blocked_phase_marks_the_run_blocked_and_runs_nothing(
     assert result.outcome == "blocked" and result.message is not None
     assert "moonmind-codex login --shard 0" in result.message
     assert job_containers(client, run_id) == []
+    # The job container's own pre-flight stopped it before the command: no marker, no run dir.
+    listing = client.containers.run(
+        JOB_IMAGE, entrypoint=["ls", "-A", "/work"], command=[], remove=True,
+        volumes={workspace: {"bind": "/work", "mode": "ro"}}, network_mode="none",
+    )  # fmt: skip
+    assert run_id not in listing.decode().split()
     run = store.get_run(run_id)
     assert run is not None and run.status == "blocked"
     assert run.preflight_status == "blocked" and "not logged in" in (run.preflight_message or "")
@@ -192,3 +202,75 @@ def test_a_store_that_cannot_be_written_starts_nothing_and_is_never_a_success(
             delivered_on=None,
         )
     assert job_containers(client, run_id) == []
+
+
+def containers_created(client: Any, since: float, volume: str) -> list[str]:
+    """The roles of the containers created on ``volume``'s shard since ``since``."""
+    events = client.events(
+        since=since, until=time.time(), decode=True,
+        filters={"type": "container", "event": "create",
+                 "label": f"io.moonmind.codex.volume={volume}"},
+    )  # fmt: skip
+    return [e["Actor"]["Attributes"].get("io.moonmind.codex.role", "?") for e in events]
+
+
+def test_the_login_is_checked_inside_the_one_job_container_and_stays_out_of_the_log(
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, tmp_path: Path
+) -> None:
+    volume = make_volume(state="api_key")
+    settings = settings_for(volume)
+    since = time.time()
+    result = run_phase(
+        settings,
+        client,
+        store_for(tmp_path),
+        PhaseRequest(run_id=unique("run"), phase="p", command=["sh", "-c", "printf hello"]),
+        worker="w",
+        task_id="t",
+        delivered_on=None,
+    )
+    assert (result.outcome, result.preflight_status) == ("succeeded", "ok")
+    assert containers_created(client, since, volume) == ["job"]  # no separate probe container
+    assert result.log_path is not None and Path(result.log_path).read_bytes() == b"hello"
+
+
+def test_an_unchanged_login_skips_the_cli_and_a_changed_one_runs_it_again(
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor
+) -> None:
+    volume = make_volume(state="api_key")
+    settings = settings_for(volume)
+    cache = CliVerdictCache()
+
+    def phase(command: list[str]) -> Any:
+        spec = JobSpec(
+            run_id=unique("run"), phase="p", command=command, shard=settings.locate_shard(0),
+            timeout_s=60, preflight=True, known_verdict=cache.known(volume),
+        )  # fmt: skip
+        result = launch_job(settings, spec, client)
+        cache.learn(volume, result.preflight_report)
+        assert result.outcome == "succeeded", result.log_path.read_text()
+        return result.preflight_report["codex_status"]
+
+    assert phase(["true"])["cached"] is False  # first sight of this login: the CLI runs
+    again = phase(["true"])
+    assert again["cached"] is True and again["summary"] == "Logged in using an API key"
+    # A job changes what `codex login status` reads: the next phase asks the CLI again.
+    in_volume(volume, "printf 'model = \"o3\"\\n' > /home/app/.codex/config.toml")
+    assert phase(["true"])["cached"] is False
+    assert phase(["true"])["cached"] is True
+
+
+@pytest.mark.parametrize("preflight", [False, True], ids=["bare-job", "with-pre-flight"])
+def test_a_verdict_line_is_removed_but_a_lookalike_from_the_command_is_kept(
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, preflight: bool
+) -> None:
+    volume = make_volume(state="api_key")
+    settings = settings_for(volume)
+    script = "echo '[moonmind-codex] pre-flight {}' >&2; printf 'out'"
+    spec = JobSpec(
+        run_id=unique("run"), phase="p", command=["sh", "-c", script],
+        shard=settings.locate_shard(0), timeout_s=60, preflight=preflight,
+    )  # fmt: skip
+    result = launch_job(settings, spec, client)
+    assert result.outcome == "succeeded"
+    assert result.log_path.read_bytes() == b"[moonmind-codex] pre-flight {}\nout"
