@@ -6,9 +6,14 @@ This is the mount the upstream attempt never exercised: every test runs a real c
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,6 +82,13 @@ def wait_running(client: Any, name: str, timeout_s: float = 30) -> Any:
         if found:
             return found[0]
         assert time.monotonic() < deadline, f"container {name} never started"
+        time.sleep(0.1)
+
+
+def wait_for_text(path: Path, text: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not (path.exists() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"{text!r} never reached {path}"
         time.sleep(0.1)
 
 
@@ -223,9 +235,10 @@ def test_second_phase_on_a_busy_volume_gets_busy(
 ) -> None:
     volume = make_volume()
     settings = settings_for(volume)
-    first = Background(settings, spec(volume, ["sleep", "4"], run_id=run_id, phase="plan"), client)
-    wait_running(client, job_container_name(run_id, "plan"))
-    time.sleep(0.5)  # its entry point takes the lock as its first action
+    holder = spec(volume, ["sh", "-c", "echo holding; sleep 4"], run_id=run_id, phase="plan")
+    first = Background(settings, holder, client)
+    # The entry point starts the command only once it holds the lock.
+    wait_for_text(settings.artifacts_dir / "spec_workflows" / run_id / "plan.log", "holding")
     second = launch_job(settings, spec(volume, ["true"], run_id=run_id, phase="tasks"), client)
     assert (second.outcome, second.exit_code) == ("busy", 75)
     assert "auth volume busy" in second.log_path.read_text()
@@ -293,7 +306,7 @@ def test_exited_container_of_an_earlier_delivery_is_reaped(
 
 
 @pytest.mark.parametrize(
-    ("run_id", "phase", "message"),
+    ("bad_run_id", "bad_phase", "message"),
     [
         ("../etc", "p", "run_id '../etc' is not valid"),
         ("r", "a b", "phase 'a b' is not valid"),
@@ -301,12 +314,74 @@ def test_exited_container_of_an_earlier_delivery_is_reaped(
         ("-rf", "p", "run_id '-rf' is not valid"),
     ],
 )
-def test_bad_ids_are_refused_before_anything_runs(run_id: str, phase: str, message: str) -> None:
+def test_bad_ids_are_refused_before_anything_runs(
+    client: Any,
+    make_volume: VolumeFactory,
+    settings_for: SettingsFor,
+    run_id: str,
+    bad_run_id: str,
+    bad_phase: str,
+    message: str,
+) -> None:
+    volume = make_volume()
+    settings = settings_for(volume)
+    since = time.time()
     with pytest.raises(ValueError, match=message):
-        spec("v", ["true"], run_id=run_id, phase=phase)
+        launch_job(settings, spec(volume, ["true"], run_id=bad_run_id, phase=bad_phase), client)
+    assert not settings.artifacts_dir.exists()  # no log directory, inside or outside it
+    # Positive control: a valid phase on the same volume just after is seen by the same query.
+    assert launch_job(settings, spec(volume, ["true"], run_id=run_id), client).outcome == (
+        "succeeded"
+    )
+    created = client.events(
+        since=since,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": f"{LABEL}volume={volume}"},
+    )
+    # The engine's record: the refused phase never made a container on its volume.
+    assert [e["Actor"]["Attributes"][LABEL + "run-id"] for e in created] == [run_id]
+
+
+# Container names pinned: a redelivered phase finds its container by name, also after a worker
+# upgrade or from another process, so the name must never change for the same run and phase.
+PINNED_NAMES = {
+    ("Run_1", "specify"): "moonmind-codex-job-run-1-specify-fb34ad9c",
+    ("run-1", "specify"): "moonmind-codex-job-run-1-specify-d39e6ef8",
+    ("Run.1", "x"): "moonmind-codex-job-run-1-x-3f3fba8d",
+}
 
 
 def test_container_names_are_stable_and_distinct() -> None:
-    assert job_container_name("Run_1", "specify") == job_container_name("Run_1", "specify")
-    assert job_container_name("run-1", "a") != job_container_name("run-1a", "")
-    assert job_container_name("Run.1", "x").startswith("moonmind-codex-job-run-1-x-")
+    assert {ids: job_container_name(*ids) for ids in PINNED_NAMES} == PINNED_NAMES
+    # Another interpreter with another hash seed: no per-process salt in the name.
+    code = (
+        "from moonmind_codex.jobs import job_container_name as n;"
+        f"print([n(*ids) for ids in {list(PINNED_NAMES)!r}])"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONHASHSEED="12345"),
+    )
+    assert other.stdout.strip() == repr(list(PINNED_NAMES.values()))
+    # Ids that read alike once slugged, or long ids that share the slugged prefix, stay apart;
+    # every name is one Docker accepts.
+    ids = [
+        ("Run_1", "specify"),
+        ("run-1", "specify"),
+        ("RUN.1", "specify"),
+        ("run_1", "specify"),
+        ("run-1", "Specify"),
+        ("r" * 60 + "a", "p"),
+        ("r" * 60 + "b", "p"),
+        ("r", "p" * 30 + "a"),
+        ("r", "p" * 30 + "b"),
+    ]
+    names = [job_container_name(*pair) for pair in ids]
+    assert len(set(names)) == len(ids), names
+    for name in names:
+        assert re.fullmatch(r"moonmind-codex-job-[a-z0-9-]+-[0-9a-f]{8}", name), name
+        assert len(name) <= 128, name
