@@ -15,6 +15,8 @@ WORKER_UID = 10001
 # Inside the worker container: the state directory, and the run store shared with producers.
 STATE_DIR = "/var/lib/moonmind-codex"
 WORKER_DATABASE_URL = f"sqlite:///{STATE_DIR}/state/runs.sqlite3"
+# Where a worker started with ``engine_socket_dir`` sees that directory (its engine socket).
+ENGINE_SOCKET_MOUNT = "/run/moonmind-codex-engine"
 
 
 def provision_workspace(volume: str, job_uid: int = 1000) -> None:
@@ -48,7 +50,16 @@ def start_worker(
     volume: str,
     extra_env: dict[str, str] | None = None,
     shard_count: int = 3,
+    *,
+    engine_socket_dir: Path | None = None,
+    tmpfs: dict[str, str] | None = None,
 ) -> Any:
+    """One shard's worker container.
+
+    ``engine_socket_dir``: talk to the engine through ``<dir>/docker.sock`` (for example a
+    proxy a test can stop) instead of the host's socket, which is then not mounted at all.
+    ``tmpfs``: extra tmpfs mounts (path -> mount options), for example a small disk.
+    """
     provision_workspace(f"mmc-test-{fleet_tag}-ws")
     env = {
         "MOONMIND_CODEX_SHARD": str(shard),
@@ -65,6 +76,17 @@ def start_worker(
         "MOONMIND_CODEX_BUSY_RETRY_SECONDS": "1",
         **(extra_env or {}),
     }
+    volumes = {
+        "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+        str(state): {"bind": "/var/lib/moonmind-codex", "mode": "rw"},
+        str(url_file): {"bind": "/run/secrets/moonmind_codex_broker_url", "mode": "ro"},
+    }
+    if engine_socket_dir is not None:
+        del volumes["/var/run/docker.sock"]
+        volumes[str(engine_socket_dir)] = {"bind": ENGINE_SOCKET_MOUNT, "mode": "rw"}
+        engine_url = f"unix://{ENGINE_SOCKET_MOUNT}/docker.sock"
+        env = {"MOONMIND_CODEX_DOCKER_URL": engine_url, "DOCKER_HOST": engine_url, **env}
+    optional: dict[str, Any] = {"tmpfs": tmpfs} if tmpfs else {}
     return client.containers.run(
         WORKER_IMAGE,
         name=name,
@@ -72,17 +94,14 @@ def start_worker(
         network_mode="host",
         environment=env,
         group_add=[str(os.stat("/var/run/docker.sock").st_gid)],
-        volumes={
-            "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
-            str(state): {"bind": "/var/lib/moonmind-codex", "mode": "rw"},
-            str(url_file): {"bind": "/run/secrets/moonmind_codex_broker_url", "mode": "ro"},
-        },
+        volumes=volumes,
         labels={
             "io.moonmind.codex.role": "worker",
             "io.moonmind.codex.shard": str(shard),
             "io.moonmind.codex.volume": volume,
             "io.moonmind.codex.host": "e2e-host",
         },
+        **optional,
     )
 
 
