@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import re
 import select
 import shutil
 import signal
@@ -57,36 +56,6 @@ def engine_events_naming(client: Any, since: float, text: str) -> list[dict[str,
     """
     events = client.events(since=since, until=int(time.time()) + 1, decode=True)
     return [e for e in events if text in json.dumps(e)]
-
-
-def test_route_is_stable_and_json_matches(client: Any) -> None:
-    runs = [cli("route", "org/some-repo", "--shards", "8") for _ in range(2)]
-    assert all(r.returncode == 0 for r in runs), runs
-    assert runs[0].stdout == runs[1].stdout
-    queue = runs[0].stdout.strip()
-    assert queue.startswith("codex-") and 0 <= int(queue.removeprefix("codex-")) < 8
-    as_json = cli("route", "org/some-repo", "--shards", "8", "--json")
-    data = json.loads(as_json.stdout)
-    assert data == {
-        "key": "org/some-repo",
-        "shard": int(queue.removeprefix("codex-")),
-        "queue": queue,
-        "shards": 8,
-        "mode": "sharded",
-    }
-    # A separate process: no per-process hash salt may change the answer.
-    other = cli("route", "org/some-repo", env={"MOONMIND_CODEX_SHARD_COUNT": "8"})
-    assert other.stdout == runs[0].stdout
-
-
-def test_python_dash_m_and_version(client: Any) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "moonmind_codex", "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0 and done.stdout.startswith("moonmind-codex "), done
 
 
 def test_preflight_ok_and_json(client: Any, make_volume: Callable[..., str]) -> None:
@@ -184,12 +153,10 @@ def test_login_from_stdin_validates_then_writes(
     assert "SECRET" not in good.stdout + good.stderr
 
 
-def run_on_a_terminal(
-    args: list[str], env: dict[str, str], until: re.Pattern[str]
-) -> tuple[int, str]:
+def run_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
     """Run the CLI with a pseudo-terminal as its stdin/stdout (as an operator would).
 
-    Reads until ``until`` matches; if the process is still running then, it gets Ctrl-C.
+    Reads until the command ends on its own (it is never interrupted), within a bound.
     """
     primary, secondary = pty.openpty()
     proc = subprocess.Popen(
@@ -204,16 +171,21 @@ def run_on_a_terminal(
     seen = b""
     deadline = time.monotonic() + 90
     try:
-        while time.monotonic() < deadline and not until.search(seen.decode("utf-8", "replace")):
+        while time.monotonic() < deadline:
             ready, _, _ = select.select([primary], [], [], 0.5)
             if ready:
                 try:
-                    seen += os.read(primary, 4096)
+                    chunk = os.read(primary, 4096)
                 except OSError:  # the terminal closed: the command ended
                     break
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        return proc.wait(timeout=60), seen.decode("utf-8", "replace")
+                if not chunk:
+                    break
+                seen += chunk
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the command did not end on its own: {seen!r}") from None
+        return code, seen.decode("utf-8", "replace")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -225,20 +197,21 @@ def test_device_login_runs_the_real_codex_device_flow_and_cleans_up(
 ) -> None:
     """`login` (no source option) is codex's device-code flow in a job container on the volume.
 
-    Where the sign-in service is reachable the CLI prints a one-time code and waits for a human
-    (the test presses Ctrl-C); where it is not (this sandbox), codex reports the failed request.
-    Either way the container is gone afterwards and the volume holds no login.
+    The login container gets the job network; here that is "none", so the sign-in service is
+    unreachable wherever the test runs and the outcome is one: codex's device-code request
+    fails, the command ends on its own with codex's status, and the volume holds no login.
     """
     volume = make_volume()
     since = int(time.time()) - 1
     code, output = run_on_a_terminal(
-        ["login", "--shard", "0"],
-        volume_env(volume),
-        re.compile(r"Error logging in|one-time code|device", re.IGNORECASE),
+        ["login", "--shard", "0"], {**volume_env(volume), "MOONMIND_CODEX_JOB_NETWORK": "none"}
     )
-    assert re.search(r"Error logging in|one-time code|device", output, re.IGNORECASE), output
-    assert code != 0, output  # no login was made, so the command must not claim one
-    assert "signed in" not in output
+    # One line: codex's failed request to the device-code endpoint (not the browser flow's
+    # local server, not a one-time code), then codex's own status; no "signed in" claim.
+    (line,) = output.strip().splitlines()
+    assert line.startswith("Error logging in: "), output
+    assert "https://auth.openai.com/api/accounts/deviceauth/usercode" in line, output
+    assert code == 1, output
     created = [
         e
         for e in engine_events_naming(client, since, volume)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,3 +173,52 @@ def test_database_url_that_is_not_supported_is_a_settings_error(
     code, _, err = run(capsys, "db", "upgrade")
     assert code == 78 and "DATABASE_URL must be sqlite:///PATH" in err
     assert "secret" not in err
+
+
+# The console script and `python -m`, each in a fresh interpreter (moved from the integration
+# tests: they never touched the engine).
+INSTALLED_CLI = shutil.which("moonmind-codex") or str(
+    Path(sys.executable).parent / "moonmind-codex"
+)
+
+
+def installed(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [INSTALLED_CLI, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=dict(os.environ, **env),
+    )
+
+
+def test_installed_route_command_answers_alike_in_every_process() -> None:
+    # Pinned: a key's queue (so the login it runs with) must not move between processes or
+    # releases. 8 shards give codex-4; the default 3 would give codex-1.
+    for seed in ("1", "2", "3"):
+        done = installed("route", "org/app", "--shards", "8", PYTHONHASHSEED=seed)
+        assert (done.returncode, done.stdout) == (0, "codex-4\n"), done.stderr
+    by_env = installed("route", "org/app", MOONMIND_CODEX_SHARD_COUNT="8")
+    assert (by_env.returncode, by_env.stdout) == (0, "codex-4\n"), by_env.stderr
+    as_json = installed("route", "org/app", "--shards", "8", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == {
+        "key": "org/app",
+        "shard": 4,
+        "queue": "codex-4",
+        "shards": 8,
+        "mode": "sharded",
+    }
+
+
+def test_python_dash_m_prints_the_installed_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "moonmind_codex", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"moonmind-codex {importlib.metadata.version('moonmind-codex')}\n"
