@@ -252,24 +252,24 @@ def test_phase_on_a_held_volume_waits_for_the_lock_then_runs(fleet: Fleet, clien
 def test_phase_on_a_volume_without_login_is_blocked(fleet: Fleet, client: Any) -> None:
     app = create_app(fleet.producer)
     run_id = f"run-blocked-{fleet.tag}"
-    since = int(time.time()) - 1
+    since = time.time()
     with pytest.raises(CodexPhaseBlocked) as caught:
-        send_phase(app, run_id, "specify", fleet.key_for(2), ["true"]).get(timeout=90)
-    # The engine's own record: no container was ever created for this run (the pre-flight
-    # probe has no run-id label; a job container would).
-    created = list(
+        send_phase(app, run_id, "specify", fleet.key_for(2), ["sh", "-c", "exit 0"]).get(timeout=90)
+    # The engine's own record: one job container, whose entry point checked the login first
+    # and ended with BLOCKED (2); the command (which would have exited 0) never started.
+    events = list(
         client.events(
             since=since,
-            until=int(time.time()) + 1,
+            until=time.time(),
             decode=True,
-            filters={
-                "type": "container",
-                "event": "create",
-                "label": f"io.moonmind.codex.run-id={run_id}",
-            },
+            filters={"type": "container", "label": f"io.moonmind.codex.run-id={run_id}"},
         )
     )
-    assert created == []
+    assert [e["status"] for e in events if e["status"] in ("create", "start")] == [
+        "create",
+        "start",
+    ]
+    assert [e["Actor"]["Attributes"]["exitCode"] for e in events if e["status"] == "die"] == ["2"]
     message = str(caught.value)
     for part in (
         "shard 2",
@@ -285,7 +285,9 @@ def test_phase_on_a_volume_without_login_is_blocked(fleet: Fleet, client: Any) -
         "blocked",
         None,
     )
-    assert not (fleet.state / "artifacts" / "spec_workflows" / run_id).exists()
+    # The phase log says why, in the same words.
+    log = fleet.state / "artifacts" / "spec_workflows" / run_id / "specify.log"
+    assert "moonmind-codex login --shard 2" in log.read_text()
 
 
 def test_worker_without_its_volume_refuses_to_start(
@@ -315,17 +317,27 @@ def test_second_worker_on_a_held_volume_refuses_and_names_the_holder(
     url_file = tmp_path / "url"
     url_file.write_text(fleet.url)
     url_file.chmod(0o444)
+    first = fleet.workers[0]
+    first.reload()
+    started_at = first.attrs["State"]["StartedAt"]
     container = start_worker(
         client, fleet.tag, url_file, fleet.state, 0, f"mmc-test-{fleet.tag}-dup-0", fleet.volume(0)
     )
     try:
         assert container.wait(timeout=60)["StatusCode"] == 78
         logs = container.logs().decode()
-        holder = fleet.workers[0].name
-        assert f"auth volume {fleet.volume(0)} is already used by worker {holder}" in logs
+        assert f"auth volume {fleet.volume(0)} is already used by worker {first.name}" in logs
     finally:
         container.remove(force=True)
-    assert json.loads(json.dumps(fleet.workers[0].attrs["State"]))["Running"] is True
+    # The holder, as the engine sees it now: still running, never stopped or restarted ...
+    first.reload()
+    assert first.attrs["State"]["Running"] is True, first.attrs["State"]
+    assert first.attrs["State"]["StartedAt"] == started_at, first.attrs["State"]
+    # ... and still the one that serves the shard.
+    result = send_phase(
+        create_app(fleet.producer), f"run-dup-{fleet.tag}", "specify", fleet.key_for(0), ["true"]
+    ).get(timeout=90)
+    assert (result["worker"], result["outcome"]) == ("codex-0@e2e-host", "succeeded")
 
 
 def test_single_queue_mode_uses_one_codex_queue(fleet: Fleet, client: Any, tmp_path: Path) -> None:
@@ -367,19 +379,40 @@ def test_single_queue_mode_uses_one_codex_queue(fleet: Fleet, client: Any, tmp_p
         volume.remove(force=True)
 
 
+def worker_log_entries(container: Any, until_run: str, timeout_s: float = 30) -> list[Any]:
+    """The worker's stderr as JSON objects, once it shows ``until_run``'s final audit record."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
+        entries = [json.loads(line) for line in err.splitlines() if line.strip()]
+        if any(
+            e.get("audit", {}).get("run_id") == until_run
+            and e["audit"]["event"] == "codex_phase_finished"
+            for e in entries
+        ):
+            return entries
+        assert time.monotonic() < deadline, (until_run, err[-2000:])
+        time.sleep(0.2)
+
+
 def test_worker_logs_are_json_lines_without_secrets(fleet: Fleet) -> None:
     password = fleet.url.split(":")[2].split("@")[0]
-    run_id = f"run-logs-{fleet.tag}"
     app = create_app(fleet.producer)
-    done = send_phase(app, run_id, "specify", fleet.key_for(0), ["true"]).get(timeout=90)
-    assert done["outcome"] == "succeeded"
+    # One phase per shard, so that every worker has records of its own to show in both places
+    # (shard 2's is refused: its volume has no login).
+    run_ids = {shard: f"run-logs-{shard}-{fleet.tag}" for shard in range(SHARDS)}
+    for shard, run_id in run_ids.items():
+        pending = send_phase(app, run_id, "specify", fleet.key_for(shard), ["true"])
+        if shard in LOGGED_IN:
+            assert pending.get(timeout=90)["outcome"] == "succeeded"
+        else:
+            with pytest.raises(CodexPhaseBlocked):
+                pending.get(timeout=90)
     for shard, container in fleet.workers.items():
         # stderr carries the logging output; stdout carries Celery's start-up banner.
-        err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
-        lines = [line for line in err.splitlines() if line.strip()]
-        entries = [json.loads(line) for line in lines]
+        entries = worker_log_entries(container, run_ids[shard])
         startup = [e for e in entries if e.get("msg", "").startswith("start-up pre-flight: ")]
-        assert len(startup) == 1, err[-2000:]
+        assert len(startup) == 1, entries[-20:]
         result = json.loads(startup[0]["msg"].removeprefix("start-up pre-flight: "))
         expected = "ok" if shard in LOGGED_IN else "blocked"
         assert (result["shard"], result["volume"], result["status"]) == (
@@ -389,11 +422,18 @@ def test_worker_logs_are_json_lines_without_secrets(fleet: Fleet) -> None:
         )
         everything = container.logs().decode("utf-8", "replace")
         assert password not in everything and FAKE_API_KEY not in everything
-        # The log carries the same audit records as the JSONL file, as objects.
+        # The log carries the same audit records as the JSONL file, as objects: this shard's
+        # run in both, with its start and its end, and no other shard's run.
         logged = [e["audit"] for e in entries if "audit" in e]
         filed = [r for r in fleet.audit() if r["worker"] == f"codex-{shard}@e2e-host"]
         assert logged == filed, (shard, len(logged), len(filed))
-        assert filed or shard != 0
+        mine = [r for r in filed if r["run_id"] == run_ids[shard]]
+        assert [(r["event"], r["outcome"]) for r in mine] == [
+            ("codex_phase_started", None),
+            ("codex_phase_finished", "succeeded" if shard in LOGGED_IN else "blocked"),
+        ]
+        others = set(run_ids.values()) - {run_ids[shard]}
+        assert not others & {r["run_id"] for r in filed}, shard
 
 
 def test_misrouted_phase_is_refused_untouched(fleet: Fleet) -> None:
