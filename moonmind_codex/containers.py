@@ -2,10 +2,11 @@
 
 Every container that mounts a shard's auth volume is described here, once: the job uid, no
 capabilities, no new privileges, the volume read-write at :data:`CODEX_HOME`, the project
-labels, ``HOME``. Callers say only what differs (the command, the network, root for a repair,
-standard input for a login). Three renderings of one description: keyword arguments for the
-Docker SDK's ``containers.create``, the low-level API config (needed for ``StdinOnce``), and a
-``docker run`` command line (the operator's interactive device-code sign-in).
+labels, ``HOME``, a CPU weight below the control plane's (``job_cpu_shares``). Callers say only
+what differs (the command, the network, root for a repair, standard input for a login). Three
+renderings of one description: keyword arguments for the Docker SDK's ``containers.create``,
+the low-level API config (needed for ``StdinOnce``), and a ``docker run`` command line (the
+operator's interactive device-code sign-in).
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def create_kwargs(settings: Settings, spec: JobImageContainer) -> dict[str, Any]
         "labels": _labels(spec),
         "detach": True,
     }
+    if settings.job_cpu_shares:
+        kwargs["cpu_shares"] = settings.job_cpu_shares
     if spec.entrypoint is not None:
         kwargs["entrypoint"] = list(spec.entrypoint)
     if spec.as_root:
@@ -151,6 +154,7 @@ def api_create_config(client: Any, settings: Settings, spec: JobImageContainer) 
         cap_add=_cap_add(spec),
         security_opt=["no-new-privileges"],
         log_config=_log_config(spec),
+        cpu_shares=settings.job_cpu_shares or None,
     )
     config: dict[str, Any] = client.api.create_container_config(
         settings.job_image,
@@ -180,6 +184,8 @@ def docker_run_argv(
     for key, value in spec.environment.items():
         args += ["--env", f"{key}={value}"]
     args += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    if settings.job_cpu_shares:
+        args += ["--cpu-shares", str(settings.job_cpu_shares)]
     for cap in _cap_add(spec) or ():
         args += ["--cap-add", cap]
     if not spec.keep_logs:

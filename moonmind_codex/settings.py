@@ -45,6 +45,10 @@ DEFAULT_ENV_FILE = Path("/etc/moonmind-codex/fleet.env")
 
 QueueMode = Literal["sharded", "single"]
 
+# The range Docker accepts for --cpu-shares (the kernel's cpu.shares bounds).
+MIN_CPU_SHARES = 2
+MAX_CPU_SHARES = 262144
+
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
@@ -92,6 +96,11 @@ class Settings:
     job_gid: int = 1000
     job_timeout_seconds: float = 3600.0
     job_network: str = "bridge"
+    # CPU weight of every job-image container (jobs, pre-flight probes, logins), against the
+    # engine's default of 1024 for everything else: when the CPU is contended, the fleet's
+    # control plane (broker, workers, default-queue workers) runs first; when it is not, a job
+    # may still use every core. 0 leaves the engine's default.
+    job_cpu_shares: int = 256
     preflight_timeout_seconds: float = 30.0
     busy_retry_seconds: float = 30.0
     busy_max_retries: int = 20
@@ -316,6 +325,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_gid=_int(env, "JOB_GID", Settings.job_gid, 1),
         job_timeout_seconds=_float(env, "JOB_TIMEOUT_SECONDS", Settings.job_timeout_seconds, 0),
         job_network=_str(env, "JOB_NETWORK", Settings.job_network),
+        job_cpu_shares=_int(env, "JOB_CPU_SHARES", Settings.job_cpu_shares, 0),
         preflight_timeout_seconds=_float(
             env, "PREFLIGHT_TIMEOUT_SECONDS", Settings.preflight_timeout_seconds, 0
         ),
@@ -396,6 +406,12 @@ def _validate(s: Settings) -> None:
             f"{p}DATABASE_URL must be sqlite:///PATH (one host) or "
             "postgresql+psycopg://USER@HOST/DB (several hosts); put a password in the "
             f"{p}DATABASE_URL_FILE twin, not in the environment"
+        )
+    if s.job_cpu_shares != 0 and not MIN_CPU_SHARES <= s.job_cpu_shares <= MAX_CPU_SHARES:
+        raise SettingsError(
+            f"{p}JOB_CPU_SHARES={s.job_cpu_shares} is out of range: use {MIN_CPU_SHARES}.."
+            f"{MAX_CPU_SHARES} (the engine's default weight is 1024; lower runs Codex containers "
+            "after the fleet's own processes when the CPU is busy), or 0 for the engine's default"
         )
     if not s.codex_task_patterns:
         raise SettingsError(f"{p}CODEX_TASK_PATTERNS is empty; give at least one glob pattern")

@@ -64,6 +64,8 @@ def test_every_role_gets_the_same_hardening_mount_and_labels(
                 "host": "factory-host",
             }
             assert "HOME=/home/app" in attrs["Config"]["Env"]
+            # Below the control plane's weight (the engine's default, 1024).
+            assert host["CpuShares"] == settings.job_cpu_shares == 256, spec.role
             if spec.role == "repair":
                 assert attrs["Config"]["User"] == "0:0"
                 assert sorted(host["CapAdd"]) == ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
@@ -103,5 +105,6 @@ def test_low_level_rendering_matches_the_high_level_one(
         assert attrs["HostConfig"]["LogConfig"]["Type"] == "none"
         assert attrs["HostConfig"]["NetworkMode"] == "none"
         assert attrs["Config"]["Labels"][LABEL + "volume"] == volume
+        assert attrs["HostConfig"]["CpuShares"] == settings.job_cpu_shares
     finally:
         client.api.remove_container(created["Id"], force=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -59,6 +60,10 @@ def test_secret_from_file(tmp_path: Path) -> None:
         ),
         ({"MOONMIND_CODEX_BROKER_URL_FILE": "/nonexistent/url"}, "cannot be read"),
         ({"MOONMIND_CODEX_CODEX_TASK_PATTERNS": " , "}, "is empty"),
+        ({"MOONMIND_CODEX_JOB_CPU_SHARES": "low"}, "JOB_CPU_SHARES='low' is not a whole number"),
+        ({"MOONMIND_CODEX_JOB_CPU_SHARES": "-1"}, "JOB_CPU_SHARES=-1 must be >= 0"),
+        ({"MOONMIND_CODEX_JOB_CPU_SHARES": "1"}, "JOB_CPU_SHARES=1 is out of range: use 2..262144"),
+        ({"MOONMIND_CODEX_JOB_CPU_SHARES": "262145"}, "JOB_CPU_SHARES=262145 is out of range"),
     ],
 )
 def test_bad_settings_name_the_variable_and_fix(env: dict[str, str], message: str) -> None:
@@ -182,3 +187,47 @@ def test_bad_fleet_env_file_names_the_line(tmp_path: Path, monkeypatch: pytest.M
         load_settings()
     monkeypatch.setenv("MOONMIND_CODEX_ENV_FILE", str(tmp_path / "absent.env"))
     assert load_settings().shard_count == 3  # a host without a fleet: defaults
+
+
+def _rendered_cpu_shares(settings: Settings) -> tuple[object, object, list[str]]:
+    """The CPU weight in the SDK kwargs, the low-level config and the ``docker run`` argv."""
+    import docker
+
+    from moonmind_codex.containers import (
+        JobImageContainer,
+        api_create_config,
+        create_kwargs,
+        docker_run_argv,
+    )
+
+    spec = JobImageContainer(
+        role="job", shard=settings.locate_shard(0), command=["true"], name="moonmind-codex-x"
+    )
+    client = SimpleNamespace(api=docker.APIClient(base_url="unix:///nonexistent", version="1.41"))
+    argv = docker_run_argv(settings, spec)
+    flag = (
+        argv[argv.index("--cpu-shares") : argv.index("--cpu-shares") + 2]
+        if ("--cpu-shares" in argv)
+        else []
+    )
+    return (
+        create_kwargs(settings, spec).get("cpu_shares"),
+        api_create_config(client, settings, spec)["HostConfig"].get("CpuShares"),
+        flag,
+    )
+
+
+def test_job_containers_weigh_less_than_the_control_plane_by_default() -> None:
+    settings = load_settings({})
+    assert settings.job_cpu_shares == 256  # the engine gives everything else 1024
+    assert _rendered_cpu_shares(settings) == (256, 256, ["--cpu-shares", "256"])
+    tuned = load_settings({"MOONMIND_CODEX_JOB_CPU_SHARES": "512"})
+    assert _rendered_cpu_shares(tuned) == (512, 512, ["--cpu-shares", "512"])
+
+
+def test_job_cpu_shares_zero_leaves_the_engine_default() -> None:
+    assert _rendered_cpu_shares(load_settings({"MOONMIND_CODEX_JOB_CPU_SHARES": "0"})) == (
+        None,
+        None,
+        [],
+    )
