@@ -54,8 +54,28 @@ def test_worker_units_enabled_and_active(host) -> None:
             f"moonmind-codex-worker-{shard}"
         )
         assert policy.strip() in ("", "no")
-    for shard in set(range(SHARD_COUNT)) - set(own_shards(host)):
-        assert not host.service(f"moonmind-codex-worker@{shard}").is_running
+    # The target pulls in this host's shards and no other.
+    wants = host.check_output(
+        "systemctl show --property=Wants --value moonmind-codex-workers.target"
+    )
+    assert {u for u in wants.split() if u.startswith("moonmind-codex-worker@")} == {
+        f"moonmind-codex-worker@{shard}.service" for shard in own_shards(host)
+    }
+    # Another host's shard: its unit is real here (the installed template loads it; a misspelt
+    # name would read "not-found", and is never running either), yet disabled and not running,
+    # and its container does not exist.
+    for shard in sorted(set(range(SHARD_COUNT)) - set(own_shards(host))):
+        shown = host.check_output(
+            "systemctl show --property=LoadState,FragmentPath,ActiveState,UnitFileState "
+            f"moonmind-codex-worker@{shard}.service"
+        )
+        assert dict(line.split("=", 1) for line in shown.splitlines()) == {
+            "LoadState": "loaded",
+            "FragmentPath": "/etc/systemd/system/moonmind-codex-worker@.service",
+            "ActiveState": "inactive",
+            "UnitFileState": "disabled",
+        }
+        assert host.run(f"docker inspect moonmind-codex-worker-{shard}").rc != 0
 
 
 def test_each_worker_consumes_its_own_queue_only(host) -> None:

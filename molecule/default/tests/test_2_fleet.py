@@ -58,6 +58,15 @@ def recap_changed(output: str) -> dict[str, int]:
     }
 
 
+def task_sections(output: str) -> dict[str, str]:
+    """A playbook's output, split per task: task name to everything it printed."""
+    sections = {}
+    for chunk in output.split("\nTASK [")[1:]:
+        name, _, rest = chunk.partition("]")
+        sections[name] = rest.split("\nPLAY ")[0]
+    return sections
+
+
 def login_check_table() -> dict[int, str]:
     done = playbook("login_check.yml")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -206,9 +215,23 @@ def test_9_move_a_shard_to_another_host_with_its_login(tmp_path: Path) -> None:
     assert host_a.run("docker volume inspect codex_auth_1").rc == 0  # kept, not purged
     assert host_b.service("moonmind-codex-worker@1").is_running
 
-    done = playbook("move_login.yml", "-e", "shard=1", "-e", f"from_host={HOST_A}", inventory=moved)
+    # At -vvv Ansible prints every task's result and module arguments (a registered stdout, a
+    # command's stdin), so only no_log keeps the login out of the output.
+    done = playbook(
+        "move_login.yml", "-vvv", "-e", "shard=1", "-e", f"from_host={HOST_A}", inventory=moved
+    )
     assert done.returncode == 0, done.stdout[-3000:]
-    assert FAKE_KEY not in done.stdout + done.stderr  # no_log
+    assert FAKE_KEY not in done.stdout + done.stderr
+    tasks = task_sections(done.stdout)
+    for carrying in (
+        "Read auth.json from the old host's volume",
+        "Write it into the new owner's volume (0600, owned by the job uid)",
+    ):
+        assert "'no_log: true' was specified for this result" in tasks[carrying], tasks[carrying]
+        assert '"module_args"' not in tasks[carrying]
+    # The control: the step without no_log shows its result and arguments at this verbosity.
+    cleared = tasks["Empty the old copy so the login is live on one host only"]
+    assert '"module_args"' in cleared and "clear-login" in cleared, cleared
     stat = host_b.check_output(
         "docker run --rm --network none --entrypoint stat -v codex_auth_1:/c "
         "moonmind-codex/job:latest -c '%a %u' /c/auth.json"
