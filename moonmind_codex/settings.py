@@ -13,6 +13,7 @@ workers do.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -48,6 +49,8 @@ QueueMode = Literal["sharded", "single"]
 # The range Docker accepts for --cpu-shares (the kernel's cpu.shares bounds).
 MIN_CPU_SHARES = 2
 MAX_CPU_SHARES = 262144
+# The largest uid/gid Linux gives a user ((uid_t)-1 is "no user").
+MAX_ID = 2**32 - 2
 
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -178,18 +181,24 @@ def _read(env: Mapping[str, str], name: str) -> str | None:
         path = Path(env[file_key])
         try:
             return path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            # ValueError: a NUL byte in the path; UnicodeDecodeError: the file is not text.
+            why = getattr(exc, "strerror", None) or (
+                "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not a usable path"
+            )
             raise SettingsError(
-                f"{file_key}={path} cannot be read ({exc.strerror}); "
+                f"{file_key}={env[file_key]!r:.200} cannot be read ({why}); "
                 "point it at a readable file holding the value"
-            ) from exc
+            ) from None
     value = env.get(key)
     if value is None:
         return None
     return value.strip()
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None
+) -> int:
     raw = _read(env, name)
     if raw is None or raw == "":
         return default
@@ -197,10 +206,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
         value = int(raw, 10)
     except ValueError:
         raise SettingsError(
-            f"{ENV_PREFIX}{name}={raw!r} is not a whole number; set it to an integer >= {minimum}"
+            f"{ENV_PREFIX}{name}={raw!r:.200} is not a whole number; set it to an integer >= "
+            f"{minimum}"
         ) from None
     if value < minimum:
         raise SettingsError(f"{ENV_PREFIX}{name}={value} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{ENV_PREFIX}{name}={value} must be <= {maximum}")
     return value
 
 
@@ -212,10 +224,15 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float) ->
         value = float(raw)
     except ValueError:
         raise SettingsError(
-            f"{ENV_PREFIX}{name}={raw!r} is not a number; set it to a number > {minimum}"
+            f"{ENV_PREFIX}{name}={raw!r:.200} is not a number; set it to a number > {minimum}"
         ) from None
     if not value > minimum:
         raise SettingsError(f"{ENV_PREFIX}{name}={value} must be > {minimum}")
+    if not math.isfinite(value):
+        raise SettingsError(
+            f"{ENV_PREFIX}{name}={raw!r:.200} is not a finite number; set it to a number > "
+            f"{minimum}"
+        )
     return value
 
 
@@ -321,8 +338,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_volume_override=_optional_str(env, "AUTH_VOLUME"),
         host_name=_str(env, "HOST_NAME", socket.gethostname()),
         job_image=_str(env, "JOB_IMAGE", Settings.job_image),
-        job_uid=_int(env, "JOB_UID", Settings.job_uid, 1),
-        job_gid=_int(env, "JOB_GID", Settings.job_gid, 1),
+        job_uid=_int(env, "JOB_UID", Settings.job_uid, 1, MAX_ID),
+        job_gid=_int(env, "JOB_GID", Settings.job_gid, 1, MAX_ID),
         job_timeout_seconds=_float(env, "JOB_TIMEOUT_SECONDS", Settings.job_timeout_seconds, 0),
         job_network=_str(env, "JOB_NETWORK", Settings.job_network),
         job_cpu_shares=_int(env, "JOB_CPU_SHARES", Settings.job_cpu_shares, 0),
