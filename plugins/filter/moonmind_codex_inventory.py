@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 FIX_SHARDS = "set moonmind_codex_shards to a list of integers, e.g. [0, 1]"
+# Gaps listed one by one; the rest are counted (a count of 10**9 must not make 10**9 lines).
+MAX_LISTED_GAPS = 20
 
 
 def _is_int(value: Any) -> bool:
@@ -28,13 +30,14 @@ def inventory_errors(
     count: int | None = shard_count
     if not _is_int(shard_count) or shard_count < 1:
         errors.append(
-            f"moonmind_codex_shard_count must be a positive integer, got {shard_count!r}: set it "
-            "in group_vars/all (e.g. moonmind_codex_shard_count: 3)"
+            f"moonmind_codex_shard_count must be a positive integer, got {shard_count!r:.80}: "
+            "set it in group_vars/all (e.g. moonmind_codex_shard_count: 3)"
         )
         count = None
     if not workers:
-        errors.append("group codex_workers is empty: add at least one host with "
-                      "moonmind_codex_shards")
+        errors.append(
+            "group codex_workers is empty: add at least one host with moonmind_codex_shards"
+        )
     owners: dict[int, list[str]] = {}
     for host in workers:
         errors.extend(_host_errors(host, hostvars.get(host, {}), count, owners))
@@ -47,16 +50,23 @@ def _host_errors(
     host: str, host_vars: Mapping[str, Any], count: int | None, owners: dict[int, list[str]]
 ) -> list[str]:
     """One host's moonmind_codex_shards; records each valid shard's host in ``owners``."""
+    if not isinstance(host_vars, Mapping):
+        return [
+            f"host {host}: its variables are {type(host_vars).__name__}, not a mapping; "
+            f"define the host in the inventory with moonmind_codex_shards ({FIX_SHARDS})"
+        ]
     shards = host_vars.get("moonmind_codex_shards")
     if shards is None:
-        return [f"host {host}: moonmind_codex_shards is not set; {FIX_SHARDS} "
-                "(or [] for a host that serves no shard)"]
+        return [
+            f"host {host}: moonmind_codex_shards is not set; {FIX_SHARDS} "
+            "(or [] for a host that serves no shard)"
+        ]
     if not isinstance(shards, list | tuple):
-        return [f"host {host}: moonmind_codex_shards is {shards!r}, not a list; {FIX_SHARDS}"]
+        return [f"host {host}: moonmind_codex_shards is {shards!r:.80}, not a list; {FIX_SHARDS}"]
     errors: list[str] = []
     for shard in shards:
         if not _is_int(shard):
-            errors.append(f"host {host}: shard {shard!r} is not an integer; {FIX_SHARDS}")
+            errors.append(f"host {host}: shard {shard!r:.80} is not an integer; {FIX_SHARDS}")
         elif count is not None and not 0 <= shard < count:
             errors.append(
                 f"host {host}: shard {shard} is out of range for moonmind_codex_shard_count="
@@ -76,12 +86,25 @@ def _coverage_errors(owners: Mapping[int, list[str]], count: int | None) -> list
         if len(hosts) > 1
     ]
     if count is not None:
+        # Walks at most len(owners) + MAX_LISTED_GAPS shards, whatever the count.
+        listed: list[int] = []
+        shard = 0
+        while shard < count and len(listed) < MAX_LISTED_GAPS:
+            if shard not in owners:
+                listed.append(shard)
+            shard += 1
         errors.extend(
-            f"shard {shard} is assigned to no host (gap): add {shard} to one host's "
+            f"shard {gap} is assigned to no host (gap): add {gap} to one host's "
             "moonmind_codex_shards, or lower moonmind_codex_shard_count"
-            for shard in range(count)
-            if shard not in owners
+            for gap in listed
         )
+        unlisted = count - sum(1 for s in owners if 0 <= s < count) - len(listed)
+        if unlisted > 0:
+            errors.append(
+                f"{unlisted} more shards after shard {listed[-1]} are assigned to no host: give "
+                "every shard 0..moonmind_codex_shard_count-1 to one host, or lower "
+                "moonmind_codex_shard_count"
+            )
     return errors
 
 
@@ -90,14 +113,20 @@ def _broker_errors(brokers: Sequence[str], external_broker_url: Any) -> list[str
     errors: list[str] = []
     external = isinstance(external_broker_url, str) and external_broker_url.strip() != ""
     if len(brokers) > 1:
-        errors.append(f"group codex_broker has {len(brokers)} hosts ({', '.join(brokers)}): "
-                      "put exactly one host in it")
+        errors.append(
+            f"group codex_broker has {len(brokers)} hosts ({', '.join(brokers)}): "
+            "put exactly one host in it"
+        )
     if external and brokers:
-        errors.append("both moonmind_codex_broker_url and a codex_broker host are set: use the "
-                      "external URL or the managed broker, not both")
+        errors.append(
+            "both moonmind_codex_broker_url and a codex_broker host are set: use the "
+            "external URL or the managed broker, not both"
+        )
     if not external and not brokers:
-        errors.append("no broker defined: put one host in group codex_broker, or set "
-                      "moonmind_codex_broker_url (amqp://user:password@host:5672//)")
+        errors.append(
+            "no broker defined: put one host in group codex_broker, or set "
+            "moonmind_codex_broker_url (amqp://user:password@host:5672//)"
+        )
     return errors
 
 
@@ -105,8 +134,11 @@ def shard_owners(
     workers: Sequence[str], hostvars: Mapping[str, Mapping[str, Any]]
 ) -> dict[int, str]:
     """{shard: host} for a valid inventory."""
-    return {shard: host for host in workers
-            for shard in hostvars.get(host, {}).get("moonmind_codex_shards") or []}
+    return {
+        shard: host
+        for host in workers
+        for shard in hostvars.get(host, {}).get("moonmind_codex_shards") or []
+    }
 
 
 class FilterModule:

@@ -6,9 +6,11 @@ from typing import Any
 
 
 def login_row(result: dict[str, Any]) -> str:
-    return (f"{result.get('shard', '?')!s:<6} {result.get('volume', '?'):<17} "
-            f"{result.get('host', '?'):<20} {result.get('status', '?'):<8} "
-            f"{result.get('reason', '')}")
+    return (
+        f"{result.get('shard', '?')!s:<6} {result.get('volume', '?'):<17} "
+        f"{result.get('host', '?'):<20} {result.get('status', '?'):<8} "
+        f"{result.get('reason', '')}"
+    )
 
 
 class FilterModule:
