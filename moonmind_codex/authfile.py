@@ -62,7 +62,7 @@ def jwt_expiry(token: object) -> datetime | None:
     try:
         padded = payload_part + "=" * (-len(payload_part) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeError):
+    except (ValueError, binascii.Error, UnicodeError, RecursionError):
         return None
     exp = payload.get("exp") if isinstance(payload, dict) else None
     if isinstance(exp, bool) or not isinstance(exp, int | float):
@@ -121,6 +121,10 @@ def _decode(raw: bytes) -> tuple[Any, str | None]:
         # exc.msg is the parser's description ("Expecting value"); it never quotes the input.
         where = f"line {exc.lineno} column {exc.colno}"
         return None, f"auth.json is not valid JSON ({exc.msg} at {where})"
+    except ValueError:
+        # A number of more than 4300 digits (int_max_str_digits): the message would quote no
+        # input either, but a login never holds such a number.
+        return None, "auth.json is not a Codex login (it holds a number too long to read)"
 
 
 def inspect_auth_json(raw: bytes, now: datetime) -> AuthInspection:

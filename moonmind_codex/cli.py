@@ -43,6 +43,13 @@ _shard_arg = _whole_number(0, "shard")
 _positive_int = _whole_number(1, "the shard count")
 
 
+def _affinity_key(text: str) -> str:
+    """An argparse type: a non-blank affinity key (repository, run id)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the affinity key must not be blank, e.g. org/repo")
+    return text
+
+
 def _add_run_commands(sub: Any) -> None:
     """``db`` and ``runs``: the run store and the runs in it."""
     db = sub.add_parser("db", help="the run store's schema")
@@ -74,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("route", help="print the queue an affinity key (repository, run id) uses")
-    p.add_argument("key")
+    p.add_argument("key", type=_affinity_key)
     p.add_argument("--shards", type=_positive_int, help="fleet size (default: settings)")
     p.add_argument("--json", action="store_true")
 
@@ -177,7 +184,11 @@ def _preflight(args: argparse.Namespace) -> int:
 def _login_check(args: argparse.Namespace) -> int:
     from moonmind_codex.preflight import run_preflights
 
-    results = run_preflights(load_settings(), list(dict.fromkeys(args.shards)))
+    settings = load_settings()
+    shards = list(dict.fromkeys(args.shards))
+    for shard in shards:  # every shard checked before the engine is asked about any
+        settings.check_shard(shard)
+    results = run_preflights(settings, shards)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], sort_keys=True, indent=2))
     else:
@@ -202,12 +213,17 @@ def _login(args: argparse.Namespace) -> int:
     from moonmind_codex.dockerio import connect
 
     settings = _settings_for(args)
+    offered: tuple[bytes, str] | None = None
+    if args.from_file is not None:
+        # Read and checked before the engine is contacted: a bad file changes and starts nothing.
+        # From '-' it is kept in memory: the login never touches this host's disk on its way in.
+        name = "standard input" if str(args.from_file) == "-" else str(args.from_file)
+        source = sys.stdin.buffer if str(args.from_file) == "-" else args.from_file
+        offered = (login.read_login_source(source, name), name)
+        login.check_login(settings, args.shard, *offered)
     client = connect(settings)
-    if args.from_file is not None and str(args.from_file) == "-":
-        # Kept in memory: the login never touches this host's disk on its way in.
-        login.login_from_bytes(settings, args.shard, sys.stdin.buffer.read(), client)
-    elif args.from_file is not None:
-        login.login_from_file(settings, args.shard, args.from_file, client)
+    if offered is not None:
+        login.login_from_bytes(settings, args.shard, offered[0], client, offered[1])
     elif args.api_key_stdin:
         login.login_api_key(settings, args.shard, sys.stdin.read(), client)
     else:
@@ -251,6 +267,7 @@ def _enqueue(args: argparse.Namespace) -> int:
     from kombu.exceptions import OperationalError
 
     from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
+    from moonmind_codex.runs import check_command, check_id, check_timeout, parse_run_definition
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
@@ -260,11 +277,23 @@ def _enqueue(args: argparse.Namespace) -> int:
         )
         return ExitCode.USAGE
     settings = load_settings()
+    # Checked as a run's phase would be, before the run store or the broker is touched.
+    check_id(args.run_id, "--run-id")
+    check_id(args.phase, "--phase")
+    check_command(command)
+    check_timeout(args.timeout, "--timeout: ")
+    parse_run_definition(
+        {
+            "run_id": args.run_id,
+            "repository": args.repository,
+            "phases": [{"name": args.phase, "command": command}],
+        }
+    )
     app = create_app(settings)
     kwargs: dict[str, Any] = {"run_id": args.run_id, "phase": args.phase, "command": command}
     if args.repository:
         kwargs["repository"] = args.repository
-    if args.timeout:
+    if args.timeout is not None:
         kwargs["timeout_s"] = args.timeout
     try:
         result = app.send_task(CODEX_PHASE_TASK, kwargs=kwargs)
@@ -301,23 +330,45 @@ def _run_store(settings: Settings) -> Any:
 
 
 def _read_definition(name: str) -> Any:
-    import yaml
-
     from moonmind_codex.runs import RunDefinitionError
 
     try:
         text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        # ValueError: a NUL byte in the path.
+        why = getattr(exc, "strerror", None) or (
+            "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not a usable path"
+        )
         raise RunDefinitionError(
-            f"cannot read {name} ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+            f"cannot read {name!r:.200} ({why}); give a YAML or JSON file, or '-' for standard "
+            "input"
         ) from None
+    return decode_definition(text, name)
+
+
+def decode_definition(text: str, name: str) -> Any:
+    """The YAML (or JSON) value of a run definition's text; RunDefinitionError when not one."""
+    import yaml
+
+    from moonmind_codex.runs import RunDefinitionError
+
+    fix = "fix the file (a mapping with run_id and a phases list; see docs/runbook.md)"
     try:
         # YAML is a superset of JSON: one parser for both.
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
-        raise RunDefinitionError(f"{name} is not valid YAML or JSON{at}") from None
+        raise RunDefinitionError(f"{name} is not valid YAML or JSON{at}; {fix}") from None
+    except RecursionError:
+        raise RunDefinitionError(f"{name} is nested too deeply to be a run; {fix}") from None
+    except ValueError:
+        # A scalar YAML resolves but cannot build: a date such as 2024-02-30, an integer of
+        # more than 4300 digits. (str(exc) may quote the file: not shown.)
+        raise RunDefinitionError(
+            f"{name} holds a value that is not valid (an impossible date such as 2024-02-30, or "
+            f"a number too long to read); {fix}"
+        ) from None
 
 
 def _db(args: argparse.Namespace) -> int:
@@ -333,13 +384,18 @@ def _db(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from moonmind_codex import submit
-    from moonmind_codex.runs import parse_run_definition
+    from moonmind_codex.runs import check_id, parse_run_definition
 
     settings = load_settings()
-    store = _run_store(settings)
     command = args.runs_command
+    definition = None
+    # Validated before the run store is opened (opening it may migrate its schema).
     if command == "submit":
         definition = parse_run_definition(_read_definition(args.definition), run_id=args.run_id)
+    elif command in ("show", "retry", "cancel"):
+        check_id(args.run_id, "run id")
+    store = _run_store(settings)
+    if definition is not None:
         from moonmind_codex.celery_app import create_app
 
         print(submit.submit_run(create_app(settings, store), definition, settings, store))
@@ -455,25 +511,22 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from moonmind_codex.dockerio import DockerUnavailable
-    from moonmind_codex.login import LoginError
+    from moonmind_codex.login import LoginDataError, LoginError
     from moonmind_codex.router import RoutingError
     from moonmind_codex.runs import RunDefinitionError
     from moonmind_codex.submit import RunNotFound
 
+    # The expected endings: one line on stderr and a status from exitcodes, never a traceback.
+    # First match wins (a LoginDataError is also a LoginError).
+    endings: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, ExitCode], ...] = (
+        (SettingsError, "bad setting: ", ExitCode.CONFIG),
+        (DockerUnavailable, "", ExitCode.UNAVAILABLE),
+        (LoginDataError, "", ExitCode.DATAERR),
+        ((LoginError, RoutingError), "", ExitCode.FAILURE),
+        (RunDefinitionError, "bad run: ", ExitCode.DATAERR),
+    )
     try:
         return COMMANDS[args.command](args)
-    except SettingsError as exc:
-        print(f"moonmind-codex: bad setting: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
-    except DockerUnavailable as exc:
-        print(f"moonmind-codex: {exc}", file=sys.stderr)
-        return ExitCode.UNAVAILABLE
-    except (LoginError, RoutingError) as exc:
-        print(f"moonmind-codex: {exc}", file=sys.stderr)
-        return ExitCode.FAILURE
-    except RunDefinitionError as exc:
-        print(f"moonmind-codex: bad run: {exc}", file=sys.stderr)
-        return ExitCode.DATAERR
     except RunNotFound as exc:
         print(
             f"moonmind-codex: no run {exc.args[0]} in the run store "
@@ -481,6 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return ExitCode.DATAERR
+    except (SettingsError, DockerUnavailable, LoginError, RoutingError, RunDefinitionError) as exc:
+        prefix, code = next((p, c) for kinds, p, c in endings if isinstance(exc, kinds))
+        print(f"moonmind-codex: {prefix}{exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import socket
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
@@ -42,6 +42,10 @@ AUTH_FILE = f"{CODEX_HOME}/auth.json"
 
 class LoginError(RuntimeError):
     """The login could not be written or read; nothing in the volume was changed."""
+
+
+class LoginDataError(LoginError):
+    """The auth.json offered as a login is not one (bad input data); nothing was touched."""
 
 
 def _existing_shard(settings: Settings, number: int, client: docker.DockerClient) -> Shard:
@@ -129,14 +133,60 @@ def _read_stdout(raw: Any) -> bytes:
     return bytes(stdout)
 
 
+def read_login_source(source: Path | BinaryIO, name: str) -> bytes:
+    """The bytes of an ``auth.json`` offered as a login: at most :data:`MAX_LOGIN_BYTES`."""
+    try:
+        if isinstance(source, Path):
+            with source.open("rb") as stream:
+                raw = stream.read(MAX_LOGIN_BYTES + 1)
+        else:
+            raw = source.read(MAX_LOGIN_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        # ValueError: a path with a NUL byte; strerror says why a real path cannot be read.
+        why = getattr(exc, "strerror", None) or "not a usable path"
+        raise LoginDataError(
+            f"cannot read {name}: {why}; nothing was changed (give the path of the auth.json "
+            "that `codex login` wrote, or '-' for standard input)"
+        ) from None
+    if len(raw) > MAX_LOGIN_BYTES:
+        raise LoginDataError(
+            f"{name} is larger than {MAX_LOGIN_BYTES} bytes, so it is not a Codex login (a real "
+            "auth.json is a few KiB); nothing was changed"
+        )
+    return raw
+
+
+def check_login(settings: Settings, shard_number: int, raw: bytes, source_name: str) -> None:
+    """Refuse ``raw`` unless it is a usable Codex login (pure: touches no engine or volume).
+
+    Raises :class:`LoginDataError` (never quoting the file: it may hold a key) or
+    :class:`~moonmind_codex.settings.SettingsError` for a shard outside the fleet.
+    """
+    shard = settings.locate_shard(shard_number)
+    if len(raw) > MAX_LOGIN_BYTES:
+        raise LoginDataError(
+            f"{source_name} is larger than {MAX_LOGIN_BYTES} bytes, so it is not a Codex login; "
+            f"volume {shard.volume} was not changed"
+        )
+    inspection = inspect_auth_json(raw, datetime.now(UTC))
+    if not inspection.logged_in:
+        # The inspection's wording never quotes the file, so it is safe to show.
+        problem = (
+            inspection.parse_error
+            or "; ".join(inspection.problems)
+            or "it holds neither ChatGPT tokens nor an API key"
+        )
+        raise LoginDataError(
+            f"{source_name} is not a usable Codex login: {problem}; volume {shard.volume} was "
+            "not changed (give the auth.json that `codex login` wrote on a machine with a browser)"
+        )
+
+
 def login_from_file(
     settings: Settings, shard_number: int, source: Path, client: docker.DockerClient
 ) -> None:
     """Copy an ``auth.json`` made elsewhere into the shard's volume (0600, job uid)."""
-    try:
-        raw = source.read_bytes()
-    except OSError as exc:
-        raise LoginError(f"cannot read {source}: {exc.strerror}; nothing was changed") from None
+    raw = read_login_source(source, str(source))
     login_from_bytes(settings, shard_number, raw, client, str(source))
 
 
@@ -148,20 +198,8 @@ def login_from_bytes(
     source_name: str = "standard input",
 ) -> None:
     """Validate ``raw`` as a Codex login, then write it into the shard's volume."""
-    shard = settings.locate_shard(shard_number)
-    inspection = inspect_auth_json(raw, datetime.now(UTC))
-    if not inspection.logged_in:
-        # The inspection's wording never quotes the file, so it is safe to show.
-        problem = (
-            inspection.parse_error
-            or "; ".join(inspection.problems)
-            or "it holds neither ChatGPT tokens nor an API key"
-        )
-        raise LoginError(
-            f"{source_name} is not a usable Codex login: {problem}; volume {shard.volume} was "
-            "not changed (give the auth.json that `codex login` wrote on a machine with a browser)"
-        )
-    _existing_shard(settings, shard_number, client)
+    check_login(settings, shard_number, raw, source_name)
+    shard = _existing_shard(settings, shard_number, client)
     # Written beside, then renamed: a reader never sees a half-written auth.json, and a failed
     # copy leaves the previous login in place.
     staged = f"{AUTH_FILE}.moonmind-new"

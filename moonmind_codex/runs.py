@@ -18,6 +18,7 @@ anything is recorded or sent::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from typing import Any
 MAX_PHASES = 64
 MAX_COMMAND_ARGS = 256
 MAX_ARG_LENGTH = 65536
+# A task phase's kwargs travel as JSON (the run store, the broker): JSON values only, this deep.
+MAX_KWARGS_DEPTH = 32
+_MAX_JSON_INT = 2**63
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,254}$")
 _PHASE_KEYS = frozenset({"name", "command", "task", "kwargs", "timeout_s"})
@@ -85,24 +89,43 @@ class RunDefinition:
 def check_id(value: object, what: str) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise RunDefinitionError(
-            f"{what} {value!r} is not valid: use 1-128 letters, digits, '_', '.' or '-', "
+            f"{what} {value!r:.80} is not valid: use 1-128 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )
     return value
+
+
+def _unencodable(text: str) -> bool:
+    """True for text that no database or broker can carry (a lone surrogate, a NUL byte)."""
+    if "\0" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _optional_text(data: Mapping[str, Any], key: str, where: str) -> str | None:
     value = data.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > 512:
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > 512
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+        or _unencodable(value)
+    ):
         raise RunDefinitionError(
-            f"{where}{key} must be a non-empty string of at most 512 characters"
+            f"{where}{key} must be a non-empty string of at most 512 characters, without "
+            "control characters, e.g. org/repo"
         )
     return value
 
 
-def _command(value: object, where: str) -> tuple[str, ...]:
+def check_command(value: object, where: str = "") -> tuple[str, ...]:
+    """A Codex phase's command: a non-empty list of strings (a string is never split)."""
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
         raise RunDefinitionError(
             f"{where}command must be a non-empty list of strings, e.g. [codex, exec, 'plan'] "
@@ -113,20 +136,57 @@ def _command(value: object, where: str) -> tuple[str, ...]:
             f"{where}command has {len(value)} arguments (at most {MAX_COMMAND_ARGS})"
         )
     for position, arg in enumerate(value):
-        if not isinstance(arg, str) or len(arg) > MAX_ARG_LENGTH or "\0" in arg:
+        if not isinstance(arg, str) or len(arg) > MAX_ARG_LENGTH or _unencodable(arg):
             raise RunDefinitionError(
-                f"{where}command[{position}] must be a string without NUL bytes, at most "
-                f"{MAX_ARG_LENGTH} characters"
+                f"{where}command[{position}] must be a string of UTF-8 text without NUL bytes, "
+                f"at most {MAX_ARG_LENGTH} characters"
             )
     return tuple(value)
 
 
-def _timeout(value: object, where: str) -> float | None:
+def check_timeout(value: object, where: str = "") -> float | None:
+    """A phase's timeout in seconds: in (0, 7 days], or None for the worker's default."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 7 * 86400:
         raise RunDefinitionError(f"{where}timeout_s must be a number of seconds in (0, 604800]")
     return float(value)
+
+
+def _at(where: str, problem: str) -> str:
+    """``problem`` (from :func:`_json_problem`) placed after the path ``where``."""
+    return f"{where}{'' if problem.startswith('[') else ' '}{problem}"
+
+
+def _json_problem(  # noqa: PLR0911 - one return per kind of JSON value
+    value: object, depth: int = 0
+) -> str | None:
+    """Why ``value`` is not a JSON value the run store and the broker can carry (None: it is)."""
+    if depth > MAX_KWARGS_DEPTH:
+        return f"is nested more than {MAX_KWARGS_DEPTH} levels deep"
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if -_MAX_JSON_INT <= value < _MAX_JSON_INT else "is an integer beyond 64 bits"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"is {value}, not a finite number"
+    if isinstance(value, str):
+        return "holds a NUL byte or a lone surrogate" if _unencodable(value) else None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, depth + 1)
+            if problem is not None:
+                return _at(f"[{index}]", problem)
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or _unencodable(key):
+                return f"has a key {type(key).__name__} {key!r:.40}, not a string"
+            problem = _json_problem(item, depth + 1)
+            if problem is not None:
+                return _at(f"[{key!r:.40}]", problem)
+        return None
+    return f"is a {type(value).__name__}, not a JSON value"
 
 
 def _phase(data: object, position: int) -> PhaseDefinition:
@@ -140,7 +200,7 @@ def _phase(data: object, position: int) -> PhaseDefinition:
             f"{sorted(_PHASE_KEYS)}"
         )
     name = check_id(data.get("name"), f"{where}name")
-    timeout_s = _timeout(data.get("timeout_s"), where)
+    timeout_s = check_timeout(data.get("timeout_s"), where)
     has_command, has_task = data.get("command") is not None, data.get("task") is not None
     if has_command == has_task:
         raise RunDefinitionError(
@@ -151,14 +211,21 @@ def _phase(data: object, position: int) -> PhaseDefinition:
         if data.get("kwargs") is not None:
             raise RunDefinitionError(f"{where}kwargs belongs to task phases only")
         return PhaseDefinition(
-            name=name, command=_command(data["command"], where), timeout_s=timeout_s
+            name=name, command=check_command(data["command"], where), timeout_s=timeout_s
         )
     task = data["task"]
     if not isinstance(task, str) or not _TASK_NAME.match(task):
         raise RunDefinitionError(f"{where}task must be a Celery task name such as app.publish")
-    kwargs = data.get("kwargs") or {}
+    kwargs = data.get("kwargs")
+    kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise RunDefinitionError(f"{where}kwargs must be a mapping with string keys")
+    problem = _json_problem(kwargs)
+    if problem is not None:
+        raise RunDefinitionError(
+            f"{_at(where + 'kwargs', problem)}: kwargs travel as JSON, so use strings, numbers, "
+            "true/false, null, lists and mappings (quote a date: '2024-01-01')"
+        )
     return PhaseDefinition(name=name, task=task, kwargs=dict(kwargs), timeout_s=timeout_s)
 
 

@@ -138,7 +138,7 @@ def test_login_from_stdin_validates_then_writes(
 ) -> None:
     volume = make_volume()
     bad = cli("login", "--shard", "0", "--from-file", "-", env=volume_env(volume), stdin="{}")
-    assert bad.returncode == 1 and "standard input is not a usable Codex login" in bad.stderr
+    assert bad.returncode == 65 and "standard input is not a usable Codex login" in bad.stderr
     good = cli(
         "login",
         "--shard",
