@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from collections.abc import Callable
@@ -134,3 +135,55 @@ def test_broker_without_password_file_fails_clearly(client: Any) -> None:
     done = run(BROKER_IMAGE)
     assert done.returncode == 78
     assert "password file /run/secrets/moonmind_codex_broker_password is missing" in done.stderr
+
+
+def _ready_lines(broker: Any) -> int:
+    return broker.logs().decode("utf-8", "replace").count("moonmind-codex-broker: ready;")
+
+
+def test_a_restarted_broker_keeps_its_user_and_a_changed_password_takes_effect(
+    client: Any, tmp_path: Path
+) -> None:
+    with running_broker(client, tmp_path) as url:
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        (broker,) = client.containers.list(filters={"publish": port, "label": TEST_LABEL})
+        broker.restart(timeout=30)
+        # Reconnect as soon as the restarted broker lets us in (the user is in its data), then
+        # hold that connection through the start script's user set-up.
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "the restarted broker never let the user in"
+            conn = kombu.Connection(url, connect_timeout=5)
+            try:
+                conn.connect()
+                break
+            except (OSError, *conn.connection_errors):
+                conn.release()
+                time.sleep(0.1)
+        try:
+            assert _ready_lines(broker) == 1, "connected only after the set-up: nothing shown"
+            while _ready_lines(broker) < 2:
+                assert time.monotonic() < deadline, "the restarted broker never said ready"
+                time.sleep(0.2)
+            # Still open: the set-up kept the user (deleting it closes its connections).
+            conn.default_channel.queue_declare("mmc-test-alive", auto_delete=True)
+        finally:
+            conn.release()
+
+        # A rotated password (the file changed in place) is set on the next start.
+        secret = next(tmp_path.glob("broker-password-*"))
+        new_password = secrets.token_urlsafe(18)
+        secret.write_text(new_password)
+        broker.restart(timeout=30)
+        while _ready_lines(broker) < 3:
+            assert time.monotonic() < deadline + 120, "no ready line after the rotation"
+            time.sleep(0.2)
+        old_url = url
+        new_url = url.replace(url.split("@")[0].rsplit(":", 1)[1], new_password)
+        with kombu.Connection(new_url, connect_timeout=10) as conn:
+            conn.connect()
+        with (
+            pytest.raises(AccessRefused, match="ACCESS_REFUSED"),
+            kombu.Connection(old_url, connect_timeout=10) as conn,
+        ):
+            conn.connect()
