@@ -28,7 +28,13 @@ from typing import Any
 
 from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.preflight_eval import LoginPolicy, evaluate
-from moonmind_codex.probe import AUTH_FILE_NAME, codex_home, gather, run_codex_status
+from moonmind_codex.probe import (
+    AUTH_FILE_NAME,
+    MANAGED_CONFIG,
+    codex_home,
+    gather,
+    run_codex_status,
+)
 from moonmind_codex.settings import Shard
 
 VERDICT_PREFIX = "[moonmind-codex] pre-flight "
@@ -40,7 +46,7 @@ KNOWN_VERDICT_ENV = "MOONMIND_CODEX_GATE_KNOWN_VERDICT"
 # Files whose content decides what `codex login status` says (the managed layer outranks the
 # others; config.toml can switch the credential store away from auth.json).
 _CLI_INPUTS = (AUTH_FILE_NAME, "config.toml")
-_MANAGED_CONFIG = Path("/etc/codex/managed_config.toml")
+WORKSPACE = Path("/work")
 # The judge needs a shard only for its messages, which the worker renders itself.
 _ANY_SHARD = Shard(number=0, queue="-", volume="-", host="-")
 
@@ -98,9 +104,11 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def check(env: Mapping[str, str], home: Path, now: datetime) -> tuple[dict[str, Any], bool]:
     """The report (with the CLI verdict's key) and whether the phase may go on."""
-    report = gather(home, now, run_status=False)
+    run_id = env.get("MOONMIND_CODEX_RUN_ID")
+    project = WORKSPACE / run_id if run_id else None  # the entry point checked the id
+    report = gather(home, now, run_status=False, project=project)
     inputs = {name: _read_or_none(home / name) for name in _CLI_INPUTS}
-    inputs["managed_config.toml"] = _read_or_none(_MANAGED_CONFIG)
+    inputs["managed_config.toml"] = _read_or_none(MANAGED_CONFIG)
     key = verdict_key(cli_version(), inputs)
     known = known_verdict(env.get(KNOWN_VERDICT_ENV))
     if key is not None and known is not None and known[0] == key:

@@ -25,6 +25,7 @@ class Fix(Enum):
     LOAD_IMAGE = "load-image"
     REFRESH_SOON = "refresh-soon"
     CHECK_CLOCK = "check-clock"
+    PIN_FILE_STORE = "pin-file-store"
 
 
 def login_command(shard: Shard) -> str:
@@ -118,6 +119,14 @@ def check_clock(shard: Shard) -> str:
     )
 
 
+def pin_file_store(shard: Shard) -> str:
+    return (
+        "use the fleet's job image, which pins the Codex CLI to file storage with a root-owned "
+        '/etc/codex/managed_config.toml (cli_auth_credentials_store = "file"): '
+        + load_image(shard.host)
+    )
+
+
 def doubly_assigned(volume: str, holder: str, host: str) -> str:
     return (
         f"auth volume {volume} is already used by worker {holder} on host {host}: each volume "
@@ -138,6 +147,7 @@ def render_fix(fix: Fix, shard: Shard, *, age_days: float | None = None) -> str:
         Fix.RETRY: check_docker_then_retry,
         Fix.CHECK_VOLUME: check_volume,
         Fix.CHECK_CLOCK: check_clock,
+        Fix.PIN_FILE_STORE: pin_file_store,
     }
     if fix in simple:
         return simple[fix](shard)

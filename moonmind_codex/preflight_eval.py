@@ -208,6 +208,26 @@ def check_freshness(inspection: Mapping[str, Any], warn_after_days: float) -> li
     return found
 
 
+def check_credential_store(store: Mapping[str, Any]) -> list[Finding]:
+    """The CLI must keep the login in auth.json on the volume, and nothing may switch that."""
+    if not store:
+        return []  # a report from a probe that predates the check
+    effective, source = store.get("effective"), store.get("source")
+    if effective != "file":
+        detail = (
+            f"the Codex CLI would keep this login in its '{effective}' credential store (set by "
+            f"{source}), not in auth.json on the volume"
+        )
+        return [Finding("credential store", "blocked", detail, Fix.PIN_FILE_STORE)]
+    if not store.get("pinned"):
+        detail = (
+            "file storage is not pinned by a root-owned /etc/codex/managed_config.toml: a job or "
+            "a repository's .codex/config.toml could switch the login away from auth.json"
+        )
+        return [Finding("credential store", "warn", detail, Fix.PIN_FILE_STORE)]
+    return [Finding("credential store", "ok", "file (pinned by /etc/codex/managed_config.toml)")]
+
+
 def check_cli_status(status_run: Mapping[str, Any]) -> Finding:
     """The real CLI's own verdict (``codex login status``)."""
     summary = status_run.get("summary", "not run")
@@ -262,6 +282,7 @@ def evaluate(
         ),
         *check_auth_file(probe.get("auth_file") or {}, inspection, policy.job_uid),
         *check_freshness(inspection, policy.warn_after_days),
+        *check_credential_store(probe.get("credential_store") or {}),
         check_cli_status(probe.get("codex_status") or {}),
     ]
     age = inspection.get("last_refresh_age_days")

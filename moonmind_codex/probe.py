@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from moonmind_codex.authfile import inspect_auth_json
 PROBE_VERSION = 1
 AUTH_FILE_NAME = "auth.json"
 STATUS_TIMEOUT_SECONDS = 20.0
+# The CLI's system-managed layer: it outranks the Codex home's and a repository's config.toml.
+MANAGED_CONFIG = Path("/etc/codex/managed_config.toml")
+STORE_SETTING = "cli_auth_credentials_store"
 
 # Known first lines of `codex login status`; anything else is reported as unrecognised.
 _KNOWN_STATUS = (
@@ -120,8 +124,51 @@ def run_codex_status(timeout_s: float = STATUS_TIMEOUT_SECONDS) -> dict[str, Any
     }
 
 
-def gather(home: Path, now: datetime, run_status: bool = True) -> dict[str, Any]:
-    """Everything the worker needs to judge the login, with no secret in it."""
+def _store_layer(path: Path) -> dict[str, Any]:
+    """What one config file says about the credential store (never any other content)."""
+    layer: dict[str, Any] = {"path": str(path)}
+    try:
+        info = path.stat()
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {**layer, "exists": False}
+    except OSError as exc:
+        return {**layer, "exists": None, "error": exc.strerror or type(exc).__name__}
+    # Root's and not writable by anyone else: no job (uid 1000) can change it.
+    layer.update(exists=True, root_owned=info.st_uid == 0 and not info.st_mode & 0o022)
+    try:
+        value = tomllib.loads(raw.decode("utf-8")).get(STORE_SETTING)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {**layer, "error": "not valid TOML"}
+    return {**layer, "value": value if isinstance(value, str) else None}
+
+
+def credential_store(home: Path, project: Path | None) -> dict[str, Any]:
+    """Where the CLI keeps this login: the effective ``cli_auth_credentials_store``.
+
+    Layers from lowest to highest precedence: the built-in default (``file``), the Codex
+    home's ``config.toml``, the run's repository ``.codex/config.toml``, the managed config.
+    """
+    layers = [_store_layer(home / "config.toml")]
+    if project is not None:
+        layers.append(_store_layer(project / ".codex" / "config.toml"))
+    managed = _store_layer(MANAGED_CONFIG)
+    layers.append(managed)
+    effective, source = "file", "default"
+    for layer in layers:
+        if layer.get("value"):
+            effective, source = layer["value"], layer["path"]
+    pinned = bool(managed.get("root_owned")) and managed.get("value") == "file"
+    return {"effective": effective, "source": source, "pinned": pinned, "layers": layers}
+
+
+def gather(
+    home: Path, now: datetime, run_status: bool = True, project: Path | None = None
+) -> dict[str, Any]:
+    """Everything the worker needs to judge the login, with no secret in it.
+
+    ``project``: the run's working directory, whose ``.codex/config.toml`` the CLI also reads.
+    """
     dir_info = _stat(home)
     if dir_info.get("exists"):
         writable, write_error = _write_test(home)
@@ -151,6 +198,7 @@ def gather(home: Path, now: datetime, run_status: bool = True) -> dict[str, Any]
         "dir": dir_info,
         "auth_file": file_info,
         "inspection": inspection,
+        "credential_store": credential_store(home, project),
         "codex_status": run_codex_status() if run_status else None,
     }
 

@@ -181,3 +181,45 @@ def test_each_concern_names_its_fix_kind() -> None:
     assert kinds["directory mode"] is Fix.REPAIR
     assert kinds["codex login status"] is Fix.SIGN_IN_AGAIN
     assert kinds["auth mode"] is None
+
+
+PINNED = {"effective": "file", "source": "/etc/codex/managed_config.toml", "pinned": True}
+POLICY = LoginPolicy(job_uid=1000, warn_after_days=7.0)
+
+
+@pytest.mark.parametrize(
+    ("store", "status", "reason_part"),
+    [
+        (PINNED, "ok", "logged in with ChatGPT"),
+        ({"effective": "file", "source": "default", "pinned": False}, "warn", "not pinned"),
+        (
+            {"effective": "keyring", "source": "/home/app/.codex/config.toml", "pinned": False},
+            "blocked",
+            "'keyring' credential store (set by /home/app/.codex/config.toml)",
+        ),
+        (
+            {"effective": "auto", "source": "/work/r/.codex/config.toml", "pinned": False},
+            "blocked",
+            "'auto' credential store (set by /work/r/.codex/config.toml)",
+        ),
+    ],
+)
+def test_the_credential_store_must_be_file_and_pinned(
+    store: dict[str, Any], status: str, reason_part: str
+) -> None:
+    report = probe(chatgpt_auth(NOW))
+    report["credential_store"] = store
+    result = evaluate(report, SHARD, POLICY, 0.1)
+    assert result.status == status
+    assert reason_part in result.reason
+    if status != "ok":
+        assert "/etc/codex/managed_config.toml" in (result.remediation or "")
+        assert "--limit h2" in (result.remediation or "")
+
+
+def test_a_store_problem_is_named_before_the_cli_failure_it_causes() -> None:
+    # keyring makes `codex login status` fail too; the store is the cause to report.
+    report = probe(chatgpt_auth(NOW), status_exit=1)
+    report["credential_store"] = {"effective": "keyring", "source": "x", "pinned": False}
+    result = evaluate(report, SHARD, POLICY, 0.1)
+    assert result.blocked and "credential store" in result.reason

@@ -91,3 +91,52 @@ def test_main_prints_exactly_one_json_object(tmp_path: Path, fake_codex: Path) -
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["codex_home"] == str(home)
+
+
+def write_config(path: Path, store: str | None, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = 'model = "o3"\n' + (f'cli_auth_credentials_store = "{store}"\n' if store else "")
+    path.write_text(body)
+    path.chmod(mode)
+
+
+def test_the_effective_store_follows_the_clis_precedence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, project, managed = tmp_path / "home", tmp_path / "run", tmp_path / "etc" / "managed.toml"
+    monkeypatch.setattr(probe, "MANAGED_CONFIG", managed)
+    home.mkdir()
+    assert probe.credential_store(home, project)["effective"] == "file"  # the CLI's default
+    assert probe.credential_store(home, project)["source"] == "default"
+    write_config(home / "config.toml", "keyring")
+    assert probe.credential_store(home, project)["effective"] == "keyring"
+    write_config(project / ".codex" / "config.toml", "auto")  # the repository outranks home
+    found = probe.credential_store(home, project)
+    assert (found["effective"], found["source"]) == ("auto", str(project / ".codex/config.toml"))
+    assert probe.credential_store(home, None)["effective"] == "keyring"  # no run, no project
+    write_config(managed, "file")  # the managed layer outranks both
+    found = probe.credential_store(home, project)
+    assert (found["effective"], found["source"]) == ("file", str(managed))
+
+
+def test_only_a_root_owned_managed_file_pins_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    managed = tmp_path / "managed.toml"
+    monkeypatch.setattr(probe, "MANAGED_CONFIG", managed)
+    write_config(managed, "file")
+    expected_pin = os.getuid() == 0  # the test's own files are root's only when run as root
+    assert probe.credential_store(tmp_path, None)["pinned"] is expected_pin
+    managed.chmod(0o666)  # writable by anyone: a job could change it
+    assert probe.credential_store(tmp_path, None)["pinned"] is False
+
+
+def test_a_config_that_is_not_toml_is_reported_not_quoted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(probe, "MANAGED_CONFIG", tmp_path / "absent.toml")
+    (tmp_path / "config.toml").write_text('token = "SECRET-REFRESH-beef" [[[')
+    found = probe.credential_store(tmp_path, None)
+    assert found["layers"][0]["error"] == "not valid TOML"
+    assert found["effective"] == "file"
+    assert_no_secret(json.dumps(found))
