@@ -109,7 +109,14 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         affinity_key: str | None = None,
         attempt: int = 1,
         position: int = 0,
+        **unexpected: Any,
     ) -> dict[str, Any]:
+        if unexpected:
+            raise PhaseRequestError(
+                f"unknown task arguments {sorted(unexpected)[:5]}; a Codex phase takes run_id, "
+                "phase, command, repository, timeout_s, affinity_key, attempt and position; "
+                "nothing was started"
+            )
         delivery = self.request.delivery_info or {}
         # Whatever the message held: PhaseRequest checks every argument before anything runs.
         request = PhaseRequest(

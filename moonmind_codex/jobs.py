@@ -28,7 +28,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from moonmind_codex.containers import NAME_PREFIX, JobImageContainer, create_kwargs
+from moonmind_codex.containers import LABEL, NAME_PREFIX, JobImageContainer, create_kwargs
 from moonmind_codex.dockerio import ENGINE_ERRORS
 from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.gate import VERDICT_PREFIX
@@ -63,6 +63,8 @@ class JobSpec:
     preflight: bool = False
     # ``KEY SUMMARY`` of the volume's last good CLI verdict (see CliVerdictCache).
     known_verdict: str | None = None
+    # Which attempt of the phase (``runs retry`` makes the next); part of the container name.
+    attempt: int = 1
 
     def __post_init__(self) -> None:
         for name in ("run_id", "phase"):
@@ -90,16 +92,25 @@ class JobResult:
     # The judged in-container pre-flight, and its report (no secrets), when the job had one.
     preflight: PreflightResult | None = None
     preflight_report: dict[str, Any] | None = None
+    # Set when the job ended but its log could not be written (a full disk): never a success.
+    log_error: str | None = None
 
 
 def _slug(value: str, limit: int) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")[:limit] or "x"
 
 
-def job_container_name(run_id: str, phase: str) -> str:
-    """Deterministic container name of a run's phase (readable prefix, collision-proof hash)."""
-    digest = hashlib.sha256(f"{run_id}\0{phase}".encode()).hexdigest()[:8]
-    return f"{NAME_PREFIX}job-{_slug(run_id, 40)}-{_slug(phase, 24)}-{digest}"
+def job_container_name(run_id: str, phase: str, attempt: int = 1) -> str:
+    """Deterministic container name of a run's phase attempt (readable, collision-proof).
+
+    Redeliveries of one attempt share it (so they find the first delivery's container); a
+    retry is a new attempt with a name of its own, so it never collects an earlier attempt's
+    container instead of running.
+    """
+    key = f"{run_id}\0{phase}" if attempt == 1 else f"{run_id}\0{phase}\0{attempt}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    suffix = "" if attempt == 1 else f"-a{attempt}"
+    return f"{NAME_PREFIX}job-{_slug(run_id, 40)}-{_slug(phase, 24)}{suffix}-{digest}"
 
 
 def log_path_for(settings: Settings, run_id: str, phase: str) -> Path:
@@ -112,7 +123,7 @@ def job_container(settings: Settings, spec: JobSpec) -> JobImageContainer:
         role="job",
         shard=spec.shard,
         command=spec.command,
-        name=job_container_name(spec.run_id, spec.phase),
+        name=job_container_name(spec.run_id, spec.phase, spec.attempt),
         network=settings.job_network,
         workspace_volume=settings.workspace_volume,
         # Read by the image's entry point (the run's working directory) and by the command.
@@ -121,7 +132,7 @@ def job_container(settings: Settings, spec: JobSpec) -> JobImageContainer:
             "MOONMIND_CODEX_PHASE": spec.phase,
             **(gate_environment(settings, spec.known_verdict) if spec.preflight else {}),
         },
-        extra_labels={"run_id": spec.run_id, "phase": spec.phase},
+        extra_labels={"run_id": spec.run_id, "phase": spec.phase, "attempt": spec.attempt},
     )
 
 
@@ -161,6 +172,8 @@ def _stream_logs(container: Any, path: Path, preflight: bool) -> threading.Threa
                     sink.flush()
             except (docker.errors.APIError, requests.exceptions.RequestException):
                 pass  # the container went away; whatever was read is kept
+            except OSError:
+                pass  # a full disk: the complete log below reports it
 
     thread = threading.Thread(target=pump, name=f"logs-{container.name}", daemon=True)
     thread.start()
@@ -185,8 +198,14 @@ def _write_complete_log(container: Any, path: Path, header: str, verdict: bytes 
     with tempfile.NamedTemporaryFile(
         "wb", dir=path.parent, prefix=f".{path.name}.", delete=False
     ) as sink:
-        sink.write(header.encode("utf-8"))
-        sink.write(output)
+        try:
+            sink.write(header.encode("utf-8"))
+            sink.write(output)
+            sink.flush()
+        except OSError:
+            # A full disk: leave no partial copy behind to keep it full.
+            Path(sink.name).unlink(missing_ok=True)
+            raise
     Path(sink.name).replace(path)
 
 
@@ -194,13 +213,16 @@ def _find_or_create(
     settings: Settings, spec: JobSpec, client: docker.DockerClient
 ) -> tuple[Any, bool]:
     """The phase's container, and whether an earlier delivery had already made it."""
-    name = job_container_name(spec.run_id, spec.phase)
+    name = job_container_name(spec.run_id, spec.phase, spec.attempt)
     with engine_step("while looking for the job container") if spec.preflight else _as_is():
         try:
             # A redelivered phase: await or reap the first delivery's container.
             return client.containers.get(name), True
         except docker.errors.NotFound:
             pass
+    if spec.attempt > 1:
+        with engine_step("while removing earlier attempts") if spec.preflight else _as_is():
+            _reap_earlier_attempts(client, spec, name)
     if spec.preflight:
         require_volume(client, spec.shard)
     step = "while creating the job container"
@@ -215,6 +237,21 @@ def _find_or_create(
             return client.containers.get(name), True  # lost a race with a concurrent delivery
 
 
+def _reap_earlier_attempts(client: docker.DockerClient, spec: JobSpec, name: str) -> None:
+    """Remove ended containers of this phase's earlier attempts (their ends are recorded).
+
+    One still running is left alone: it holds the volume's lock, so this attempt's job gets
+    ``busy`` and waits for it instead of sharing the login.
+    """
+    found = client.containers.list(
+        all=True,
+        filters={"label": [f"{LABEL}run-id={spec.run_id}", f"{LABEL}phase={spec.phase}"]},
+    )
+    for container in found:
+        if container.name != name and container.status in ("created", "exited", "dead"):
+            _remove(container)
+
+
 @contextlib.contextmanager
 def _as_is() -> Iterator[None]:
     """No translation: a job without pre-flight raises the engine's own errors."""
@@ -223,6 +260,8 @@ def _as_is() -> Iterator[None]:
 
 # How often a running job checks whether its run was cancelled.
 CANCEL_POLL_SECONDS = 2.0
+# How long to wait before asking a lost engine about a running job again.
+ENGINE_RETRY_SECONDS = 1.0
 
 
 def _kill(container: Any) -> None:
@@ -243,9 +282,14 @@ def _wait(
             _kill(container)
             return None, "timed_out"
         slice_s = remaining if cancelled is None else min(remaining, CANCEL_POLL_SECONDS)
+        asked = time.monotonic()
         try:
             code: int | None = container.wait(timeout=max(0.001, slice_s)).get("StatusCode")
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            # The SDK reports the end of a slice as either; an answer well before the slice's
+            # end means the engine is gone (or restarting): ask again in a while, not at once.
+            if time.monotonic() - asked < slice_s / 2:
+                time.sleep(min(ENGINE_RETRY_SECONDS, max(0.0, deadline - time.monotonic())))
             if cancelled is not None and cancelled():
                 _kill(container)
                 return None, "cancelled"
@@ -281,7 +325,8 @@ def _run_to_end(
             f"phase was found ({container.status}): collecting it instead of starting "
             "another; its complete output follows\n"
         )
-        log_path.write_text(header, encoding="utf-8")
+        with contextlib.suppress(OSError):  # a full disk must not cost the running job
+            log_path.write_text(header, encoding="utf-8")
     if container.status == "created":
         step = "while starting the job container"
         with container_start_step(settings, spec.shard, step) if spec.preflight else _as_is():
@@ -292,7 +337,11 @@ def _run_to_end(
     verdict = None
     if spec.preflight:
         verdict = verdict_line(container.logs(stdout=False, stderr=True, stream=False))
-    _write_complete_log(container, log_path, header, verdict)
+    log_error = None
+    try:
+        _write_complete_log(container, log_path, header, verdict)
+    except OSError as exc:
+        log_error = f"could not write the phase log {log_path} ({exc.strerror or exc})"
     checked: tuple[PreflightResult, dict[str, Any] | None] | None = None
     outcome = stopped or job_outcome(exit_code)
     # Busy: the lock was held, so the entry point ended before its pre-flight.
@@ -300,17 +349,19 @@ def _run_to_end(
         checked = read_verdict(settings, spec.shard, verdict, time.monotonic() - started, exit_code)
         if stopped is None and (verdict is None or checked[0].blocked):
             outcome = "blocked"  # the entry point started no command
+            with contextlib.suppress(OSError), log_path.open("a", encoding="utf-8") as sink:
+                sink.write(f"[moonmind-codex] {checked[0].message()}\n")
     if stopped is not None:
         why = (
             f"killed after the {spec.timeout_s:g} s timeout"
             if stopped == "timed_out"
             else "stopped: the run was cancelled"
         )
-        with log_path.open("a", encoding="utf-8") as sink:
+        with contextlib.suppress(OSError), log_path.open("a", encoding="utf-8") as sink:
             sink.write(f"\n[moonmind-codex] {why}\n")
     return JobResult(
         container_id=container.id,
-        container_name=job_container_name(spec.run_id, spec.phase),
+        container_name=job_container_name(spec.run_id, spec.phase, spec.attempt),
         exit_code=exit_code,
         outcome=outcome,
         log_path=log_path,
@@ -318,6 +369,7 @@ def _run_to_end(
         reused_existing=reused,
         preflight=checked[0] if checked else None,
         preflight_report=checked[1] if checked else None,
+        log_error=log_error,
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +29,20 @@ from moonmind_codex.messages import Fix
 from moonmind_codex.phase_result import PhaseOutcome, PhaseResult
 from moonmind_codex.preflight import CliVerdictCache, PreflightBlocked
 from moonmind_codex.preflight_eval import Finding, PreflightResult, blocked_result
-from moonmind_codex.runs import RunDefinitionError, check_id
+from moonmind_codex.runs import (
+    RunDefinitionError,
+    check_command,
+    check_id,
+    check_optional_text,
+    check_timeout,
+)
 from moonmind_codex.runstore import PhaseAttempt, RunStore
 from moonmind_codex.settings import Settings, Shard
 
 log = logging.getLogger(__name__)
 
+# Attempts and positions beyond this are not a run anyone made (and would not fit a column).
+MAX_ORDINAL = 100_000
 # One per worker process: a phase skips `codex login status` when the login is unchanged.
 _CLI_VERDICTS = CliVerdictCache()
 
@@ -88,33 +96,24 @@ class PhaseRequest:
                 check_id(getattr(self, name), name)
             except RunDefinitionError as exc:
                 raise PhaseRequestError(f"{exc}; nothing was started") from None
-        # A string is never taken as a command list: "echo hi" would run "e".
-        if (
-            isinstance(self.command, str)
-            or not isinstance(self.command, Sequence)
-            or not self.command
-            or not all(isinstance(a, str) for a in self.command)
-        ):
-            raise PhaseRequestError(
-                "command must be a non-empty list of strings such as ['codex', 'exec', '...'], "
-                f"got {type(self.command).__name__}; nothing was started"
-            )
+        try:
+            # A string is never taken as a command list: "echo hi" would run "e".
+            check_command(self.command)
+            check_timeout(self.timeout_s)
+            for key in ("repository", "affinity_key"):
+                check_optional_text(getattr(self, key), key)
+        except RunDefinitionError as exc:
+            raise PhaseRequestError(f"{exc}; nothing was started") from None
         for name, value, minimum in (("attempt", self.attempt, 1), ("position", self.position, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not minimum <= value <= MAX_ORDINAL
+            ):
                 raise PhaseRequestError(
-                    f"{name} must be a whole number >= {minimum}, got {value!r}"
+                    f"{name} must be a whole number in [{minimum}, {MAX_ORDINAL}], got "
+                    f"{value!r:.80}; nothing was started"
                 )
-        timeout = self.timeout_s
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
-        ):
-            raise PhaseRequestError(
-                f"timeout_s must be a number of seconds > 0 (or absent), got {timeout!r}; "
-                "nothing was started"
-            )
-        for name, text in (("repository", self.repository), ("affinity_key", self.affinity_key)):
-            if text is not None and (not isinstance(text, str) or len(text) > 512):
-                raise PhaseRequestError(f"{name} must be a string of at most 512 characters")
 
     def ended(
         self, shard: Shard, worker: str, outcome: PhaseOutcome, **details: Any
@@ -170,18 +169,27 @@ def run_phase(
     )
     _bookkeeping("write the audit record", audit.emit, start, settings.audit_log)
     began = time.monotonic()
-    # Replaced on every path below; this one stands for a crash in between.
-    result = request.ended(shard, worker, "failed")
-    try:
-        result = _attempt(settings, client, store, request, shard, worker)
-        return result
-    finally:
+    audited: list[PhaseResult] = []
+
+    def audit_end(result: PhaseResult) -> None:
+        """The one "finished" record; a job's is written before its end is recorded."""
+        if audited:
+            return
+        audited.append(result)
         _bookkeeping(
             "write the audit record",
             audit.emit,
             audit.finished(start, result, time.monotonic() - began),
             settings.audit_log,
         )
+
+    # Replaced on every path below; this one stands for a crash in between.
+    result = request.ended(shard, worker, "failed")
+    try:
+        result = _attempt(settings, client, store, request, shard, worker, audit_end)
+        return result
+    finally:
+        audit_end(result)
 
 
 def _bookkeeping(what: str, write: Any, *args: Any, **kwargs: Any) -> Any:
@@ -220,7 +228,7 @@ def _begin(
             request.phase,
             request.attempt,
             task_id=task_id,
-            container_name=job_container_name(request.run_id, request.phase),
+            container_name=job_container_name(request.run_id, request.phase, request.attempt),
             log_path=str(log_path_for(settings, request.run_id, request.phase)),
             position=request.position,
         )
@@ -252,6 +260,7 @@ def _attempt(
     request: PhaseRequest,
     shard: Shard,
     worker: str,
+    audit_end: Callable[[PhaseResult], None],
 ) -> PhaseResult:
     began = time.monotonic()
     if client is None:  # the worker could not reach the engine when it asked
@@ -270,11 +279,28 @@ def _attempt(
         timeout_s=request.timeout_s or settings.job_timeout_seconds,
         preflight=True,
         known_verdict=_CLI_VERDICTS.known(shard.volume),
+        attempt=request.attempt,
     )
 
     def record_end(job: JobResult) -> None:
         if job.preflight_report is not None:
             _CLI_VERDICTS.learn(shard.volume, job.preflight_report)
+        # Audit first: should it fail, the store has no final state yet, the container stays,
+        # and the phase fails instead of leaving a success the run cannot go on from.
+        audit_end(_job_result(request, shard, worker, job))
+        if job.log_error is not None:
+            _bookkeeping(
+                "record the job's end in the run store",
+                store.finish_attempt,
+                request.run_id,
+                request.phase,
+                request.attempt,
+                status="failed",
+                exit_code=job.exit_code,
+                error=_log_failure(settings, job),
+            )
+            _bookkeeping("record the run's status", store.settle_run, request.run_id)
+            return
         if job.outcome == "blocked" and job.preflight is not None:
             _bookkeeping(
                 "record the blocked phase in the run store",
@@ -296,6 +322,14 @@ def _attempt(
         )
         _bookkeeping("record the run's status", store.settle_run, request.run_id)
 
+    log_dir = log_path_for(settings, request.run_id, request.phase).parent
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PhaseBookkeepingError(
+            f"could not create the phase log directory {log_dir} ({exc.strerror}); no job was "
+            "started: free the disk or fix the directory's permissions, then retry the run"
+        ) from exc
     try:
         job = launch_job(
             settings,
@@ -307,19 +341,36 @@ def _attempt(
     except PreflightBlocked as blocked:  # no container could be made or started: nothing ran
         check = blocked_result(shard, blocked.finding, time.monotonic() - began)
         return _blocked(store, request, shard, worker, check)
-    except OSError as exc:  # the log directory cannot be written: nothing was started
-        raise PhaseBookkeepingError(
-            f"could not write the phase log under {settings.artifacts_dir} ({exc.strerror}); "
-            "no job was started: free the disk or fix the directory's permissions, then retry"
-        ) from exc
+    if job.log_error is not None:
+        raise PhaseBookkeepingError(_log_failure(settings, job))
+    if job.preflight is not None and job.preflight.status != "ok":
+        log.log(
+            logging.ERROR if job.outcome == "blocked" else logging.WARNING,
+            "%s",
+            job.preflight.message(),
+        )
+    return _job_result(request, shard, worker, job)
+
+
+def _log_failure(settings: Settings, job: JobResult) -> str:
+    return (
+        f"{job.log_error}; the job ran and ended {job.outcome.replace('_', ' ')} (exit code "
+        f"{job.exit_code}), but without its log the phase is reported as failed: free the disk "
+        f"under {settings.artifacts_dir}, then retry the run"
+    )
+
+
+def _job_result(request: PhaseRequest, shard: Shard, worker: str, job: JobResult) -> PhaseResult:
+    """How the phase ended, from its job (a blocked pre-flight included)."""
+    if job.log_error is not None:
+        return request.ended(
+            shard, worker, "failed", exit_code=job.exit_code, message=job.log_error
+        )
     verdict = job.preflight
     if job.outcome == "blocked" and verdict is not None:
-        log.error("%s", verdict.message())
         return request.ended(
             shard, worker, "blocked", preflight_status=verdict.status, message=verdict.message()
         )
-    if verdict is not None and verdict.status == "warn":
-        log.warning("%s", verdict.message())
     return request.ended(
         shard,
         worker,

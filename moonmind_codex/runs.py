@@ -124,6 +124,11 @@ def _optional_text(data: Mapping[str, Any], key: str, where: str) -> str | None:
     return value
 
 
+def check_optional_text(value: object, name: str) -> str | None:
+    """A free-text argument such as a repository: absent, or short printable text."""
+    return _optional_text({name: value}, name, "")
+
+
 def check_command(value: object, where: str = "") -> tuple[str, ...]:
     """A Codex phase's command: a non-empty list of strings (a string is never split)."""
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:

@@ -187,6 +187,7 @@ def test_job_runs_as_1000_on_the_shard_volume_and_sees_the_login(
         LABEL + "role": "job",
         LABEL + "run-id": run_id,
         LABEL + "phase": "specify",
+        LABEL + "attempt": "1",
         LABEL + "shard": "0",
         LABEL + "queue": "codex-0",
         LABEL + "volume": logged_in_volume,

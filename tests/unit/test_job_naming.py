@@ -1,0 +1,27 @@
+"""Job container names: one per phase attempt, shared by that attempt's redeliveries."""
+
+from __future__ import annotations
+
+import re
+
+from moonmind_codex.jobs import job_container_name
+
+
+def test_redeliveries_of_an_attempt_share_a_name_and_a_retry_gets_its_own() -> None:
+    first = job_container_name("run-1", "plan")
+    assert job_container_name("run-1", "plan", 1) == first  # attempt 1 is the default
+    second = job_container_name("run-1", "plan", 2)
+    third = job_container_name("run-1", "plan", 3)
+    assert len({first, second, third}) == 3
+    assert second.startswith("moonmind-codex-job-run-1-plan-a2-")
+    assert re.fullmatch(r"moonmind-codex-job-run-1-plan-[0-9a-f]{8}", first)
+
+
+def test_names_of_different_phases_and_runs_never_meet() -> None:
+    names = {
+        job_container_name(run, phase, attempt)
+        for run in ("r", "r-a2", "R")
+        for phase in ("plan", "plan-a2")
+        for attempt in (1, 2)
+    }
+    assert len(names) == 12  # slugs may collide ("R" and "r"); the digest keeps them apart
