@@ -21,7 +21,8 @@ if TYPE_CHECKING:
         install_routing,
         route_key,
     )
-    from moonmind_codex.settings import Settings, SettingsError, Shard, load_settings
+    from moonmind_codex.settings import Settings, SettingsError, load_settings
+    from moonmind_codex.shard import Shard
 
     __version__: str
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from moonmind_codex.phase_result import PhaseResult
-from moonmind_codex.settings import Shard
+from moonmind_codex.shard import Shard
 
 log = logging.getLogger("moonmind_codex.audit")
 

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from docker.types import Mount
 
-from moonmind_codex.settings import Settings, Shard
+from moonmind_codex.settings import Settings
+from moonmind_codex.shard import Shard
 
 CODEX_HOME = "/home/app/.codex"
 JOB_HOME = "/home/app"

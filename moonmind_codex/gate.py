@@ -35,7 +35,7 @@ from moonmind_codex.probe import (
     gather,
     run_codex_status,
 )
-from moonmind_codex.settings import Shard
+from moonmind_codex.shard import Shard
 
 VERDICT_PREFIX = "[moonmind-codex] pre-flight "
 # Set by the worker on the job container; none of them is secret.

@@ -42,7 +42,8 @@ from moonmind_codex.preflight import (
     require_volume,
     verdict_line,
 )
-from moonmind_codex.settings import Settings, Shard
+from moonmind_codex.settings import Settings
+from moonmind_codex.shard import Shard
 
 REDELIVERY_NOTE = "[moonmind-codex] container "
 JobOutcome = Literal["succeeded", "failed", "timed_out", "busy", "cancelled", "blocked"]

@@ -32,7 +32,8 @@ from moonmind_codex.containers import (
 )
 from moonmind_codex.dockerio import volume_exists
 from moonmind_codex.exitcodes import ExitCode
-from moonmind_codex.settings import Settings, Shard
+from moonmind_codex.settings import Settings
+from moonmind_codex.shard import Shard
 
 STDIN_CONTAINER_TIMEOUT_S = 120
 # The largest auth.json accepted or exported (a real one is a few KiB).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from moonmind_codex.settings import Shard
+from moonmind_codex.shard import Shard
 
 
 class Fix(Enum):

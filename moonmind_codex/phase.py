@@ -37,7 +37,8 @@ from moonmind_codex.runs import (
     check_timeout,
 )
 from moonmind_codex.runstore import PhaseAttempt, RunStore
-from moonmind_codex.settings import Settings, Shard
+from moonmind_codex.settings import Settings
+from moonmind_codex.shard import Shard
 
 log = logging.getLogger(__name__)
 

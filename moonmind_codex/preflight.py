@@ -44,7 +44,8 @@ from moonmind_codex.preflight_eval import (
     evaluate,
 )
 from moonmind_codex.probe import PROBE_VERSION
-from moonmind_codex.settings import ENV_PREFIX, Settings, Shard
+from moonmind_codex.settings import ENV_PREFIX, Settings
+from moonmind_codex.shard import Shard
 
 __all__ = [
     "CliVerdictCache",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from moonmind_codex import messages
 from moonmind_codex.messages import Fix
-from moonmind_codex.settings import Shard
+from moonmind_codex.shard import Shard
 
 Status = Literal["ok", "warn", "blocked"]
 FindingStatus = Literal["ok", "info", "warn", "blocked"]

@@ -13,11 +13,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import sys
-import tempfile
 import time
-import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,10 +63,15 @@ def _stat(path: Path) -> dict[str, Any]:
     }
 
 
+# subprocess and tomllib are imported where used: the job image's pre-flight imports this module
+# at every job start, and most starts need neither (the CLI's verdict cached, no config file).
+
+
 def _write_test(directory: Path) -> tuple[bool, str | None]:
     """Can this uid create a file where the CLI writes refreshed tokens and session state?"""
+    name = directory / f".moonmind-codex-probe-{os.getpid()}-{time.monotonic_ns()}"
     try:
-        fd, name = tempfile.mkstemp(prefix=".moonmind-codex-probe-", dir=directory)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except PermissionError:
         return False, "permission denied"
     except OSError as exc:
@@ -92,6 +94,8 @@ def summarise_status_output(output: str) -> str:
 
 
 def run_codex_status(timeout_s: float = STATUS_TIMEOUT_SECONDS) -> dict[str, Any]:
+    import subprocess
+
     started = time.monotonic()
     try:
         done = subprocess.run(
@@ -136,6 +140,8 @@ def _store_layer(path: Path) -> dict[str, Any]:
         return {**layer, "exists": None, "error": exc.strerror or type(exc).__name__}
     # Root's and not writable by anyone else: no job (uid 1000) can change it.
     layer.update(exists=True, root_owned=info.st_uid == 0 and not info.st_mode & 0o022)
+    import tomllib
+
     try:
         value = tomllib.loads(raw.decode("utf-8")).get(STORE_SETTING)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError):

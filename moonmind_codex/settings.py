@@ -22,6 +22,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+# The shard value lives in its own module (the job image's pre-flight imports it at every job
+# start, and this one is costly to import).
+from moonmind_codex.shard import Shard
+
 ENV_PREFIX = "MOONMIND_CODEX_"
 
 # Not fields of Settings: read by scripts/setup.sh and the broker image, set by jobs.py in
@@ -58,27 +62,6 @@ _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable and the fix."""
-
-
-@dataclass(frozen=True)
-class Shard:
-    """One shard as the fleet knows it: where its login lives and which queue feeds it.
-
-    Made only by :meth:`Settings.locate_shard` (or :attr:`Settings.served_shard`), so every
-    message, audit record, container label and job spec names the same four values.
-    """
-
-    number: int
-    queue: str
-    volume: str
-    host: str
-
-    def __str__(self) -> str:
-        return f"shard {self.number} (volume {self.volume} on host {self.host})"
-
-    def as_fields(self) -> dict[str, int | str]:
-        """The flat JSON form used by results, audit records and labels."""
-        return {"shard": self.number, "queue": self.queue, "volume": self.volume, "host": self.host}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from harness.logins import FAKE_API_KEY
 from moonmind_codex.containers import create_kwargs
 from moonmind_codex.jobs import JobResult, JobSpec, job_container, job_container_name
 from moonmind_codex.jobs import launch_job as _launch_job
-from moonmind_codex.settings import Settings, Shard
+from moonmind_codex.settings import Settings
+from moonmind_codex.shard import Shard
 from tests.integration.conftest import VolumeFactory, in_volume
 
 SettingsFor = Callable[..., Settings]

@@ -9,7 +9,7 @@ import pytest
 from moonmind_codex.authfile import inspect_auth_json
 from moonmind_codex.messages import Fix
 from moonmind_codex.preflight_eval import Finding, LoginPolicy, blocked_result, evaluate
-from moonmind_codex.settings import Shard
+from moonmind_codex.shard import Shard
 from tests.unit.helpers import api_key_auth, assert_no_secret, chatgpt_auth
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
