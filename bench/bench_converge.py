@@ -21,15 +21,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.stats import machine
+from bench.stats import bench_record, format_target, machine, target_row, write_record
 from harness.hosts import remove_host, start_host
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "mmc-bench-converge-host"
 TARGET_RERUN_3_S = 22.0
 TARGET_RATIO_12_TO_3 = 1.5
+TARGET_RERUN_CHANGED = 0
 RESULTS = REPO / "bench" / "results"
 
 
@@ -118,7 +120,7 @@ def main() -> int:
         check=True,
         capture_output=True,
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     load_before = load_average()
     work = Path(tempfile.mkdtemp(prefix="mmc-bench-converge-"))
     try:
@@ -162,49 +164,38 @@ def main() -> int:
     ratio = (
         by_size[12]["rerun_s"] / by_size[3]["rerun_s"] if 3 in by_size and 12 in by_size else None
     )
-    targets = {
-        "rerun_3_s": {
-            "target": TARGET_RERUN_3_S,
-            "measured": by_size[3]["rerun_s"] if 3 in by_size else None,
-        },
-        "rerun_ratio_12_to_3": {"target": TARGET_RATIO_12_TO_3, "measured": ratio},
-        "rerun_changed": {"target": 0, "measured": max(r["rerun_changed"] for r in rows)},
-    }
-    met = {
-        "rerun_3_s": targets["rerun_3_s"]["measured"] is not None
-        and targets["rerun_3_s"]["measured"] <= TARGET_RERUN_3_S,
-        "rerun_ratio_12_to_3": ratio is not None and ratio <= TARGET_RATIO_12_TO_3,
-        "rerun_changed": targets["rerun_changed"]["measured"] == 0,
-    }
-    if ratio is not None:
-        print(f"re-run 12 vs 3 shards: {ratio:.2f}x (target <= {TARGET_RATIO_12_TO_3}x)", file=out)
-    for name, target in targets.items():
-        measured = target["measured"]
-        shown = "n/a" if measured is None else f"{measured:.2f}"
-        print(
-            f"target {name}: <= {target['target']} measured {shown}: "
-            f"{'MET' if met[name] else 'NOT MET'}",
-            file=out,
-        )
-    print(out.getvalue(), end="")
-    all_met = all(met.values())
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "machine": details,
-                    "rows": rows,
-                    "targets": targets,
-                    "met": met,
-                    "target_met": all_met,
-                },
-                indent=2,
+    # A target whose fleet size was not run (--sizes) has no row: nothing was measured.
+    targets = []
+    if 3 in by_size:
+        targets.append(
+            target_row(
+                "3-shard re-run (s)", by_size[3]["rerun_s"], TARGET_RERUN_3_S, "<=", "{:.0f} s"
             )
-            + "\n"
         )
+    if ratio is not None:
+        targets.append(
+            target_row(
+                "12-shard re-run / 3-shard re-run", ratio, TARGET_RATIO_12_TO_3, "<=", "{:.2f}x"
+            )
+        )
+    targets.append(
+        target_row(
+            "tasks changed on a re-run",
+            max(r["rerun_changed"] for r in rows),
+            TARGET_RERUN_CHANGED,
+            "==",
+            "changed={}",
+        )
+    )
+    for row in targets:
+        print(format_target(row), file=out)
+    print(out.getvalue(), end="")
+    data = bench_record(targets, machine=details, rows=rows)
+    if args.json:
+        write_record(args.json, data)
     if args.txt:
         Path(args.txt).write_text(out.getvalue())
-    return 0 if all_met else 1
+    return 0 if data["target_met"] else 1
 
 
 if __name__ == "__main__":

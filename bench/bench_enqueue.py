@@ -26,11 +26,11 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import (
+    bench_record,
     distribution,
     format_distribution,
     format_target,
     machine,
-    record,
     target_row,
     write_record,
 )
@@ -151,7 +151,8 @@ def main() -> int:
         distribution(direct),
         distribution(end_to_end),
     )
-    print("machine:", json.dumps(machine()))
+    details = machine()
+    print("machine:", json.dumps(details))
     print(format_distribution("enqueue -> job running (broker)", d_broker))
     print(format_distribution("launch -> job running (direct)", d_direct))
     print(format_distribution("enqueue -> result (broker)", d_total))
@@ -167,7 +168,13 @@ def main() -> int:
     ]
     for row in targets:
         print(format_target(row))
-    data = record(targets, through_broker=d_broker, direct=d_direct, enqueue_to_result=d_total)
+    data = bench_record(
+        targets,
+        machine=details,
+        through_broker=d_broker,
+        direct=d_direct,
+        enqueue_to_result=d_total,
+    )
     if args.json:
         write_record(args.json, data)
     return 0 if data["target_met"] else 1

@@ -18,7 +18,15 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.stats import distribution, format_distribution, machine
+from bench.stats import (
+    bench_record,
+    distribution,
+    format_distribution,
+    format_target,
+    machine,
+    target_row,
+    write_record,
+)
 from harness.logins import api_key_login
 from moonmind_codex.preflight import run_preflight
 from moonmind_codex.settings import Settings
@@ -67,23 +75,21 @@ def main() -> int:
     finally:
         client.volumes.get(volume).remove(force=True)
     d_full, d_bare = distribution(full), distribution(bare)
-    print("machine:", json.dumps(machine()))
+    details = machine()
+    print("machine:", json.dumps(details))
     print(format_distribution("pre-flight (run_preflight)", d_full))
     print(format_distribution("bare docker run codex login status", d_bare))
     print(
         f"ratio pre-flight/bare: p50 {d_full['p50'] / d_bare['p50']:.2f}x, "
         f"p95 {d_full['p95'] / d_bare['p95']:.2f}x"
     )
-    met = d_full["p50"] <= TARGET_P50_S
-    print(f"target: pre-flight p50 <= {TARGET_P50_S} s: {'MET' if met else 'NOT MET'}")
+    targets = [target_row("pre-flight p50 (s)", d_full["p50"], TARGET_P50_S, "<=", "{:.2f} s")]
+    for row in targets:
+        print(format_target(row))
+    data = bench_record(targets, machine=details, preflight=d_full, bare_cli=d_bare)
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {"machine": machine(), "preflight": d_full, "bare_cli": d_bare, "target_met": met},
-                indent=2,
-            )
-        )
-    return 0 if met else 1
+        write_record(args.json, data)
+    return 0 if data["target_met"] else 1
 
 
 if __name__ == "__main__":

@@ -7,13 +7,17 @@ within one percentage point of the ideal 1/(n+1).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.stats import bench_record, format_target, target_row, write_record
 from moonmind_codex.routing import modulo_shard_for_key, shard_for_key
 
+# Distance of jump hash's moved fraction from the ideal 1/(n+1), percentage points, at most.
 TARGET_POINTS = 1.0
+SIZES = (3, 8, 16)
 
 
 def moved_fraction(keys: list[str], place: object, n: int) -> float:
@@ -38,20 +42,28 @@ def main() -> int:
     args = parser.parse_args()
     keys = [f"github.com/org-{i % 997}/repo-{i}" for i in range(args.keys)]
     rows = []
-    ok = True
+    targets = []
     print(f"keys: {len(keys)}")
     print(
         f"{'n->n+1':>8} {'ideal':>8} {'jump':>8} {'hash%n':>8} {'jump-ideal':>11} "
         f"{'hash%n/jump':>12} {'min/mean':>9} {'max/mean':>9}"
     )
-    for n in (3, 8, 16):
+    for n in SIZES:
         t0 = time.perf_counter()
         jump = moved_fraction(keys, shard_for_key, n)
         modulo = moved_fraction(keys, modulo_shard_for_key, n)
         ideal = 1 / (n + 1)
         lo, hi = spread(keys, n)
         delta_points = (jump - ideal) * 100
-        ok &= abs(delta_points) <= TARGET_POINTS
+        targets.append(
+            target_row(
+                f"n={n}->{n + 1}: distance of jump from ideal (percentage points)",
+                abs(delta_points),
+                TARGET_POINTS,
+                "<=",
+                "{:.2f} points",
+            )
+        )
         rows.append(
             {
                 "n": n,
@@ -69,14 +81,12 @@ def main() -> int:
             f"{n:>3}->{n + 1:<4} {ideal:8.4f} {jump:8.4f} {modulo:8.4f} {delta_points:+10.2f}p "
             f"{modulo / jump:11.1f}x {lo:9.3f} {hi:9.3f}"
         )
-    print(
-        f"target: |jump - ideal| <= {TARGET_POINTS} percentage point: "
-        + ("MET" if ok else "NOT MET")
-    )
+    for row in targets:
+        print(format_target(row))
+    data = bench_record(targets, keys=len(keys), rows=rows)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"keys": len(keys), "rows": rows, "target_met": ok}, fh, indent=2)
-    return 0 if ok else 1
+        write_record(args.json, data)
+    return 0 if data["target_met"] else 1
 
 
 if __name__ == "__main__":

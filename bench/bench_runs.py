@@ -31,7 +31,16 @@ from typing import Any
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.stats import distribution, format_distribution, machine, percentile
+from bench.stats import (
+    bench_record,
+    distribution,
+    format_distribution,
+    format_target,
+    machine,
+    percentile,
+    target_row,
+    write_record,
+)
 from harness.broker import running_broker
 from harness.fleet import (
     WORKER_UID,
@@ -48,6 +57,7 @@ from moonmind_codex.settings import Settings
 from moonmind_codex.submit import submit_run
 
 SHARDS = 3
+# (b) default-queue ping p50 with every Codex queue saturated / with them idle, at most.
 TARGET_RATIO = 1.05
 
 
@@ -400,7 +410,8 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
     saturated_rounds = sum(int(r["saturated_to_the_end"]) for r in rounds)
     cpu_idle = summarise_blocks(idle_blocks)
     cpu_saturated = summarise_blocks(saturated_blocks)
-    print("machine:", json.dumps(machine()))
+    details = machine()
+    print("machine:", json.dumps(details))
     print(
         f"load average (1, 5, 15 min): before {' '.join(f'{x:.2f}' for x in load_before)}, "
         f"after {' '.join(f'{x:.2f}' for x in load_after)}"
@@ -436,43 +447,41 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         + " ".join(f"{x:.2f}" for x in round_ratios)
         + f" (median {statistics.median(round_ratios):.3f})"
     )
-    met = ratio <= TARGET_RATIO
-    print(
-        f"ratio saturated/idle p50: {ratio:.3f}, p95: {ratio_p95:.3f} (target p50 <= "
-        f"{TARGET_RATIO}): {'MET' if met else 'NOT MET'}"
+    print(f"ratio saturated/idle p50: {ratio:.3f}, p95: {ratio_p95:.3f}")
+    targets = [
+        target_row(
+            "default-queue ping p50, Codex saturated / idle", ratio, TARGET_RATIO, "<=", "{:.2f}x"
+        )
+    ]
+    for row in targets:
+        print(format_target(row))
+    data = bench_record(
+        targets,
+        machine=details,
+        load_average_before=load_before,
+        load_average_after=load_after,
+        runs=len(submitted),
+        shards=SHARDS,
+        runs_per_minute=per_minute,
+        submit_to_succeeded=per_run,
+        rounds=args.rounds,
+        pings_per_block=args.pings,
+        backlog_per_shard=args.backlog_per_shard,
+        busy_seconds=args.busy_seconds,
+        job_cpu_shares_seen=sorted(shares_seen),
+        ping_idle=idle,
+        ping_saturated=saturated,
+        per_round=rounds,
+        saturated_to_the_end_rounds=saturated_rounds,
+        cpu_idle_blocks=cpu_idle,
+        cpu_saturated_blocks=cpu_saturated,
+        ratio_saturated_idle_p50=ratio,
+        ratio_saturated_idle_p95=ratio_p95,
+        per_round_ratio_median=statistics.median(round_ratios),
     )
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "machine": machine(),
-                    "load_average_before": load_before,
-                    "load_average_after": load_after,
-                    "runs": len(submitted),
-                    "shards": SHARDS,
-                    "runs_per_minute": per_minute,
-                    "submit_to_succeeded": per_run,
-                    "rounds": args.rounds,
-                    "pings_per_block": args.pings,
-                    "backlog_per_shard": args.backlog_per_shard,
-                    "busy_seconds": args.busy_seconds,
-                    "job_cpu_shares_seen": sorted(shares_seen),
-                    "ping_idle": idle,
-                    "ping_saturated": saturated,
-                    "per_round": rounds,
-                    "saturated_to_the_end_rounds": saturated_rounds,
-                    "cpu_idle_blocks": cpu_idle,
-                    "cpu_saturated_blocks": cpu_saturated,
-                    "ratio_saturated_idle_p50": ratio,
-                    "ratio_saturated_idle_p95": ratio_p95,
-                    "per_round_ratio_median": statistics.median(round_ratios),
-                    "target": {"ratio_saturated_idle_p50_max": TARGET_RATIO},
-                    "target_met": met,
-                },
-                indent=2,
-            )
-        )
-    return 0 if met else 1
+        write_record(args.json, data)
+    return 0 if data["target_met"] else 1
 
 
 if __name__ == "__main__":

@@ -1,11 +1,34 @@
-"""Small helpers shared by the benchmarks: percentiles and a machine description."""
+"""Small helpers shared by the benchmarks: percentiles, a machine description, target rows.
+
+Every benchmark writes one JSON shape (checked against bench/README.md by
+tests/unit/test_bench_records.py)::
+
+    {"machine": machine(), "targets": [target_row(...), ...], "target_met": all(met), ...}
+
+where each target row is {"name", "target", "comparison", "measured", "met", "display"}: ``met``
+is ``comparison(measured, target)`` and ``display`` is ``measured`` rounded as the README shows
+it (the README's row for the benchmark carries it verbatim, followed by "(met)" or
+"(not met)").
+"""
 
 from __future__ import annotations
 
+import json
+import operator
 import os
 import platform
 import statistics
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# A target's comparison: measured <comparison> target.
+COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+}
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -66,3 +89,48 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "docker": run("docker", "version", "--format", "{{.Server.Version}}"),
     }
+
+
+def target_row(
+    name: str, measured: float, target: float, comparison: str, display: str
+) -> dict[str, Any]:
+    """One target, judged here and only here: met = ``measured <comparison> target``.
+
+    ``display`` is a format string for the measured value as the README shows it, for example
+    ``"{:.2f} s"`` or ``"{:.2f}x"``: it must round, not reword, the measured value.
+    """
+    if comparison not in COMPARISONS:
+        raise ValueError(f"comparison must be one of {sorted(COMPARISONS)}: {comparison!r}")
+    return {
+        "name": name,
+        "target": target,
+        "comparison": comparison,
+        "measured": measured,
+        "met": bool(COMPARISONS[comparison](measured, target)),
+        "display": display.format(measured),
+    }
+
+
+def format_target(row: dict[str, Any]) -> str:
+    """The printed line of one target row."""
+    verdict = "MET" if row["met"] else "NOT MET"
+    return f"target: {row['name']} {row['comparison']} {row['target']}: {row['display']} {verdict}"
+
+
+def bench_record(targets: list[dict[str, Any]], **results: Any) -> dict[str, Any]:
+    """The JSON of one run: the machine, the target rows, whether all were met, the results.
+
+    ``machine`` may be passed in ``results`` (with extra details such as load averages);
+    otherwise :func:`machine` describes this one.
+    """
+    details = results.pop("machine", None) or machine()
+    return {
+        "machine": details,
+        "targets": targets,
+        "target_met": all(row["met"] for row in targets),
+        **results,
+    }
+
+
+def write_record(path: str | Path, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
