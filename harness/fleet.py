@@ -12,6 +12,8 @@ from typing import Any
 WORKER_IMAGE = "moonmind-codex/worker:latest"
 JOB_IMAGE = "moonmind-codex/job:latest"
 WORKER_UID = 10001
+# Test fleets give up on a held volume lock after this many 1 s retries.
+BUSY_MAX_RETRIES = 8
 # Inside the worker container: the state directory, and the run store shared with producers.
 STATE_DIR = "/var/lib/moonmind-codex"
 WORKER_DATABASE_URL = f"sqlite:///{STATE_DIR}/state/runs.sqlite3"
@@ -74,6 +76,8 @@ def start_worker(
         "MOONMIND_CODEX_DATABASE_URL": WORKER_DATABASE_URL,
         # A phase that meets a held volume lock retries after this long (30 s in production).
         "MOONMIND_CODEX_BUSY_RETRY_SECONDS": "1",
+        # ... and gives up after this many retries (20 in production).
+        "MOONMIND_CODEX_BUSY_MAX_RETRIES": str(BUSY_MAX_RETRIES),
         **(extra_env or {}),
     }
     volumes = {

@@ -15,6 +15,7 @@ from kombu.entity import Queue
 
 from moonmind_codex.assignments import AssignmentStore
 from moonmind_codex.dockerio import DockerUnavailable, connect
+from moonmind_codex.messages import busy_too_long
 from moonmind_codex.phase import (
     CodexPhaseBlocked,
     CodexPhaseFailed,
@@ -143,6 +144,8 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
         if result.outcome == "blocked":
             raise CodexPhaseBlocked(result.message)
         if result.outcome == "busy":
+            if self.request.retries >= settings.busy_max_retries:
+                raise CodexPhaseFailed(busy_too_long(result.shard, settings, self.request.retries))
             # The volume's lock is held (an operator's login, a move): wait and retry rather
             # than fail the run; the message goes back to this shard's queue.
             raise self.retry(

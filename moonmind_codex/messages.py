@@ -8,8 +8,14 @@ login check all tell operators the same thing. Findings name a :class:`Fix`;
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from moonmind_codex.shard import Shard
+
+if TYPE_CHECKING:
+    from moonmind_codex.settings import Settings
+
+ENV_PREFIX = "MOONMIND_CODEX_"
 
 
 class Fix(Enum):
@@ -26,6 +32,7 @@ class Fix(Enum):
     REFRESH_SOON = "refresh-soon"
     CHECK_CLOCK = "check-clock"
     PIN_FILE_STORE = "pin-file-store"
+    SIGN_IN_REJECTED = "sign-in-rejected"
 
 
 def login_command(shard: Shard) -> str:
@@ -53,6 +60,15 @@ def sign_in(shard: Shard) -> str:
 def sign_in_again(shard: Shard) -> str:
     """For a volume whose login is unusable."""
     return _sign_in(shard, f"sign volume {shard.volume} in again")
+
+
+def sign_in_rejected(shard: Shard, reason: str, when: str) -> str:
+    """For a shard quarantined because the server rejected its login (see docs/runbook.md)."""
+    return (
+        f"sign in again: the server rejected this login ({reason}, {when}); "
+        + _sign_in(shard, f"import a new login into volume {shard.volume}")
+        + "; never run `codex logout` on a shard"
+    )
 
 
 def repair(shard: Shard) -> str:
@@ -127,6 +143,18 @@ def pin_file_store(shard: Shard) -> str:
     )
 
 
+def busy_too_long(shard: Shard, settings: Settings, retries: int) -> str:
+    """A phase gave up waiting for its volume's lock."""
+    waited = retries * settings.busy_retry_seconds
+    return (
+        f"the auth volume {shard.volume} of {shard} stayed busy through {retries} retries "
+        f"(about {waited:g} s): another job or an operator's login holds its lock. On host "
+        f"{shard.host}, find the holder with `docker ps --filter "
+        f"label=io.moonmind.codex.volume={shard.volume}`, let it finish or stop it, then retry "
+        f"the run (limits: {ENV_PREFIX}BUSY_MAX_RETRIES, {ENV_PREFIX}BUSY_RETRY_SECONDS)"
+    )
+
+
 def doubly_assigned(volume: str, holder: str, host: str) -> str:
     return (
         f"auth volume {volume} is already used by worker {holder} on host {host}: each volume "
@@ -135,8 +163,17 @@ def doubly_assigned(volume: str, holder: str, host: str) -> str:
     )
 
 
-def render_fix(fix: Fix, shard: Shard, *, age_days: float | None = None) -> str:
-    """The text of ``fix`` for ``shard``."""
+def render_fix(
+    fix: Fix,
+    shard: Shard,
+    *,
+    age_days: float | None = None,
+    rejected: tuple[str, str] | None = None,
+) -> str:
+    """The text of ``fix`` for ``shard``; ``rejected`` is the server's (reason, when)."""
+    if fix is Fix.SIGN_IN_REJECTED:
+        reason, when = rejected or ("reason unknown", "time unknown")
+        return sign_in_rejected(shard, reason, when)
     if fix is Fix.REFRESH_SOON:
         return refresh_soon(shard, age_days if age_days is not None else 0.0)
     simple = {

@@ -19,6 +19,7 @@ from kombu.entity import Exchange, Queue
 
 from harness.broker import running_broker
 from harness.fleet import (
+    BUSY_MAX_RETRIES,
     WORKER_UID,
     producer_database_url,
     start_default_worker,
@@ -28,7 +29,7 @@ from harness.fleet import (
 from harness.logins import CODEX_HOME, FAKE_API_KEY, JOB_IMAGE, api_key_login, run_in_volume
 from moonmind_codex.audit import read_records
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
-from moonmind_codex.phase import CodexPhaseBlocked, CodexPhaseMisrouted
+from moonmind_codex.phase import CodexPhaseBlocked, CodexPhaseFailed, CodexPhaseMisrouted
 from moonmind_codex.router import route_key
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
@@ -247,6 +248,76 @@ def test_phase_on_a_held_volume_waits_for_the_lock_then_runs(fleet: Fleet, clien
     outcomes = [r["outcome"] for r in ends]
     assert outcomes[-1] == "succeeded" and set(outcomes[:-1]) == {"busy"}, outcomes
     assert len({r["task_id"] for r in ends}) == 1  # retries of one task, not new tasks
+
+
+def test_a_volume_held_past_every_retry_fails_the_phase_with_the_holder_to_look_for(
+    fleet: Fleet, client: Any
+) -> None:
+    volume = fleet.volume(1)
+    holder = client.containers.run(
+        JOB_IMAGE,
+        ["sh", "-c", "echo holding; sleep 600"],
+        name=unique("lock-holder"),
+        user="1000:1000",
+        network_mode="none",
+        volumes={volume: {"bind": CODEX_HOME, "mode": "rw"}},
+        labels={"io.moonmind.codex.volume": volume},
+        detach=True,
+    )
+    run_id = f"run-busy-out-{fleet.tag}"
+    try:
+        wait_for_log(holder, "holding", timeout_s=30)
+        with pytest.raises(CodexPhaseFailed) as caught:
+            send_phase(
+                create_app(fleet.producer), run_id, "specify", fleet.key_for(1), ["true"]
+            ).get(timeout=180)
+        holder.reload()
+        assert holder.status == "running"  # the holder was never disturbed
+    finally:
+        holder.remove(force=True)
+    message = str(caught.value)
+    assert f"stayed busy through {BUSY_MAX_RETRIES} retries" in message, message
+    assert f"docker ps --filter label=io.moonmind.codex.volume={volume}" in message
+    assert "MOONMIND_CODEX_BUSY_MAX_RETRIES" in message
+    ends = [
+        r for r in fleet.audit() if r["run_id"] == run_id and r["event"] == "codex_phase_finished"
+    ]
+    # The first delivery and every retry met the lock; no job ever ran its command.
+    assert [r["outcome"] for r in ends] == ["busy"] * (BUSY_MAX_RETRIES + 1)
+
+
+@pytest.mark.parametrize(
+    ("command", "timeout_s", "outcome", "said"),
+    [
+        (["sh", "-c", "echo working; exit 3"], None, "failed", "failed with exit code 3"),
+        (["sh", "-c", "echo working; sleep 60"], 2, "timed_out", "timed out"),
+    ],
+    ids=["failed", "timed-out"],
+)
+def test_failed_and_timed_out_phases_reach_the_producer_through_the_broker(
+    fleet: Fleet, command: list[str], timeout_s: float | None, outcome: str, said: str
+) -> None:
+    app = create_app(fleet.producer)
+    run_id = f"run-{outcome.replace('_', '-')}-{fleet.tag}"
+    kwargs: dict[str, Any] = {"run_id": run_id, "phase": "implement", "command": command}
+    if timeout_s is not None:
+        kwargs["timeout_s"] = timeout_s
+    kwargs["repository"] = fleet.key_for(0)
+    started = time.monotonic()
+    with pytest.raises(CodexPhaseFailed) as caught:
+        app.send_task(CODEX_PHASE_TASK, kwargs=kwargs).get(timeout=120)
+    message = str(caught.value)
+    assert f"phase implement of run {run_id} {said}" in message, message
+    assert f"volume {fleet.volume(0)}" in message and "log: " in message
+    if timeout_s is not None:
+        assert time.monotonic() - started < 50  # killed at its timeout, not at the end
+    [end] = [
+        r for r in fleet.audit() if r["run_id"] == run_id and r["event"] == "codex_phase_finished"
+    ]
+    assert end["outcome"] == outcome
+    assert end["exit_code"] == (3 if outcome == "failed" else None)
+    log = fleet.state / "artifacts" / "spec_workflows" / run_id / "implement.log"
+    assert log.read_text().startswith("working\n")
 
 
 def test_phase_on_a_volume_without_login_is_blocked(fleet: Fleet, client: Any) -> None:

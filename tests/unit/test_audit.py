@@ -87,3 +87,34 @@ def test_concurrent_writers_never_interleave_lines(tmp_path: Path) -> None:
 
 def test_missing_file_reads_as_empty(tmp_path: Path) -> None:
     assert audit.read_records(tmp_path / "none.jsonl") == []
+
+
+def _append_many(log: str, writer: int, count: int) -> None:
+    for n in range(count):
+        # Long lines: a torn write would show well past the first few kilobytes.
+        record = audit.started(
+            run_id=f"w{writer}-{n:04d}", phase="p" * 4000, shard=SHARD, worker=f"w{writer}",
+            task_id=None,
+        )  # fmt: skip
+        audit.emit(record, Path(log))
+
+
+def test_appends_from_several_processes_never_interleave_or_get_lost(tmp_path: Path) -> None:
+    import multiprocessing
+
+    log = tmp_path / "audit" / "shared.jsonl"
+    writers, count = 4, 150
+    context = multiprocessing.get_context("spawn")  # separate interpreters, as workers are
+    procs = [
+        context.Process(target=_append_many, args=(str(log), w, count)) for w in range(writers)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    records = audit.read_records(log)  # every line parses as one whole JSON record
+    assert len(records) == writers * count
+    for w in range(writers):
+        mine = [r["run_id"] for r in records if r["worker"] == f"w{w}"]
+        assert mine == [f"w{w}-{n:04d}" for n in range(count)]  # each writer's order kept
