@@ -129,8 +129,7 @@ def create_kwargs(settings: Settings, spec: JobImageContainer) -> dict[str, Any]
         "labels": _labels(spec),
         "detach": True,
     }
-    if settings.job_cpu_shares:
-        kwargs["cpu_shares"] = settings.job_cpu_shares
+    kwargs.update(_limits(settings))
     if spec.entrypoint is not None:
         kwargs["entrypoint"] = list(spec.entrypoint)
     if spec.as_root:
@@ -140,6 +139,29 @@ def create_kwargs(settings: Settings, spec: JobImageContainer) -> dict[str, Any]
     if spec.stdin:
         kwargs["stdin_open"] = True
     return kwargs
+
+
+# The same limits as `docker run` flags.
+_LIMIT_FLAGS = {
+    "cpu_shares": "--cpu-shares",
+    "mem_limit": "--memory",
+    "pids_limit": "--pids-limit",
+    "nano_cpus": "--cpus",
+}
+
+
+def _limits(settings: Settings) -> dict[str, Any]:
+    """CPU weight and hard limits of a job-image container; a 0 setting leaves the engine's."""
+    limits: dict[str, Any] = {}
+    if settings.job_cpu_shares:
+        limits["cpu_shares"] = settings.job_cpu_shares
+    if settings.job_memory_mb:
+        limits["mem_limit"] = f"{settings.job_memory_mb}m"
+    if settings.job_pids_limit:
+        limits["pids_limit"] = settings.job_pids_limit
+    if settings.job_cpus:
+        limits["nano_cpus"] = round(settings.job_cpus * 1e9)
+    return limits
 
 
 def api_create_config(client: Any, settings: Settings, spec: JobImageContainer) -> dict[str, Any]:
@@ -155,7 +177,7 @@ def api_create_config(client: Any, settings: Settings, spec: JobImageContainer) 
         cap_add=_cap_add(spec),
         security_opt=["no-new-privileges"],
         log_config=_log_config(spec),
-        cpu_shares=settings.job_cpu_shares or None,
+        **_limits(settings),
     )
     config: dict[str, Any] = client.api.create_container_config(
         settings.job_image,
@@ -185,8 +207,11 @@ def docker_run_argv(
     for key, value in spec.environment.items():
         args += ["--env", f"{key}={value}"]
     args += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-    if settings.job_cpu_shares:
-        args += ["--cpu-shares", str(settings.job_cpu_shares)]
+    limits = _limits(settings)
+    for key, flag in _LIMIT_FLAGS.items():
+        if key in limits:
+            value = limits[key]
+            args += [flag, f"{value / 1e9:g}" if key == "nano_cpus" else str(value)]
     for cap in _cap_add(spec) or ():
         args += ["--cap-add", cap]
     if not spec.keep_logs:

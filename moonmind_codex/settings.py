@@ -52,6 +52,11 @@ QueueMode = Literal["sharded", "single"]
 
 # The range Docker accepts for --cpu-shares (the kernel's cpu.shares bounds).
 MIN_CPU_SHARES = 2
+# Below these a Codex job cannot start its tools; a cap on cores as `docker run --cpus`.
+MIN_JOB_MEMORY_MB = 256
+MIN_JOB_PIDS = 64
+MIN_JOB_CPUS = 0.1
+MAX_JOB_CPUS = 1024.0
 MAX_CPU_SHARES = 262144
 # The largest uid/gid Linux gives a user ((uid_t)-1 is "no user").
 MAX_ID = 2**32 - 2
@@ -87,6 +92,11 @@ class Settings:
     # control plane (broker, workers, default-queue workers) runs first; when it is not, a job
     # may still use every core. 0 leaves the engine's default.
     job_cpu_shares: int = 256
+    # Hard limits of every job-image container, so one runaway job cannot take the host's
+    # memory, process table or every core from the other shards (0: no limit).
+    job_memory_mb: int = 8192
+    job_pids_limit: int = 4096
+    job_cpus: float = 0.0
     preflight_timeout_seconds: float = 30.0
     busy_retry_seconds: float = 30.0
     busy_max_retries: int = 20
@@ -326,6 +336,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_timeout_seconds=_float(env, "JOB_TIMEOUT_SECONDS", Settings.job_timeout_seconds, 0),
         job_network=_str(env, "JOB_NETWORK", Settings.job_network),
         job_cpu_shares=_int(env, "JOB_CPU_SHARES", Settings.job_cpu_shares, 0),
+        job_memory_mb=_int(env, "JOB_MEMORY_MB", Settings.job_memory_mb, 0),
+        job_pids_limit=_int(env, "JOB_PIDS_LIMIT", Settings.job_pids_limit, 0),
+        job_cpus=_float(env, "JOB_CPUS", Settings.job_cpus, 0),
         preflight_timeout_seconds=_float(
             env, "PREFLIGHT_TIMEOUT_SECONDS", Settings.preflight_timeout_seconds, 0
         ),
@@ -407,11 +420,30 @@ def _validate(s: Settings) -> None:
             "postgresql+psycopg://USER@HOST/DB (several hosts); put a password in the "
             f"{p}DATABASE_URL_FILE twin, not in the environment"
         )
+    _validate_job_limits(s)
+    if not s.codex_task_patterns:
+        raise SettingsError(f"{p}CODEX_TASK_PATTERNS is empty; give at least one glob pattern")
+
+
+def _validate_job_limits(s: Settings) -> None:
+    """CPU weight and hard limits of job-image containers (0: the engine's default)."""
     if s.job_cpu_shares != 0 and not MIN_CPU_SHARES <= s.job_cpu_shares <= MAX_CPU_SHARES:
         raise SettingsError(
-            f"{p}JOB_CPU_SHARES={s.job_cpu_shares} is out of range: use {MIN_CPU_SHARES}.."
+            f"{ENV_PREFIX}JOB_CPU_SHARES={s.job_cpu_shares} is out of range: use {MIN_CPU_SHARES}.."
             f"{MAX_CPU_SHARES} (the engine's default weight is 1024; lower runs Codex containers "
             "after the fleet's own processes when the CPU is busy), or 0 for the engine's default"
         )
-    if not s.codex_task_patterns:
-        raise SettingsError(f"{p}CODEX_TASK_PATTERNS is empty; give at least one glob pattern")
+    for name, value, least in (
+        ("JOB_MEMORY_MB", s.job_memory_mb, MIN_JOB_MEMORY_MB),
+        ("JOB_PIDS_LIMIT", s.job_pids_limit, MIN_JOB_PIDS),
+    ):
+        if value != 0 and value < least:
+            raise SettingsError(
+                f"{ENV_PREFIX}{name}={value} is too small for a Codex job (node, git, the "
+                f"CLI): use at least {least}, or 0 for no limit"
+            )
+    if s.job_cpus != 0 and not MIN_JOB_CPUS <= s.job_cpus <= MAX_JOB_CPUS:
+        raise SettingsError(
+            f"{ENV_PREFIX}JOB_CPUS={s.job_cpus:g} is out of range: use "
+            f"{MIN_JOB_CPUS}..{MAX_JOB_CPUS:g} cores (docker run --cpus), or 0 for no cap"
+        )

@@ -37,7 +37,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "integration/test_faults_e2e.py": 4,
     "integration/test_guards_login.py": 8,
     "integration/test_images.py": 8,
-    "integration/test_jobs.py": 11,
+    "integration/test_jobs.py": 12,
     "integration/test_phase_records.py": 10,
     "integration/test_preflight.py": 23,
     "integration/test_runs_e2e.py": 13,
@@ -63,7 +63,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_router.py": 16,
     "unit/test_routing.py": 8,
     "unit/test_runs.py": 50,
-    "unit/test_settings.py": 32,
+    "unit/test_settings.py": 38,
     "unit/test_shape.py": 6,
 }
 

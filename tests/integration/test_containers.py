@@ -66,6 +66,8 @@ def test_every_role_gets_the_same_hardening_mount_and_labels(
             assert "HOME=/home/app" in attrs["Config"]["Env"]
             # Below the control plane's weight (the engine's default, 1024).
             assert host["CpuShares"] == settings.job_cpu_shares == 256, spec.role
+            # Hard limits, as the engine applies them (one runaway job cannot starve the host).
+            assert (host["Memory"], host["PidsLimit"]) == (8192 * 2**20, 4096), spec.role
             if spec.role == "repair":
                 assert attrs["Config"]["User"] == "0:0"
                 assert sorted(host["CapAdd"]) == ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
@@ -106,5 +108,7 @@ def test_low_level_rendering_matches_the_high_level_one(
         assert attrs["HostConfig"]["NetworkMode"] == "none"
         assert attrs["Config"]["Labels"][LABEL + "volume"] == volume
         assert attrs["HostConfig"]["CpuShares"] == settings.job_cpu_shares
+        assert attrs["HostConfig"]["Memory"] == settings.job_memory_mb * 2**20
+        assert attrs["HostConfig"]["PidsLimit"] == settings.job_pids_limit
     finally:
         client.api.remove_container(created["Id"], force=True)

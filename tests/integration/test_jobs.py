@@ -387,3 +387,25 @@ def test_container_names_are_stable_and_distinct() -> None:
     for name in names:
         assert re.fullmatch(r"moonmind-codex-job-[a-z0-9-]+-[0-9a-f]{8}", name), name
         assert len(name) <= 128, name
+
+
+def test_a_runaway_job_meets_its_memory_and_process_limits(
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, run_id: str
+) -> None:
+    volume = make_volume()
+    settings = settings_for(volume, job_memory_mb=256, job_pids_limit=64)
+    # Past the memory limit: the kernel kills the job (128 + SIGKILL), the host is untouched.
+    hog = "b = bytearray(600 * 1024 * 1024); print('allocated', flush=True)"
+    big = launch_job(
+        settings, spec(volume, ["python3", "-c", hog], run_id=run_id, phase="m"), client
+    )
+    assert (big.outcome, big.exit_code) == ("failed", 137)
+    assert "allocated" not in big.log_path.read_text()
+    # Past the process limit: the job's own forks fail; with the default limit they do not.
+    forks = ["sh", "-c", "for i in $(seq 120); do sleep 3 & done; echo all-forked"]
+    limited = launch_job(settings, spec(volume, forks, run_id=run_id, phase="p"), client)
+    assert limited.outcome == "failed", limited.log_path.read_text()
+    assert "fork" in limited.log_path.read_text().lower()
+    assert "all-forked" not in limited.log_path.read_text()
+    roomy = launch_job(settings_for(volume), spec(volume, forks, run_id=run_id, phase="q"), client)
+    assert roomy.outcome == "succeeded" and "all-forked" in roomy.log_path.read_text()

@@ -64,6 +64,10 @@ def test_secret_from_file(tmp_path: Path) -> None:
         ({"MOONMIND_CODEX_JOB_CPU_SHARES": "-1"}, "JOB_CPU_SHARES=-1 must be >= 0"),
         ({"MOONMIND_CODEX_JOB_CPU_SHARES": "1"}, "JOB_CPU_SHARES=1 is out of range: use 2..262144"),
         ({"MOONMIND_CODEX_JOB_CPU_SHARES": "262145"}, "JOB_CPU_SHARES=262145 is out of range"),
+        ({"MOONMIND_CODEX_JOB_MEMORY_MB": "100"}, "JOB_MEMORY_MB=100 is too small"),
+        ({"MOONMIND_CODEX_JOB_PIDS_LIMIT": "10"}, "JOB_PIDS_LIMIT=10 is too small"),
+        ({"MOONMIND_CODEX_JOB_CPUS": "2000"}, "JOB_CPUS=2000 is out of range: use 0.1..1024"),
+        ({"MOONMIND_CODEX_JOB_CPUS": "0.01"}, "JOB_CPUS=0.01 is out of range"),
     ],
 )
 def test_bad_settings_name_the_variable_and_fix(env: dict[str, str], message: str) -> None:
@@ -231,3 +235,60 @@ def test_job_cpu_shares_zero_leaves_the_engine_default() -> None:
         None,
         [],
     )
+
+
+def _rendered_limits(settings: Settings) -> tuple[dict[str, object], dict[str, object], list[str]]:
+    """The hard limits in the SDK kwargs, the low-level host config and the argv flags."""
+    import docker
+
+    from moonmind_codex.containers import (
+        JobImageContainer,
+        api_create_config,
+        create_kwargs,
+        docker_run_argv,
+    )
+
+    spec = JobImageContainer(
+        role="probe", shard=settings.locate_shard(0), command=["true"], name="moonmind-codex-x"
+    )
+    client = SimpleNamespace(api=docker.APIClient(base_url="unix:///nonexistent", version="1.41"))
+    sdk = create_kwargs(settings, spec)
+    host = api_create_config(client, settings, spec)["HostConfig"]
+    argv = docker_run_argv(settings, spec)
+    flags = [
+        f"{flag} {argv[argv.index(flag) + 1]}"
+        for flag in ("--memory", "--pids-limit", "--cpus")
+        if flag in argv
+    ]
+    return (
+        {k: sdk[k] for k in ("mem_limit", "pids_limit", "nano_cpus") if k in sdk},
+        {k: host[k] for k in ("Memory", "PidsLimit", "NanoCpus") if host.get(k)},
+        flags,
+    )
+
+
+def test_job_image_containers_have_memory_and_process_limits_by_default() -> None:
+    assert _rendered_limits(load_settings({})) == (
+        {"mem_limit": "8192m", "pids_limit": 4096},
+        {"Memory": 8192 * 2**20, "PidsLimit": 4096},
+        ["--memory 8192m", "--pids-limit 4096"],
+    )
+
+
+def test_job_limits_are_settings_and_zero_lifts_them() -> None:
+    tuned = load_settings(
+        {
+            "MOONMIND_CODEX_JOB_MEMORY_MB": "512",
+            "MOONMIND_CODEX_JOB_PIDS_LIMIT": "128",
+            "MOONMIND_CODEX_JOB_CPUS": "1.5",
+        }
+    )
+    assert _rendered_limits(tuned) == (
+        {"mem_limit": "512m", "pids_limit": 128, "nano_cpus": 1_500_000_000},
+        {"Memory": 512 * 2**20, "PidsLimit": 128, "NanoCpus": 1_500_000_000},
+        ["--memory 512m", "--pids-limit 128", "--cpus 1.5"],
+    )
+    lifted = load_settings(
+        {"MOONMIND_CODEX_JOB_MEMORY_MB": "0", "MOONMIND_CODEX_JOB_PIDS_LIMIT": "0"}
+    )
+    assert _rendered_limits(lifted) == ({}, {}, [])
