@@ -14,6 +14,7 @@ JOB_IMAGE = "moonmind-codex/job:latest"
 WORKER_UID = 10001
 # Test fleets give up on a held volume lock after this many 1 s retries.
 BUSY_MAX_RETRIES = 8
+TEST_ALLOWED_COMMANDS = ("codex", "specify", "git", "sh", "true", "sleep", "id")
 # Inside the worker container: the state directory, and the run store shared with producers.
 STATE_DIR = "/var/lib/moonmind-codex"
 WORKER_DATABASE_URL = f"sqlite:///{STATE_DIR}/state/runs.sqlite3"
@@ -78,6 +79,8 @@ def start_worker(
         "MOONMIND_CODEX_BUSY_RETRY_SECONDS": "1",
         # ... and gives up after this many retries (20 in production).
         "MOONMIND_CODEX_BUSY_MAX_RETRIES": str(BUSY_MAX_RETRIES),
+        # What the tests' phases run (production allows codex, specify and git).
+        "MOONMIND_CODEX_ALLOWED_COMMANDS": ",".join(TEST_ALLOWED_COMMANDS),
         **(extra_env or {}),
     }
     volumes = {

@@ -24,6 +24,7 @@ from moonmind_codex.phase import (
     PhaseRequestError,
     run_phase,
 )
+from moonmind_codex.policy import command_allowed, refusal
 from moonmind_codex.recording import install_run_recording
 from moonmind_codex.router import install_routing
 from moonmind_codex.runstore import RunStore
@@ -33,6 +34,7 @@ from moonmind_codex.submit import CODEX_PHASE_TASK
 __all__ = ["CODEX_PHASE_TASK", "PING_TASK", "create_app", "install_routing"]
 
 PING_TASK = "moonmind_codex.ping"
+ALLOWED_COMMANDS_SETTING = "MOONMIND_CODEX_ALLOWED_COMMANDS"
 
 
 def create_app(
@@ -130,6 +132,10 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
             repository=repository,
             affinity_key=affinity_key,
         )
+        if not command_allowed(request.command, settings.allowed_commands):
+            raise PhaseRequestError(
+                refusal(request.command, settings.allowed_commands, ALLOWED_COMMANDS_SETTING)
+            )
         result = run_phase(
             settings,
             docker_client(),

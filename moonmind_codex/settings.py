@@ -24,6 +24,7 @@ from typing import Literal
 
 # The shard value lives in its own module (the job image's pre-flight imports it at every job
 # start, and this one is costly to import).
+from moonmind_codex.policy import ANY_COMMAND, DEFAULT_ALLOWED_COMMANDS
 from moonmind_codex.shard import Shard
 
 ENV_PREFIX = "MOONMIND_CODEX_"
@@ -108,6 +109,8 @@ class Settings:
     # (postgresql+psycopg://...) when producers and workers span hosts.
     database_url: str = "sqlite:///var/state/moonmind-codex.sqlite3"
     codex_task_patterns: tuple[str, ...] = ("*.codex_*",)
+    # The first words a Codex phase's command may have (moonmind_codex.policy).
+    allowed_commands: tuple[str, ...] = DEFAULT_ALLOWED_COMMANDS
     worker_container: str | None = None
     docker_url: str | None = None
 
@@ -318,6 +321,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if patterns_raw is not None
         else Settings.codex_task_patterns
     )
+    commands_raw = _optional_str(env, "ALLOWED_COMMANDS")
+    allowed_commands = (
+        tuple(c.strip() for c in commands_raw.split(",") if c.strip())
+        if commands_raw is not None
+        else Settings.allowed_commands
+    )
     audit_raw = _optional_str(env, "AUDIT_LOG")
 
     settings = Settings(
@@ -352,6 +361,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         audit_log=Path(audit_raw) if audit_raw is not None else None,
         database_url=_database_url(env),
         codex_task_patterns=patterns,
+        allowed_commands=allowed_commands,
         worker_container=_optional_str(env, "WORKER_CONTAINER"),
         docker_url=_optional_str(env, "DOCKER_URL"),
     )
@@ -423,6 +433,7 @@ def _validate(s: Settings) -> None:
     _validate_job_limits(s)
     if not s.codex_task_patterns:
         raise SettingsError(f"{p}CODEX_TASK_PATTERNS is empty; give at least one glob pattern")
+    _validate_allowed_commands(s.allowed_commands)
 
 
 def _validate_job_limits(s: Settings) -> None:
@@ -447,3 +458,21 @@ def _validate_job_limits(s: Settings) -> None:
             f"{ENV_PREFIX}JOB_CPUS={s.job_cpus:g} is out of range: use "
             f"{MIN_JOB_CPUS}..{MAX_JOB_CPUS:g} cores (docker run --cpus), or 0 for no cap"
         )
+
+
+def _validate_allowed_commands(allowed: tuple[str, ...]) -> None:
+    name = f"{ENV_PREFIX}ALLOWED_COMMANDS"
+    if not allowed:
+        raise SettingsError(
+            f"{name} is empty: give the commands Codex phases may run, e.g. codex,specify,git"
+        )
+    for command in allowed:
+        if command == ANY_COMMAND:
+            continue
+        if any(c.isspace() or c in "*?[]" for c in command) or (
+            "/" in command and not command.startswith("/")
+        ):
+            raise SettingsError(
+                f"{name} entry {command!r} is not a command name (codex) or an absolute path "
+                f"(/opt/tools/run); separate entries with commas; {ANY_COMMAND} alone allows any"
+            )

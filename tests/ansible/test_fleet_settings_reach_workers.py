@@ -73,6 +73,7 @@ def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
                         "moonmind_codex_job_uid": JOB_UID,
                         "moonmind_codex_job_gid": JOB_UID,
                         "moonmind_codex_queue_prefix": PREFIX,
+                        "moonmind_codex_workers_allowed_commands": ["codex", "id"],
                     },
                     "children": {
                         "codex_workers": {"hosts": {fresh_host: {"moonmind_codex_shards": [0, 1]}}},

@@ -20,6 +20,7 @@ from kombu.entity import Exchange, Queue
 from harness.broker import running_broker
 from harness.fleet import (
     BUSY_MAX_RETRIES,
+    TEST_ALLOWED_COMMANDS,
     WORKER_UID,
     producer_database_url,
     start_default_worker,
@@ -29,7 +30,12 @@ from harness.fleet import (
 from harness.logins import CODEX_HOME, FAKE_API_KEY, JOB_IMAGE, api_key_login, run_in_volume
 from moonmind_codex.audit import read_records
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
-from moonmind_codex.phase import CodexPhaseBlocked, CodexPhaseFailed, CodexPhaseMisrouted
+from moonmind_codex.phase import (
+    CodexPhaseBlocked,
+    CodexPhaseFailed,
+    CodexPhaseMisrouted,
+    PhaseRequestError,
+)
 from moonmind_codex.router import route_key
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
@@ -318,6 +324,30 @@ def test_failed_and_timed_out_phases_reach_the_producer_through_the_broker(
     assert end["exit_code"] == (3 if outcome == "failed" else None)
     log = fleet.state / "artifacts" / "spec_workflows" / run_id / "implement.log"
     assert log.read_text().startswith("working\n")
+
+
+def test_a_command_off_the_allowlist_is_refused_before_anything_starts(
+    fleet: Fleet, client: Any
+) -> None:
+    """Holding the broker password is not enough to read a login with a shell."""
+    run_id = f"run-policy-{fleet.tag}"
+    since = time.time()
+    steal = ["python3", "-c", "print(open('/home/app/.codex/auth.json').read())"]
+    with pytest.raises(PhaseRequestError) as caught:
+        send_phase(create_app(fleet.producer), run_id, "specify", fleet.key_for(0), steal).get(
+            timeout=90
+        )
+    message = str(caught.value)
+    assert "command 'python3' is not allowed on this worker" in message, message
+    assert f"MOONMIND_CODEX_ALLOWED_COMMANDS allows {', '.join(TEST_ALLOWED_COMMANDS)}" in message
+    # Nothing started and nothing was written: no container, no audit record, no log.
+    events = client.events(
+        since=since, until=time.time(), decode=True,
+        filters={"type": "container", "label": f"io.moonmind.codex.run-id={run_id}"},
+    )  # fmt: skip
+    assert list(events) == []
+    assert [r for r in fleet.audit() if r["run_id"] == run_id] == []
+    assert not (fleet.state / "artifacts" / "spec_workflows" / run_id).exists()
 
 
 def test_phase_on_a_volume_without_login_is_blocked(fleet: Fleet, client: Any) -> None:
