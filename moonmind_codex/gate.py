@@ -43,6 +43,9 @@ JOB_UID_ENV = "MOONMIND_CODEX_GATE_JOB_UID"
 WARN_DAYS_ENV = "MOONMIND_CODEX_GATE_WARN_DAYS"
 TIMEOUT_ENV = "MOONMIND_CODEX_GATE_TIMEOUT_SECONDS"
 KNOWN_VERDICT_ENV = "MOONMIND_CODEX_GATE_KNOWN_VERDICT"
+# ``AUTH_DIGEST REASON SINCE`` of a login the server rejected (see moonmind_codex.health): the
+# gate blocks while auth.json still hashes to that digest, and goes on once a new login is in.
+QUARANTINED_ENV = "MOONMIND_CODEX_GATE_QUARANTINED"
 # Files whose content decides what `codex login status` says (the managed layer outranks the
 # others; config.toml can switch the credential store away from auth.json).
 _CLI_INPUTS = (AUTH_FILE_NAME, "config.toml")
@@ -95,6 +98,22 @@ def known_verdict(raw: str | None) -> tuple[str, str] | None:
     return key, summary
 
 
+def auth_digest(content: bytes | None) -> str | None:
+    """SHA-256 of auth.json's bytes: says whether the login changed, and cannot be undone."""
+    return None if content is None else hashlib.sha256(content).hexdigest()
+
+
+def quarantine(raw: str | None) -> dict[str, str] | None:
+    """``AUTH_DIGEST REASON SINCE`` from the worker; the reason may hold spaces."""
+    if not raw:
+        return None
+    digest, _, rest = raw.strip().partition(" ")
+    reason, _, since = rest.rpartition(" ")
+    if len(digest) != 64 or not reason.strip() or not since:
+        return None
+    return {"auth_digest": digest, "reason": reason.strip(), "since": since}
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         return float(env.get(name, default))
@@ -119,6 +138,10 @@ def check(env: Mapping[str, str], home: Path, now: datetime) -> tuple[dict[str, 
         status["cached"] = False
     report["codex_status"] = status
     report["cli_verdict_key"] = key
+    report["auth_digest"] = auth_digest(inputs[AUTH_FILE_NAME])
+    quarantined = quarantine(env.get(QUARANTINED_ENV))
+    if quarantined is not None:
+        report["quarantine"] = quarantined
     policy = LoginPolicy(
         job_uid=int(_float(env, JOB_UID_ENV, os.getuid())),
         warn_after_days=_float(env, WARN_DAYS_ENV, 5.0),

@@ -66,6 +66,8 @@ class JobSpec:
     known_verdict: str | None = None
     # Which attempt of the phase (``runs retry`` makes the next); part of the container name.
     attempt: int = 1
+    # ``AUTH_DIGEST REASON SINCE`` of a login the server rejected (the gate blocks on it).
+    quarantined: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("run_id", "phase"):
@@ -131,7 +133,11 @@ def job_container(settings: Settings, spec: JobSpec) -> JobImageContainer:
         environment={
             "MOONMIND_CODEX_RUN_ID": spec.run_id,
             "MOONMIND_CODEX_PHASE": spec.phase,
-            **(gate_environment(settings, spec.known_verdict) if spec.preflight else {}),
+            **(
+                gate_environment(settings, spec.known_verdict, spec.quarantined)
+                if spec.preflight
+                else {}
+            ),
         },
         extra_labels={"run_id": spec.run_id, "phase": spec.phase, "attempt": spec.attempt},
     )

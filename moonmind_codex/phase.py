@@ -16,16 +16,18 @@ and was audited then).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from moonmind_codex import audit
+from moonmind_codex import audit, health
 from moonmind_codex.dockerio import DockerUnavailable, connect
 from moonmind_codex.jobs import JobResult, JobSpec, job_container_name, launch_job, log_path_for
-from moonmind_codex.messages import Fix
+from moonmind_codex.messages import Fix, login_command
 from moonmind_codex.phase_result import PhaseOutcome, PhaseResult
 from moonmind_codex.preflight import CliVerdictCache, PreflightBlocked
 from moonmind_codex.preflight_eval import Finding, PreflightResult, blocked_result
@@ -36,7 +38,7 @@ from moonmind_codex.runs import (
     check_optional_text,
     check_timeout,
 )
-from moonmind_codex.runstore import PhaseAttempt, RunStore
+from moonmind_codex.runstore import PhaseAttempt, RunStore, ShardHealth
 from moonmind_codex.settings import Settings
 from moonmind_codex.shard import Shard
 
@@ -272,6 +274,10 @@ def _attempt(
             finding = Finding("docker engine", "blocked", str(exc).split(";")[0], Fix.START_DOCKER)
             check = blocked_result(shard, finding, time.monotonic() - began)
             return _blocked(store, request, shard, worker, check)
+    # A login the server rejected: the job's gate blocks while auth.json is still that login.
+    before: ShardHealth | None = _bookkeeping(
+        "read the shard's health from the run store", store.shard_health, shard.volume
+    )
     spec = JobSpec(
         run_id=request.run_id,
         phase=request.phase,
@@ -281,7 +287,10 @@ def _attempt(
         preflight=True,
         known_verdict=_CLI_VERDICTS.known(shard.volume),
         attempt=request.attempt,
+        quarantined=before.gate_value() if before is not None else None,
     )
+    # Why a failed attempt failed, when the job's output says (a login the server rejected).
+    notes: list[str] = []
 
     def record_end(job: JobResult) -> None:
         if job.preflight_report is not None:
@@ -289,6 +298,18 @@ def _attempt(
         # Audit first: should it fail, the store has no final state yet, the container stays,
         # and the phase fails instead of leaving a success the run cannot go on from.
         audit_end(_job_result(request, shard, worker, job))
+        # Before the end is recorded: a redelivery that collects the container judges it again.
+        note = _bookkeeping(
+            "record the shard's health in the run store",
+            _record_health,
+            store,
+            request,
+            shard,
+            before,
+            job,
+        )
+        if note:
+            notes.append(note)
         if job.log_error is not None:
             _bookkeeping(
                 "record the job's end in the run store",
@@ -320,6 +341,7 @@ def _attempt(
             request.attempt,
             status=job.outcome,
             exit_code=job.exit_code,
+            error=note,
         )
         _bookkeeping("record the run's status", store.settle_run, request.run_id)
 
@@ -350,7 +372,88 @@ def _attempt(
             "%s",
             job.preflight.message(),
         )
-    return _job_result(request, shard, worker, job)
+    result = _job_result(request, shard, worker, job)
+    return dataclasses.replace(result, message=notes[0]) if notes else result
+
+
+def _log_excerpt(path: Path) -> str:
+    """The head and tail of a phase log that the classification reads (never all of it)."""
+    try:
+        with path.open("rb") as log_file:
+            head = log_file.read(health.HEAD_BYTES + health.TAIL_BYTES + 1)
+            if len(head) <= health.HEAD_BYTES + health.TAIL_BYTES:
+                return head.decode("utf-8", "replace")
+            log_file.seek(-health.TAIL_BYTES, 2)
+            tail = log_file.read(health.TAIL_BYTES)
+    except OSError:
+        return ""
+    return (head[: health.HEAD_BYTES] + b"\n" + tail).decode("utf-8", "replace")
+
+
+def _record_health(
+    store: RunStore,
+    request: PhaseRequest,
+    shard: Shard,
+    before: ShardHealth | None,
+    job: JobResult,
+) -> str | None:
+    """Lift a quarantine a new login ended; quarantine a login the server rejected.
+
+    Returns the note for the attempt's error when this job's login was rejected.
+    """
+    digest = (job.preflight_report or {}).get("auth_digest")
+    if not isinstance(digest, str):
+        return None  # no gate ran, or no auth.json: nothing to judge or lift
+    rejected = before.auth_digest if before is not None and before.quarantined else None
+    if (
+        before is not None
+        and rejected is not None
+        and rejected != digest
+        and store.lift_quarantine(
+            shard.volume,
+            quarantined_digest=rejected,
+            auth_digest=digest,
+            run_id=request.run_id,
+            phase=request.phase,
+        )
+    ):
+        log.warning(
+            "a new login was imported into volume %s: the quarantine of shard %s (%s, "
+            "since %s) is lifted",
+            shard.volume,
+            shard.number,
+            before.reason,
+            before.since_text,
+        )
+    if job.outcome not in ("failed", "timed_out") or job.log_error is not None:
+        return None
+    found = health.classify(_log_excerpt(job.log_path), job.exit_code)
+    if found.kind == "transient":
+        log.warning(
+            "phase %s of run %s failed transiently (%s): shard %s stays in service",
+            request.phase,
+            request.run_id,
+            found.reason,
+            shard.number,
+        )
+    if not found.rejected or found.reason is None:
+        return None
+    quarantined = store.quarantine(
+        shard.volume,
+        host=shard.host,
+        shard=shard.number,
+        reason=found.reason,
+        auth_digest=digest,
+        run_id=request.run_id,
+        phase=request.phase,
+    )
+    note = (
+        f"the server rejected the login in volume {shard.volume} ({found.reason}, "
+        f"{quarantined.since_text}): shard {shard.number} is quarantined until a new login is "
+        f"imported; on host {shard.host} run {login_command(shard)}"
+    )
+    log.error("%s", note)
+    return note
 
 
 def _log_failure(settings: Settings, job: JobResult) -> str:

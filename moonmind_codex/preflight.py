@@ -31,6 +31,7 @@ from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.gate import (
     JOB_UID_ENV,
     KNOWN_VERDICT_ENV,
+    QUARANTINED_ENV,
     TIMEOUT_ENV,
     VERDICT_PREFIX,
     WARN_DAYS_ENV,
@@ -169,8 +170,14 @@ class CliVerdictCache:
             self._known.pop(volume, None)
 
 
-def gate_environment(settings: Settings, known_verdict: str | None) -> dict[str, str]:
-    """What a job container needs to check its own login first (nothing secret)."""
+def gate_environment(
+    settings: Settings, known_verdict: str | None, quarantined: str | None = None
+) -> dict[str, str]:
+    """What a job container needs to check its own login first (nothing secret).
+
+    ``quarantined`` is ``AUTH_DIGEST REASON SINCE`` of a login the server rejected
+    (:meth:`moonmind_codex.runstore.ShardHealth.gate_value`): a digest is not the login.
+    """
     environment = {
         "MOONMIND_CODEX_PREFLIGHT": "1",
         JOB_UID_ENV: str(settings.job_uid),
@@ -179,6 +186,8 @@ def gate_environment(settings: Settings, known_verdict: str | None) -> dict[str,
     }
     if known_verdict:
         environment[KNOWN_VERDICT_ENV] = known_verdict
+    if quarantined:
+        environment[QUARANTINED_ENV] = quarantined
     return environment
 
 

@@ -228,6 +228,35 @@ def check_credential_store(store: Mapping[str, Any]) -> list[Finding]:
     return [Finding("credential store", "ok", "file (pinned by /etc/codex/managed_config.toml)")]
 
 
+def rejection(probe: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, since) when the server rejected the login that auth.json still holds.
+
+    The worker passes the quarantine it recorded (moonmind_codex.health) into the job
+    container; the gate reports it beside the digest of auth.json. Another digest is a new
+    login: it goes on (and the worker lifts the quarantine).
+    """
+    quarantined = probe.get("quarantine")
+    digest = probe.get("auth_digest")
+    if not isinstance(quarantined, Mapping) or not isinstance(digest, str):
+        return None
+    if quarantined.get("auth_digest") != digest:
+        return None
+    return str(quarantined.get("reason")), str(quarantined.get("since"))
+
+
+def check_quarantine(probe: Mapping[str, Any]) -> list[Finding]:
+    """A login the server rejected stays blocked until a new login is imported."""
+    found = rejection(probe)
+    if found is None:
+        return []
+    reason, since = found
+    detail = (
+        f"the server rejected this login ({reason}, {since}); the shard is quarantined until a "
+        "new login is imported"
+    )
+    return [Finding("server rejection", "blocked", detail, Fix.SIGN_IN_REJECTED)]
+
+
 def check_cli_status(status_run: Mapping[str, Any]) -> Finding:
     """The real CLI's own verdict (``codex login status``)."""
     summary = status_run.get("summary", "not run")
@@ -247,6 +276,7 @@ def verdict(
     auth_mode: str | None,
     age_days: float | None,
     duration_s: float,
+    rejected: tuple[str, str] | None = None,
 ) -> PreflightResult:
     """The worst finding decides; the first of equals gives the reason and the fix."""
     worst = max(findings, key=lambda f: _SEVERITY[f.status])
@@ -259,7 +289,7 @@ def verdict(
     else:
         reason = worst.detail
         fix = worst.fix or Fix.RETRY
-        remediation = messages.render_fix(fix, shard, age_days=age_days)
+        remediation = messages.render_fix(fix, shard, age_days=age_days, rejected=rejected)
     return PreflightResult(
         status=status,
         reason=reason,
@@ -277,6 +307,8 @@ def evaluate(
     """Turn a probe report into a verdict."""
     inspection = probe.get("inspection") or {}
     findings = [
+        # First: no repair helps a login the server rejected.
+        *check_quarantine(probe),
         *check_directory(
             probe.get("dir") or {}, probe.get("codex_home", "the Codex home"), policy.job_uid
         ),
@@ -292,4 +324,5 @@ def evaluate(
         auth_mode=inspection.get("auth_mode"),
         age_days=float(age) if isinstance(age, int | float) else None,
         duration_s=duration_s,
+        rejected=rejection(probe),
     )

@@ -102,6 +102,99 @@ class QueueAssignmentRecord(Base):
     assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ShardHealthRecord(Base):
+    """The health of one shard's login, keyed by its auth volume (a move keeps the name)."""
+
+    __tablename__ = "shard_health"
+
+    volume: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str | None] = mapped_column(String(255))
+    shard: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    auth_digest: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(128))
+    phase: Mapped[str | None] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ShardHealthEventRecord(Base):
+    """Every quarantine and every lift, in order (what status and metrics show)."""
+
+    __tablename__ = "shard_health_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    volume: Mapped[str] = mapped_column(String(255), index=True)
+    host: Mapped[str | None] = mapped_column(String(255))
+    shard: Mapped[int | None] = mapped_column(Integer)
+    event: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    auth_digest: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(128))
+    phase: Mapped[str | None] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands timezone-aware columns back naive (in UTC): make them aware again."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ShardHealth:
+    """A shard's login health as recorded: ``healthy`` or ``quarantined`` (with why, since)."""
+
+    volume: str
+    host: str | None
+    shard: int | None
+    status: str
+    reason: str | None
+    since: datetime
+    auth_digest: str | None
+    run_id: str | None
+    phase: str | None
+
+    @property
+    def quarantined(self) -> bool:
+        return self.status == "quarantined"
+
+    @property
+    def since_text(self) -> str:
+        return _aware(self.since).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def gate_value(self) -> str | None:
+        """``AUTH_DIGEST REASON SINCE`` for the job's gate, or None when not quarantined."""
+        if not self.quarantined or not self.auth_digest:
+            return None
+        return f"{self.auth_digest} {self.reason or 'rejected'} {self.since_text}"
+
+
+@dataclass(frozen=True)
+class ShardHealthEvent:
+    volume: str
+    event: str
+    reason: str | None
+    auth_digest: str | None
+    run_id: str | None
+    phase: str | None
+    at: datetime
+
+
+def _health(row: ShardHealthRecord) -> ShardHealth:
+    return ShardHealth(
+        volume=row.volume,
+        host=row.host,
+        shard=row.shard,
+        status=row.status,
+        reason=row.reason,
+        since=_aware(row.since),
+        auth_digest=row.auth_digest,
+        run_id=row.run_id,
+        phase=row.phase,
+    )
+
+
 @dataclass(frozen=True)
 class PhaseAttempt:
     """A phase attempt as recorded (detached from the session)."""
@@ -190,7 +283,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 
 class RunStore:
-    """Runs, phase attempts and queue assignments; each method is one transaction."""
+    """Runs, phase attempts, queue assignments and shard health; each method is one transaction."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -408,6 +501,108 @@ class RunStore:
         with self._transaction() as session:
             run = session.get(RunRecord, run_id)
             return run is not None and run.status == "cancelled"
+
+    # Shard health (moonmind_codex.health decides; the gate blocks a quarantined login).
+
+    def shard_health(self, volume: str) -> ShardHealth | None:
+        """The recorded health of ``volume``'s login; None when nothing was ever recorded."""
+        with self._transaction() as session:
+            row = session.get(ShardHealthRecord, volume)
+            return None if row is None else _health(row)
+
+    def quarantine(
+        self,
+        volume: str,
+        *,
+        host: str | None,
+        shard: int | None,
+        reason: str,
+        auth_digest: str,
+        run_id: str | None = None,
+        phase: str | None = None,
+    ) -> ShardHealth:
+        """The server rejected the login hashing to ``auth_digest``: quarantine the shard.
+
+        Idempotent for one login (a redelivery classifying the same job again keeps the first
+        reason and time); a quarantine of another login replaces it.
+        """
+        for attempt in range(2):
+            try:
+                with self._transaction() as session:
+                    row = session.get(ShardHealthRecord, volume)
+                    now = utcnow()
+                    if row is None:
+                        row = ShardHealthRecord(volume=volume, status="healthy", since=now)
+                        session.add(row)
+                    elif row.status == "quarantined" and row.auth_digest == auth_digest:
+                        session.flush()
+                        return _health(row)
+                    row.host, row.shard = host, shard
+                    row.status, row.reason, row.since = "quarantined", reason, now
+                    row.auth_digest, row.run_id, row.phase = auth_digest, run_id, phase
+                    row.updated_at = now
+                    session.add(
+                        ShardHealthEventRecord(
+                            volume=volume, host=host, shard=shard, event="quarantined",
+                            reason=reason, auth_digest=auth_digest, run_id=run_id,
+                            phase=phase, at=now,
+                        )
+                    )  # fmt: skip
+                    session.flush()
+                    return _health(row)
+            except IntegrityError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def lift_quarantine(
+        self,
+        volume: str,
+        *,
+        quarantined_digest: str,
+        auth_digest: str | None,
+        run_id: str | None = None,
+        phase: str | None = None,
+    ) -> bool:
+        """A new login (``auth_digest``) replaced the rejected one: the shard is healthy again.
+
+        Only the quarantine of ``quarantined_digest`` is lifted (a newer one stands); returns
+        whether it was.
+        """
+        with self._transaction() as session:
+            row = session.get(ShardHealthRecord, volume)
+            if row is None or row.status != "quarantined":
+                return False
+            if row.auth_digest != quarantined_digest or auth_digest == quarantined_digest:
+                return False
+            now = utcnow()
+            lifted = row.reason
+            row.status, row.reason, row.since, row.updated_at = "healthy", None, now, now
+            row.auth_digest, row.run_id, row.phase = auth_digest, run_id, phase
+            session.add(
+                ShardHealthEventRecord(
+                    volume=volume, host=row.host, shard=row.shard, event="lifted",
+                    reason=lifted, auth_digest=auth_digest, run_id=run_id, phase=phase, at=now,
+                )
+            )  # fmt: skip
+            return True
+
+    def shard_health_events(self, volume: str) -> list[ShardHealthEvent]:
+        """Every quarantine and lift of ``volume``, oldest first."""
+        query = (
+            select(ShardHealthEventRecord)
+            .where(ShardHealthEventRecord.volume == volume)
+            .order_by(ShardHealthEventRecord.id)
+        )
+        with self._transaction() as session:
+            return [
+                ShardHealthEvent(
+                    volume=row.volume, event=row.event, reason=row.reason,
+                    auth_digest=row.auth_digest, run_id=row.run_id, phase=row.phase,
+                    at=_aware(row.at),
+                )
+                for row in session.scalars(query)
+            ]  # fmt: skip
 
     @staticmethod
     def _run_and_attempts(

@@ -1,4 +1,5 @@
-"""A phase attempt on the real engine with the run store: recorded, exactly once, full logs."""
+"""A phase attempt on the real engine with the run store: recorded, exactly once, full logs;
+a login the server rejected quarantines its shard until a new login is imported."""
 
 from __future__ import annotations
 
@@ -10,13 +11,21 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
-from harness.logins import JOB_IMAGE
+from harness.logins import JOB_IMAGE, run_in_volume
 from moonmind_codex.jobs import JobSpec, job_container_name, launch_job
 from moonmind_codex.phase import PhaseBookkeepingError, PhaseRequest, run_phase
 from moonmind_codex.preflight import CliVerdictCache
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
 from tests.integration.conftest import VolumeFactory, in_volume, unique
+from tests.unit.test_gate import (
+    API_401,
+    REFRESH_EXPIRED,
+    REFRESH_INVALIDATED,
+    REFRESH_REUSED,
+    RETRY_429,
+    STREAM,
+)
 
 SettingsFor = Callable[..., Settings]
 
@@ -274,3 +283,118 @@ def test_a_verdict_line_is_removed_but_a_lookalike_from_the_command_is_kept(
     result = launch_job(settings, spec, client)
     assert result.outcome == "succeeded"
     assert result.log_path.read_bytes() == b"[moonmind-codex] pre-flight {}\nout"
+
+
+# --- Truthful health: a login the server rejected quarantines the shard ------------------------
+
+
+def failing_with(message: str) -> list[str]:
+    """A job that prints ``message`` on stderr as `codex exec` does, and exits 1 like it."""
+    return ["sh", "-c", 'printf "%s\\n" "working..."; printf "%s\\n" "$0" >&2; exit 1', message]
+
+
+def phase_in(
+    settings: Settings, client: Any, store: RunStore, command: list[str], run_id: str
+) -> Any:
+    request = PhaseRequest(run_id=run_id, phase="implement", command=command)
+    return run_phase(settings, client, store, request, worker="w", task_id=run_id,
+                     delivered_on=None)  # fmt: skip
+
+
+def ran(client: Any, workspace: str, run_id: str) -> bool:
+    listing: bytes = client.containers.run(
+        JOB_IMAGE, entrypoint=["ls", "-A", "/work"], command=[], remove=True,
+        volumes={workspace: {"bind": "/work", "mode": "ro"}}, network_mode="none",
+    )  # fmt: skip
+    return run_id in listing.decode().split()
+
+
+def test_a_rejected_login_quarantines_the_shard_until_a_new_login_is_imported(
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, tmp_path: Path
+) -> None:
+    volume = make_volume(state="api_key")
+    workspace = make_volume("ws")
+    settings = settings_for(volume, workspace_volume=workspace)
+    store = store_for(tmp_path)
+    # The real CLI's message for a refresh token another copy of the login already redeemed.
+    failed = phase_in(settings, client, store, failing_with(REFRESH_REUSED), unique("run"))
+    assert (failed.outcome, failed.exit_code) == ("failed", 1)
+    assert failed.message is not None and "quarantined" in failed.message
+    health = store.shard_health(volume)
+    assert health is not None and health.quarantined
+    assert (health.reason, health.host, health.shard) == ("refresh_token_reused", "test-host", 0)
+    [attempt] = store.attempts(failed.run_id)
+    assert attempt.status == "failed" and "refresh_token_reused" in (attempt.error or "")
+    # The next phase on that shard is blocked by its own gate: its command never runs.
+    blocked_run = unique("run")
+    blocked = phase_in(settings, client, store, ["sh", "-c", "echo ran > marker"], blocked_run)
+    assert blocked.outcome == "blocked" and blocked.message is not None
+    assert (
+        "sign in again: the server rejected this login "
+        f"(refresh_token_reused, {health.since_text})" in blocked.message
+    )
+    assert "moonmind-codex login --shard 0" in blocked.message
+    assert not ran(client, workspace, blocked_run)
+    run = store.get_run(blocked_run)
+    assert run is not None and run.status == "blocked"
+    assert "server rejected this login" in (run.preflight_message or "")
+    still = store.shard_health(volume)
+    assert still is not None and still.quarantined  # a blocked phase changes nothing
+    # An operator imports a new login (the real CLI, another key): the next phase runs.
+    done = run_in_volume(volume, "codex login --with-api-key", stdin=b"sk-test-NEW-LOGIN-1111")
+    assert done.returncode == 0, done.stderr
+    next_run = unique("run")
+    resumed = phase_in(settings, client, store, ["sh", "-c", "echo ran > marker"], next_run)
+    assert resumed.outcome == "succeeded", resumed.message
+    assert workspace_file(client, workspace, f"{next_run}/marker") == "ran\n"
+    lifted = store.shard_health(volume)
+    assert lifted is not None and (lifted.status, lifted.run_id) == ("healthy", next_run)
+    assert lifted.auth_digest != health.auth_digest
+    assert [e.event for e in store.shard_health_events(volume)] == ["quarantined", "lifted"]
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (REFRESH_EXPIRED, "refresh_token_expired"),
+        (REFRESH_INVALIDATED, "refresh_token_invalidated"),
+        (API_401, "401 unauthorized"),
+    ],
+    ids=["expired", "invalidated", "401"],
+)
+def test_each_permanent_failure_of_the_cli_quarantines_the_shard(
+    client: Any,
+    make_volume: VolumeFactory,
+    settings_for: SettingsFor,
+    tmp_path: Path,
+    message: str,
+    reason: str,
+) -> None:
+    volume = make_volume(state="api_key")
+    settings = settings_for(volume)
+    store = store_for(tmp_path)
+    failed = phase_in(settings, client, store, failing_with(message), unique("run"))
+    assert failed.outcome == "failed"
+    health = store.shard_health(volume)
+    assert health is not None and (health.status, health.reason) == ("quarantined", reason)
+
+
+@pytest.mark.parametrize("message", [RETRY_429, STREAM], ids=["429", "stream"])
+def test_a_transient_failure_does_not_quarantine_the_shard(
+    client: Any,
+    make_volume: VolumeFactory,
+    settings_for: SettingsFor,
+    tmp_path: Path,
+    message: str,
+) -> None:
+    volume = make_volume(state="api_key")
+    workspace = make_volume("ws")
+    settings = settings_for(volume, workspace_volume=workspace)
+    store = store_for(tmp_path)
+    failed = phase_in(settings, client, store, failing_with(message), unique("run"))
+    assert (failed.outcome, failed.message) == ("failed", None)
+    assert store.shard_health(volume) is None
+    next_run = unique("run")
+    after = phase_in(settings, client, store, ["sh", "-c", "echo ran > marker"], next_run)
+    assert after.outcome == "succeeded"
+    assert workspace_file(client, workspace, f"{next_run}/marker") == "ran\n"

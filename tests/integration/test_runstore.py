@@ -41,11 +41,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunStore]:
 def test_migrations_create_the_schema_and_run_again_as_a_no_op(store: RunStore) -> None:
     tables = set(inspect(store.engine).get_table_names())
     assert {"spec_workflow_runs", "spec_workflow_task_states", "run_queue_assignments"} <= tables
-    assert "alembic_version" in tables
+    assert {"shard_health", "shard_health_events", "alembic_version"} <= tables
     migrate(store.engine)  # a second start-up: nothing to do, nothing breaks
     with store.engine.connect() as connection:
         assert (
-            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
         )
 
 
@@ -134,3 +134,66 @@ def test_deleting_a_run_deletes_its_attempts(store: RunStore, tmp_path: Path) ->
     with store.engine.begin() as connection:
         connection.execute(text("DELETE FROM spec_workflow_runs WHERE id = 'run-gone'"))
     assert store.attempts("run-gone") == []
+
+
+def test_a_store_at_the_first_revision_is_upgraded_with_its_runs_kept(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    migrate(engine, "0001")
+    RunStore(engine).ensure_run("run-old", status="running")
+    assert "shard_health" not in inspect(engine).get_table_names()
+    upgraded = RunStore.open(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    found = upgraded.get_run("run-old")
+    assert found is not None and found.status == "running"
+    assert upgraded.shard_health("codex_auth_0") is None
+
+
+def test_a_rejected_login_quarantines_its_shard_until_a_new_login_lifts_it(
+    store: RunStore,
+) -> None:
+    old, new = "a" * 64, "b" * 64
+    assert store.shard_health("codex_auth_1") is None
+    first = store.quarantine(
+        "codex_auth_1", host="h", shard=1, reason="refresh_token_reused", auth_digest=old,
+        run_id="run-1", phase="plan",
+    )  # fmt: skip
+    assert (first.status, first.reason, first.auth_digest, first.quarantined) == (
+        "quarantined",
+        "refresh_token_reused",
+        old,
+        True,
+    )
+    assert first.since.tzinfo is not None
+    assert first.gate_value() == f"{old} refresh_token_reused {first.since_text}"
+    # The same login judged again (a redelivery): the first reason and time stand, no new event.
+    again = store.quarantine(
+        "codex_auth_1", host="h", shard=1, reason="401 unauthorized", auth_digest=old
+    )
+    assert (again.reason, again.since_text) == ("refresh_token_reused", first.since_text)
+    recorded = store.shard_health("codex_auth_1")
+    assert recorded is not None and recorded.quarantined and recorded.run_id == "run-1"
+    assert store.shard_health("codex_auth_2") is None  # other shards are untouched
+    # The same login is no lift; a lift names the quarantine it ends (a newer one stands).
+    assert not store.lift_quarantine("codex_auth_1", quarantined_digest=old, auth_digest=old)
+    assert not store.lift_quarantine("codex_auth_1", quarantined_digest="c" * 64, auth_digest=new)
+    assert store.lift_quarantine(
+        "codex_auth_1", quarantined_digest=old, auth_digest=new, run_id="run-2", phase="tasks"
+    )
+    healthy = store.shard_health("codex_auth_1")
+    assert healthy is not None and (healthy.status, healthy.auth_digest) == ("healthy", new)
+    assert healthy.gate_value() is None
+    assert not store.lift_quarantine("codex_auth_1", quarantined_digest=old, auth_digest=new)
+    events = store.shard_health_events("codex_auth_1")
+    assert [(e.event, e.reason, e.auth_digest, e.run_id) for e in events] == [
+        ("quarantined", "refresh_token_reused", old, "run-1"),
+        ("lifted", "refresh_token_reused", new, "run-2"),
+    ]
+    # The new login rejected in turn: quarantined again, with its own digest.
+    later = store.quarantine(
+        "codex_auth_1", host="h", shard=1, reason="401 unauthorized", auth_digest=new
+    )
+    assert (later.status, later.reason, later.auth_digest) == (
+        "quarantined",
+        "401 unauthorized",
+        new,
+    )
+    assert len(store.shard_health_events("codex_auth_1")) == 3

@@ -1,22 +1,45 @@
-"""The in-job pre-flight's pure parts: the CLI verdict's key, the cache, the verdict line."""
+"""The in-job pre-flight's pure parts: the CLI verdict's key, the cache, the verdict line, and
+the classification of a phase's end (a login the server rejected quarantines its shard)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from moonmind_codex.gate import KNOWN_VERDICT_ENV, VERDICT_PREFIX, known_verdict, verdict_key
+from moonmind_codex.gate import (
+    KNOWN_VERDICT_ENV,
+    QUARANTINED_ENV,
+    VERDICT_PREFIX,
+    auth_digest,
+    known_verdict,
+    quarantine,
+    verdict_key,
+)
+from moonmind_codex.gate import check as gate_check
+from moonmind_codex.health import (
+    AUTH_REASONS,
+    HEAD_BYTES,
+    TAIL_BYTES,
+    TRANSIENT_REASONS,
+    classify,
+)
 from moonmind_codex.jobs import _VerdictFilter
+from moonmind_codex.messages import Fix
 from moonmind_codex.preflight import (
     CliVerdictCache,
     gate_environment,
     read_verdict,
     verdict_line,
 )
+from moonmind_codex.preflight_eval import check_quarantine
 from moonmind_codex.probe import PROBE_VERSION
 from moonmind_codex.settings import Settings
 
@@ -54,7 +77,7 @@ def test_known_verdict_is_read_strictly(raw: str | None, expected: object) -> No
     assert known_verdict(raw) == expected
 
 
-def report(gate: str, exit_code: int = 0, key: str | None = "k" * 64) -> dict[str, object]:
+def report(gate: str, exit_code: int = 0, key: str | None = "k" * 64) -> dict[str, Any]:
     return {
         "probe_version": PROBE_VERSION,
         "codex_home": "/home/app/.codex",
@@ -169,3 +192,218 @@ def test_the_gate_imports_nothing_beyond_the_standard_library() -> None:
     loaded = set(done.stdout.split())
     assert "moonmind_codex" in loaded
     assert not loaded & {"docker", "celery", "kombu", "sqlalchemy", "requests", "alembic"}
+
+
+# --- Truthful health: the real Codex CLI's messages (moonmind_codex.health) -------------------
+#
+# Taken from the CLI's source (openai/codex, Rust):
+# - codex-rs/login/src/auth/manager.rs: REFRESH_TOKEN_EXPIRED_MESSAGE, REFRESH_TOKEN_REUSED_MESSAGE,
+#   REFRESH_TOKEN_INVALIDATED_MESSAGE, REFRESH_TOKEN_UNKNOWN_MESSAGE (a refresh answered 401 with no
+#   known code), REFRESH_TOKEN_ACCOUNT_MISMATCH_MESSAGE; classify_refresh_token_failure maps the
+#   server codes refresh_token_expired / _reused / _invalidated, and logs
+#   "Failed to refresh token: {status}: {body}".
+# - codex-rs/protocol/src/error.rs: UnexpectedResponseError ("unexpected status {status}: {body}"),
+#   RetryLimitReachedError ("exceeded retry limit, last status: {status}"), CodexErr::Stream
+#   ("stream disconnected before completion: {0}"), ConnectionFailedError ("Connection failed:
+#   {source}"), InternalServerError, ServerOverloaded, UsageLimitReachedError.
+# - codex-rs/exec/src/event_processor_with_human_output.rs: `codex exec` prints an error event as
+#   "ERROR: {message}" on stderr; a stream error ("Reconnecting... {n}/{max}", from the core's turn
+#   retry loop) as its plain message.
+# - openai/codex issue #6028 (CLI 0.53): "Failed to refresh token: 401 Unauthorized: Your refresh
+#   token has already been used to generate a new access token. Please try signing in again."
+REFRESH_EXPIRED = (
+    "ERROR: Your access token could not be refreshed because your refresh token has expired. "
+    "Please log out and sign in again."
+)
+REFRESH_REUSED = (
+    "ERROR: Your access token could not be refreshed because your refresh token was already "
+    "used. Please log out and sign in again."
+)
+REFRESH_INVALIDATED = (
+    "ERROR: Your access token could not be refreshed because your refresh token was revoked. "
+    "Please log out and sign in again."
+)
+REFRESH_UNKNOWN_401 = (
+    "ERROR: Your access token could not be refreshed. Please log out and sign in again."
+)
+ACCOUNT_MISMATCH = (
+    "ERROR: Your access token could not be refreshed because you have since logged out or "
+    "signed in to another account. Please sign in again."
+)
+REFRESH_LOGGED_BODY = (
+    'Failed to refresh token: 401 Unauthorized: {"error": {"message": "Your refresh token has '
+    'already been used to generate a new access token. Please try signing in again.", "type": '
+    '"invalid_request_error", "param": null, "code": "refresh_token_reused"}}'
+)
+OLD_CLI_REUSED = (
+    "■ Failed to refresh token: 401 Unauthorized: Your refresh token has already been used to "
+    "generate a new access token. Please try signing in again."
+)
+API_401 = (
+    "ERROR: unexpected status 401 Unauthorized: Incorrect API key provided: sk-test-***-0000. "
+    "You can find your API key at https://platform.openai.com/account/api-keys., "
+    "url: https://api.openai.com/v1/responses, request id: req_123"
+)
+RETRY_429 = "ERROR: exceeded retry limit, last status: 429 Too Many Requests, request id: req_1"
+USAGE_LIMIT = "ERROR: You've hit your usage limit. Try again later."
+RETRY_500 = "ERROR: exceeded retry limit, last status: 500 Internal Server Error"
+STATUS_502 = "ERROR: unexpected status 502 Bad Gateway: Unknown error"
+HIGH_DEMAND = "ERROR: We're currently experiencing high demand, which may cause temporary errors."
+STREAM = (
+    "ERROR: stream disconnected before completion: error sending request for url "
+    "(https://chatgpt.com/backend-api/codex/responses)"
+)
+CONNECTION = "ERROR: Connection failed: error sending request for url (https://api.openai.com/)"
+RECONNECTING = "Reconnecting... 2/5 (stream disconnected before completion: idle timeout)"
+REFRESH_503 = "Failed to refresh token: 503 Service Unavailable: upstream connect error"
+
+# What `codex exec` prints around the error (its banner): none of it is a verdict.
+BANNER = (
+    "OpenAI Codex v0.169.0 (research preview)\n--------\nworkdir: /work/run-1\nmodel: gpt-5-codex\n"
+    "--------\nuser\nimplement the plan\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (REFRESH_EXPIRED, "refresh_token_expired"),
+        (REFRESH_REUSED, "refresh_token_reused"),
+        (REFRESH_INVALIDATED, "refresh_token_invalidated"),
+        (REFRESH_UNKNOWN_401, "refresh_token_rejected"),
+        (ACCOUNT_MISMATCH, "account_changed"),
+        (REFRESH_LOGGED_BODY, "refresh_token_reused"),
+        (OLD_CLI_REUSED, "refresh_token_reused"),
+        (API_401, "401 unauthorized"),
+    ],
+)
+def test_the_clis_permanent_login_failures_are_rejections(line: str, reason: str) -> None:
+    found = classify(BANNER + line + "\n", 1)
+    assert (found.kind, found.reason, found.rejected) == ("auth_rejected", reason, True)
+    assert found.reason in AUTH_REASONS
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (RETRY_429, "429 rate limited"),
+        (USAGE_LIMIT, "usage limit"),
+        (RETRY_500, "5xx server error"),
+        (STATUS_502, "5xx server error"),
+        (HIGH_DEMAND, "5xx server error"),
+        (REFRESH_503, "5xx server error"),
+        (STREAM, "network"),
+        (CONNECTION, "network"),
+        (RECONNECTING, "network"),
+    ],
+)
+def test_the_clis_transient_failures_do_not_reject_the_login(line: str, reason: str) -> None:
+    found = classify(BANNER + line + "\n", 1)
+    assert (found.kind, found.reason, found.rejected) == ("transient", reason, False)
+
+
+def test_a_rejection_outranks_the_retries_before_it_and_success_is_ok() -> None:
+    retried = "\n".join([BANNER, RECONNECTING, RETRY_429, REFRESH_REUSED])
+    assert classify(retried, 1).reason == "refresh_token_reused"
+    # A run that recovered (exit 0) is fine whatever it printed on the way.
+    assert classify("\n".join([RECONNECTING, REFRESH_REUSED]), 0).kind == "ok"
+    assert classify(BANNER + "tests failed: 3\n", 1).kind == "other"
+    assert classify("", 1).kind == "other"
+    # A job killed at its timeout is still read.
+    assert classify(STREAM + "\n[moonmind-codex] killed after the 60 s timeout\n", None).kind == (
+        "transient"
+    )
+
+
+def test_colours_are_ignored_and_only_a_bounded_head_and_tail_are_read() -> None:
+    coloured = "\x1b[31mERROR:\x1b[0m " + REFRESH_REUSED.removeprefix("ERROR: ")
+    assert classify(coloured, 1).reason == "refresh_token_reused"
+    filler = "x" * 100 + "\n"
+    middle = filler * (HEAD_BYTES // 100) + REFRESH_REUSED + "\n" + filler * (TAIL_BYTES // 50)
+    assert classify(middle, 1).kind == "other"  # buried mid-log: not read
+    assert classify(REFRESH_REUSED + "\n" + filler * 2000, 1).rejected  # near the start
+    assert classify(filler * 2000 + REFRESH_REUSED, 1).rejected  # at the end
+
+
+def test_the_reason_is_a_fixed_token_never_text_from_the_output() -> None:
+    found = classify(API_401, 1)
+    assert found.reason == "401 unauthorized" and "sk-" not in (found.reason or "")
+    for line in (REFRESH_LOGGED_BODY, API_401, RETRY_429, STREAM):
+        reason = classify(line, 1).reason
+        assert reason is not None and reason in AUTH_REASONS | TRANSIENT_REASONS
+
+
+# --- The quarantine in the gate and the judge --------------------------------------------------
+
+
+def test_the_gate_reports_a_digest_of_auth_json_and_reads_the_quarantine_strictly() -> None:
+    assert auth_digest(AUTH) == hashlib.sha256(AUTH).hexdigest()
+    assert auth_digest(None) is None
+    digest = "d" * 64
+    assert quarantine(f"{digest} 401 unauthorized 2026-11-28T10:00:00Z") == {
+        "auth_digest": digest,
+        "reason": "401 unauthorized",
+        "since": "2026-11-28T10:00:00Z",
+    }
+    for raw in (None, "", "short reason 2026", f"{digest}", f"{digest} 2026-11-28T10:00:00Z"):
+        assert quarantine(raw) is None
+
+
+def test_the_gate_blocks_the_rejected_login_and_lets_a_new_one_through(tmp_path: Path) -> None:
+    home = tmp_path / "codex"
+    home.mkdir(mode=0o700)
+    (home / "auth.json").write_bytes(AUTH)
+    (home / "auth.json").chmod(0o600)
+    now = datetime.now(UTC)
+    known = "Logged in using an API key"
+    base = {"MOONMIND_CODEX_GATE_JOB_UID": str(os.getuid())}
+    first, _ = gate_check(base, home, now)
+    key = first["cli_verdict_key"]
+    env = {**base, KNOWN_VERDICT_ENV: f"{key} {known}"} if key else dict(base)
+    digest = hashlib.sha256(AUTH).hexdigest()
+    rejected = {**env, QUARANTINED_ENV: f"{digest} refresh_token_reused 2026-11-28T10:00:00Z"}
+    report, go_on = gate_check(rejected, home, now)
+    assert report["auth_digest"] == digest and report["quarantine"]["reason"] == (
+        "refresh_token_reused"
+    )
+    [finding] = check_quarantine(report)
+    assert finding.status == "blocked" and "refresh_token_reused" in finding.detail
+    assert not go_on and report["gate"] == "blocked"
+    # A new login was imported: another digest, the gate goes on as far as the quarantine goes.
+    (home / "auth.json").write_bytes(AUTH.replace(b"sk-test", b"sk-new"))
+    report, _ = gate_check(rejected, home, now)
+    assert report["auth_digest"] != digest
+    assert check_quarantine(report) == []
+
+
+def test_a_quarantined_login_blocks_with_the_servers_reason_and_the_login_command() -> None:
+    settings = Settings(shard_count=3)
+    shard = settings.locate_shard(2)
+    verdict = report("blocked")
+    verdict["auth_digest"] = "d" * 64
+    verdict["quarantine"] = {
+        "auth_digest": "d" * 64,
+        "reason": "refresh_token_reused",
+        "since": "2026-11-28T10:00:00Z",
+    }
+    result, _ = read_verdict(settings, shard, line(verdict), 0.1)
+    assert result.blocked and result.findings[0].fix is Fix.SIGN_IN_REJECTED
+    assert result.remediation is not None and result.remediation.startswith(
+        "sign in again: the server rejected this login (refresh_token_reused, 2026-11-28T10:00:00Z)"
+    )
+    assert "moonmind-codex login --shard 2" in result.remediation
+    assert "codex logout" in result.remediation  # ... never to be run on a shard
+    assert result.to_dict()["findings"][0]["fix"] == "sign-in-rejected"
+    # Another login in the volume: the quarantine does not apply.
+    verdict["auth_digest"] = "e" * 64
+    verdict["gate"] = "go"
+    result, _ = read_verdict(settings, shard, line(verdict), 0.1)
+    assert result.status == "ok"
+
+
+def test_the_job_container_gets_the_quarantine_only_when_there_is_one() -> None:
+    settings = Settings()
+    value = "d" * 64 + " 401 unauthorized 2026-11-28T10:00:00Z"
+    assert gate_environment(settings, None, value)[QUARANTINED_ENV] == value
+    assert QUARANTINED_ENV not in gate_environment(settings, None)
+    assert QUARANTINED_ENV not in gate_environment(settings, None, None)
