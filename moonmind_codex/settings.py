@@ -28,6 +28,8 @@ from moonmind_codex.policy import ANY_COMMAND, DEFAULT_ALLOWED_COMMANDS
 from moonmind_codex.shard import Shard
 
 ENV_PREFIX = "MOONMIND_CODEX_"
+# The most a *_FILE twin may hold: a URL with a password, a path, a number.
+MAX_SETTING_FILE_BYTES = 64 * 1024
 
 # Not fields of Settings: read by scripts/setup.sh and the broker image, set by jobs.py in
 # every job container (RUN_ID, PHASE), read before parsing (ENV_FILE), or an old spelling of
@@ -176,7 +178,10 @@ def _read(env: Mapping[str, str], name: str) -> str | None:
     if file_key in env:
         path = Path(env[file_key])
         try:
-            return path.read_text(encoding="utf-8").strip()
+            with path.open("rb") as source:
+                # A setting is a line, not a stream (a twin pointed at /dev/zero must not hang).
+                raw = source.read(MAX_SETTING_FILE_BYTES + 1)
+            text = raw.decode("utf-8").strip()
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             # ValueError: a NUL byte in the path; UnicodeDecodeError: the file is not text.
             why = getattr(exc, "strerror", None) or (
@@ -186,6 +191,12 @@ def _read(env: Mapping[str, str], name: str) -> str | None:
                 f"{file_key}={env[file_key]!r:.200} cannot be read ({why}); "
                 "point it at a readable file holding the value"
             ) from None
+        if len(raw) > MAX_SETTING_FILE_BYTES:
+            raise SettingsError(
+                f"{file_key}={env[file_key]!r:.200} holds more than {MAX_SETTING_FILE_BYTES} "
+                "bytes; point it at a file holding only the value"
+            )
+        return text
     value = env.get(key)
     if value is None:
         return None

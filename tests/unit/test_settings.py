@@ -292,3 +292,13 @@ def test_job_limits_are_settings_and_zero_lifts_them() -> None:
         {"MOONMIND_CODEX_JOB_MEMORY_MB": "0", "MOONMIND_CODEX_JOB_PIDS_LIMIT": "0"}
     )
     assert _rendered_limits(lifted) == ({}, {}, [])
+
+
+def test_a_file_twin_is_read_with_a_size_cap(tmp_path: Path) -> None:
+    big = tmp_path / "url"
+    big.write_bytes(b"a" * (64 * 1024 + 1))
+    with pytest.raises(SettingsError, match="holds more than 65536 bytes"):
+        load_settings({"MOONMIND_CODEX_BROKER_URL_FILE": str(big)})
+    # An endless stream ends in the same clear error instead of a hang.
+    with pytest.raises(SettingsError, match="holds more than 65536 bytes"):
+        load_settings({"MOONMIND_CODEX_BROKER_URL_FILE": "/dev/zero"})
