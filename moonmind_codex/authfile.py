@@ -4,6 +4,15 @@ Pure and standard-library only: this module also runs inside the job image (the 
 probe). The inspection records which fields are present, the auth mode, token expiry and the age
 of ``last_refresh``; it never stores a token, key or account id, and parse errors give a
 position, never the file's content.
+
+Three kinds of login, as the Codex CLI 0.169 writes them (``auth_mode`` here):
+- ``chatgpt``: ``tokens`` with an access and a refresh token (device code or browser sign-in);
+  the CLI refreshes it.
+- ``api_key``: ``OPENAI_API_KEY``.
+- ``access_token``: ``codex login --with-access-token``. An enterprise Agent Identity JWT is kept
+  as ``{"auth_mode": "agentIdentity", "agent_identity": JWT}``, a personal access token (``at-``)
+  as ``{"personal_access_token": ...}``. Neither has a refresh token: when it expires, only a
+  new sign-in helps. The expiry is the JWT's ``exp``; a personal access token shows none.
 """
 
 from __future__ import annotations
@@ -15,11 +24,17 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-AuthMode = Literal["chatgpt", "api_key", "unknown"]
+AuthMode = Literal["chatgpt", "api_key", "access_token", "unknown"]
+AccessTokenKind = Literal["agent_identity", "personal_access_token"]
 
 TOKEN_FIELDS = ("id_token", "access_token", "refresh_token", "account_id")
 _API_KEY_MODES = frozenset({"apikey", "api_key"})
-_KNOWN_MODES = _API_KEY_MODES | {"chatgpt"}
+# How the CLI names the access-token modes (serde camelCase); compared in lower case.
+_ACCESS_TOKEN_MODES = {
+    "agentidentity": "agent_identity",
+    "personalaccesstoken": "personal_access_token",
+}
+_KNOWN_MODES = _API_KEY_MODES | {"chatgpt"} | set(_ACCESS_TOKEN_MODES)
 
 
 @dataclass(frozen=True)
@@ -31,9 +46,12 @@ class AuthInspection:
     declared_auth_mode: str | None
     has_api_key: bool
     token_fields: dict[str, bool]
+    access_token_kind: AccessTokenKind | None
     access_token_expires_at: str | None
     id_token_expires_at: str | None
     access_token_expired: bool | None
+    # Hours from the inspection's "now" to the access token's expiry (negative once expired).
+    access_token_remaining_hours: float | None
     last_refresh: str | None
     last_refresh_age_days: float | None
     problems: tuple[str, ...]
@@ -97,9 +115,11 @@ def _failed(error: str) -> AuthInspection:
         declared_auth_mode=None,
         has_api_key=False,
         token_fields=dict.fromkeys(TOKEN_FIELDS, False),
+        access_token_kind=None,
         access_token_expires_at=None,
         id_token_expires_at=None,
         access_token_expired=None,
+        access_token_remaining_hours=None,
         last_refresh=None,
         last_refresh_age_days=None,
         problems=(),
@@ -125,6 +145,49 @@ def _decode(raw: bytes) -> tuple[Any, str | None]:
         # A number of more than 4300 digits (int_max_str_digits): the message would quote no
         # input either, but a login never holds such a number.
         return None, "auth.json is not a Codex login (it holds a number too long to read)"
+
+
+def _access_token(data: dict[str, Any], problems: list[str]) -> tuple[AccessTokenKind, Any] | None:
+    """The enterprise access token ``codex login --with-access-token`` stored, if any.
+
+    An Agent Identity is a JWT string (or, in other CLI versions, a record object); a personal
+    access token is a string. Returns the kind and the stored value (never kept or shown).
+    """
+    identity = data.get("agent_identity")
+    if identity is not None:
+        if isinstance(identity, dict) or (isinstance(identity, str) and identity.strip()):
+            return "agent_identity", identity
+        problems.append("agent_identity is neither a token nor a record")
+        return "agent_identity", None
+    personal = data.get("personal_access_token")
+    if personal is not None:
+        if isinstance(personal, str) and personal.strip():
+            return "personal_access_token", personal
+        problems.append("personal_access_token is not a token")
+        return "personal_access_token", None
+    return None
+
+
+def _decide_mode(
+    declared_lower: str,
+    has_api_key: bool,
+    tokens: dict[str, Any] | None,
+    fields: dict[str, bool],
+    access: tuple[AccessTokenKind, Any] | None,
+    problems: list[str],
+) -> AuthMode:
+    """Which login the file holds; a declared mode settles a file that holds several."""
+    if has_api_key and (declared_lower in _API_KEY_MODES or (tokens is None and access is None)):
+        return "api_key"
+    if access is not None and (declared_lower in _ACCESS_TOKEN_MODES or tokens is None):
+        # No refresh token is expected: an access-token login has no refresh chain.
+        return "access_token"
+    if tokens is not None:
+        missing = [n for n in ("access_token", "refresh_token") if not fields[n]]
+        if missing:
+            problems.append("ChatGPT login is missing " + " and ".join(missing))
+        return "chatgpt"
+    return "unknown"
 
 
 def inspect_auth_json(raw: bytes, now: datetime) -> AuthInspection:
@@ -156,19 +219,15 @@ def inspect_auth_json(raw: bytes, now: datetime) -> AuthInspection:
                 problems.append(f"tokens.{name} is not a string")
             fields[name] = isinstance(value, str) and value != ""
 
-    mode: AuthMode
-    declares_api_key = (declared_mode or "").lower() in _API_KEY_MODES
-    if has_api_key and (declares_api_key or tokens is None):
-        mode = "api_key"
-    elif tokens is not None:
-        mode = "chatgpt"
-        missing = [n for n in ("access_token", "refresh_token") if not fields[n]]
-        if missing:
-            problems.append("ChatGPT login is missing " + " and ".join(missing))
+    declared_lower = (declared_mode or "").lower()
+    access = _access_token(data, problems)
+    mode = _decide_mode(declared_lower, has_api_key, tokens, fields, access, problems)
+    access_kind: AccessTokenKind | None = None
+    if mode == "access_token" and access is not None:
+        access_kind = access[0]
+        access_exp = jwt_expiry(access[1])
     else:
-        mode = "unknown"
-
-    access_exp = jwt_expiry(tokens.get("access_token")) if isinstance(tokens, dict) else None
+        access_exp = jwt_expiry(tokens.get("access_token")) if isinstance(tokens, dict) else None
     id_exp = jwt_expiry(tokens.get("id_token")) if isinstance(tokens, dict) else None
 
     raw_refresh = data.get("last_refresh")
@@ -190,9 +249,13 @@ def inspect_auth_json(raw: bytes, now: datetime) -> AuthInspection:
         ),
         has_api_key=has_api_key,
         token_fields=fields,
+        access_token_kind=access_kind,
         access_token_expires_at=_iso(access_exp) if access_exp else None,
         id_token_expires_at=_iso(id_exp) if id_exp else None,
         access_token_expired=(access_exp <= now) if access_exp else None,
+        access_token_remaining_hours=(
+            round((access_exp - now).total_seconds() / 3600, 2) if access_exp else None
+        ),
         last_refresh=_iso(refreshed) if refreshed else None,
         last_refresh_age_days=round(age_days, 3) if age_days is not None else None,
         problems=tuple(problems),

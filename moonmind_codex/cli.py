@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the Celery worker of one shard")
     p.add_argument("--shard", type=_shard_arg, help="default: MOONMIND_CODEX_SHARD")
 
-    p = sub.add_parser("login", help="sign a shard's volume in (device code by default)")
+    p = sub.add_parser(
+        "login",
+        help="sign a shard's volume in: ChatGPT device code (default), a file, an API key or an "
+        "access token",
+    )
     p.add_argument("--shard", type=_shard_arg, required=True)
     source = p.add_mutually_exclusive_group()
     source.add_argument(
@@ -110,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--api-key-stdin", action="store_true", help="read an API key from standard input"
+    )
+    source.add_argument(
+        "--access-token-stdin",
+        action="store_true",
+        help="read an enterprise access token from standard input (checked online by the CLI)",
     )
 
     p = sub.add_parser("repair", help="restore the job uid as owner and modes 0700/0600")
@@ -224,8 +233,9 @@ def _login(args: argparse.Namespace) -> int:
     client = connect(settings)
     if offered is not None:
         login.login_from_bytes(settings, args.shard, offered[0], client, offered[1])
-    elif args.api_key_stdin:
-        login.login_api_key(settings, args.shard, sys.stdin.read(), client)
+    elif args.api_key_stdin or args.access_token_stdin:
+        how = login.API_KEY if args.api_key_stdin else login.ACCESS_TOKEN
+        login.login_from_stdin(settings, args.shard, sys.stdin.read(), client, how)
     else:
         code = login.login_device(settings, args.shard, client)
         if code != 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -71,13 +72,16 @@ def _explain_exit(settings: Settings, shard: Shard, what: str, code: int) -> str
     return f"{what} failed in volume {shard.volume} with exit code {code}"
 
 
-def _login_container(shard: Shard, command: list[str], *, stdin: bool) -> JobImageContainer:
+def _login_container(
+    shard: Shard, command: list[str], *, stdin: bool, network: str = "none"
+) -> JobImageContainer:
     return JobImageContainer(
         role="login",
         shard=shard,
         command=command,
         name=unique_name("login", shard),
         stdin=stdin,
+        network=network,
         keep_logs=False,
     )
 
@@ -87,8 +91,8 @@ def _run_attached(
     spec: JobImageContainer,
     client: docker.DockerClient,
     payload: bytes | None = None,
-) -> tuple[int, bytes]:
-    """Run ``spec``, feeding ``payload`` to its stdin; return its exit code and stdout.
+) -> tuple[int, bytes, bytes]:
+    """Run ``spec``, feeding ``payload`` to its stdin; return its exit code, stdout and stderr.
 
     Uses the Engine API (attach before start), so it needs no docker CLI and works from inside
     the worker image; the container's logging driver is off, so the output exists only here.
@@ -98,7 +102,7 @@ def _run_attached(
     )
     container = client.containers.get(created["Id"])
     try:
-        params = {"stdout": 1, "stream": 1, "stdin": 1 if spec.stdin else 0}
+        params = {"stdout": 1, "stderr": 1, "stream": 1, "stdin": 1 if spec.stdin else 0}
         sock = container.attach_socket(params=params)
         raw = getattr(sock, "_sock", sock)
         container.start()
@@ -107,31 +111,32 @@ def _run_attached(
         if spec.stdin:
             # Half-close: close() alone would wait for the SocketIO wrapper's references.
             raw.shutdown(socket.SHUT_WR)
-        output = _read_stdout(raw)
+        stdout, stderr = _read_output(raw)
         sock.close()
-        return int(container.wait(timeout=STDIN_CONTAINER_TIMEOUT_S).get("StatusCode", 1)), output
+        code = int(container.wait(timeout=STDIN_CONTAINER_TIMEOUT_S).get("StatusCode", 1))
+        return code, stdout, stderr
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
 
 
-def _read_stdout(raw: Any) -> bytes:
-    """Demultiplex the attach stream (8-byte frame headers, no TTY); keep stdout only."""
+def _read_output(raw: Any) -> tuple[bytes, bytes]:
+    """Demultiplex the attach stream (8-byte frame headers, no TTY) into stdout and stderr."""
     raw.settimeout(STDIN_CONTAINER_TIMEOUT_S)
     buffer = bytearray()
     while chunk := raw.recv(65536):
         buffer += chunk
         if len(buffer) > MAX_LOGIN_BYTES + 65536:
             raise LoginError("the container wrote more than a login's worth of output")
-    stdout = bytearray()
+    streams = {1: bytearray(), 2: bytearray()}
     position = 0
     while position + 8 <= len(buffer):
         stream, size = buffer[position], int.from_bytes(buffer[position + 4 : position + 8])
         frame = buffer[position + 8 : position + 8 + size]
-        if stream == 1:
-            stdout += frame
+        if stream in streams:
+            streams[stream] += frame
         position += 8 + size
-    return bytes(stdout)
+    return bytes(streams[1]), bytes(streams[2])
 
 
 def read_login_source(source: Path | BinaryIO, name: str) -> bytes:
@@ -175,7 +180,7 @@ def check_login(settings: Settings, shard_number: int, raw: bytes, source_name: 
         problem = (
             inspection.parse_error
             or "; ".join(inspection.problems)
-            or "it holds neither ChatGPT tokens nor an API key"
+            or "it holds neither ChatGPT tokens nor an API key nor an access token"
         )
         raise LoginDataError(
             f"{source_name} is not a usable Codex login: {problem}; volume {shard.volume} was "
@@ -206,24 +211,88 @@ def login_from_bytes(
     staged = f"{AUTH_FILE}.moonmind-new"
     script = f'umask 077 && cat > "{staged}" && mv -f "{staged}" "{AUTH_FILE}"'
     spec = _login_container(shard, ["sh", "-c", script], stdin=True)
-    code, _ = _run_attached(settings, spec, client, raw)
+    code, _, _ = _run_attached(settings, spec, client, raw)
     if code != 0:
         raise LoginError(_explain_exit(settings, shard, "writing auth.json", code))
+
+
+@dataclass(frozen=True)
+class StdinSignIn:
+    """A ``codex login`` that reads its secret from standard input."""
+
+    flag: str
+    secret: str  # what the operator gives, for messages ("API key")
+    # The CLI checks an access token with the sign-in service; an API key is not checked.
+    online: bool
+    # Quote the CLI's refusal (its error line, with the secret cut out)? The CLI's output for an
+    # API key may echo part of the key, so only its exit code is reported.
+    quote_refusal: bool
+
+
+API_KEY = StdinSignIn("--with-api-key", "API key", online=False, quote_refusal=False)
+ACCESS_TOKEN = StdinSignIn("--with-access-token", "access token", online=True, quote_refusal=True)
+_MAX_REFUSAL_CHARS = 300
+
+
+def _refusal(stderr: bytes, secret: str) -> str | None:
+    """The CLI's own error line, with every piece of the secret replaced; None when absent."""
+    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines()]
+    errors = [line for line in lines if line.lower().startswith("error")]
+    if not errors:
+        return None
+    text = errors[-1]
+    # The whole secret, then each part of a JWT (header, claims, signature).
+    for piece in sorted({secret, *secret.split(".")}, key=len, reverse=True):
+        if len(piece) >= 8:
+            text = text.replace(piece, "<token>")
+    return text[:_MAX_REFUSAL_CHARS]
+
+
+def login_from_stdin(
+    settings: Settings,
+    shard_number: int,
+    secret: str,
+    client: docker.DockerClient,
+    how: StdinSignIn,
+) -> None:
+    """``codex login FLAG`` in a job container, the secret on its standard input only."""
+    shard = settings.locate_shard(shard_number)
+    value = secret.strip()
+    if not value:
+        raise LoginError(f"no {how.secret} was given on standard input; nothing was changed")
+    _existing_shard(settings, shard_number, client)
+    network = settings.job_network if how.online else "none"
+    spec = _login_container(shard, ["codex", "login", how.flag], stdin=True, network=network)
+    code, _, stderr = _run_attached(settings, spec, client, value.encode())
+    if code == 0:
+        return
+    what = f"codex login {how.flag}"
+    refusal = _refusal(stderr, value) if how.quote_refusal else None
+    if refusal is None or code in (ExitCode.TEMPFAIL, ExitCode.CANTCREAT):
+        raise LoginError(_explain_exit(settings, shard, what, code))
+    raise LoginError(
+        f"{what} refused the {how.secret} (exit {code}): {refusal}; volume {shard.volume} was not "
+        f"changed (the CLI checks the token with the sign-in service, over job network "
+        f"{network!r})"
+    )
 
 
 def login_api_key(
     settings: Settings, shard_number: int, key: str, client: docker.DockerClient
 ) -> None:
     """``codex login --with-api-key`` in a job container, the key on its standard input."""
-    shard = settings.locate_shard(shard_number)
-    if not key.strip():
-        raise LoginError("no API key was given on standard input; nothing was changed")
-    _existing_shard(settings, shard_number, client)
-    spec = _login_container(shard, ["codex", "login", "--with-api-key"], stdin=True)
-    code, _ = _run_attached(settings, spec, client, key.strip().encode())
-    if code != 0:
-        # The CLI's output may echo part of the key: only the exit code is reported.
-        raise LoginError(_explain_exit(settings, shard, "codex login --with-api-key", code))
+    login_from_stdin(settings, shard_number, key, client, API_KEY)
+
+
+def login_access_token(
+    settings: Settings, shard_number: int, token: str, client: docker.DockerClient
+) -> None:
+    """``codex login --with-access-token`` (an enterprise access token) on standard input.
+
+    The CLI verifies the token with the sign-in service before it writes ``auth.json``, so this
+    container uses the job network (``MOONMIND_CODEX_JOB_NETWORK``), unlike an API key's.
+    """
+    login_from_stdin(settings, shard_number, token, client, ACCESS_TOKEN)
 
 
 def export_login(settings: Settings, shard_number: int, client: docker.DockerClient) -> bytes:
@@ -237,7 +306,7 @@ def export_login(settings: Settings, shard_number: int, client: docker.DockerCli
         name=unique_name("move", shard),
         keep_logs=False,
     )
-    code, output = _run_attached(settings, spec, client)
+    code, output, _ = _run_attached(settings, spec, client)
     if code != 0:
         raise LoginError(_explain_exit(settings, shard, "reading auth.json", code))
     if not inspect_auth_json(output, datetime.now(UTC)).logged_in:

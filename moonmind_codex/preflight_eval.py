@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from moonmind_codex import messages
 from moonmind_codex.messages import Fix
+from moonmind_codex.probe import STATUS_UNVERIFIED
 from moonmind_codex.shard import Shard
 
 Status = Literal["ok", "warn", "blocked"]
@@ -24,6 +25,11 @@ _SEVERITY: dict[FindingStatus, int] = {"ok": 0, "info": 0, "warn": 1, "blocked":
 # A last_refresh this far ahead of the checking clock is not clock jitter: the file or a clock
 # is wrong, and the login's age (hence the CLI's refresh schedule) cannot be judged.
 FUTURE_TOLERANCE_DAYS = 10 / (24 * 60)
+# An access-token login (no refresh chain) warns when its token expires within this many hours.
+ACCESS_TOKEN_WARN_HOURS = 24.0
+# What `codex login status` says offline for an access-token login, which it checks online (the
+# probe has no network); probe._KNOWN_STATUS reduces the CLI's error to this phrase.
+UNVERIFIED_OFFLINE = STATUS_UNVERIFIED
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class PreflightResult:
 
     def message(self) -> str:
         head = f"Codex login check {self.status.upper()} for {self.shard}: {self.reason}"
+        if self.status != "ok" and self.auth_mode in ("chatgpt", "api_key", "access_token"):
+            # An ok reason names the sign-in mode; a problem's reason may not.
+            head += f" (auth mode {self.auth_mode})"
         if self.remediation:
             return f"{head}\nFix: {self.remediation}"
         return head
@@ -149,13 +158,19 @@ def _auth_content(inspection: Mapping[str, Any]) -> Finding:
             "auth.json content", "blocked", str(inspection["parse_error"]), Fix.SIGN_IN_AGAIN
         )
     if inspection.get("auth_mode") == "unknown":
-        detail = "auth.json holds neither ChatGPT tokens nor an API key"
+        detail = "auth.json holds neither ChatGPT tokens nor an API key nor an access token"
         return Finding("auth.json content", "blocked", detail, Fix.SIGN_IN_AGAIN)
     if inspection.get("problems"):
         detail = "; ".join(inspection["problems"])
         return Finding("auth.json content", "blocked", detail, Fix.SIGN_IN_AGAIN)
     if inspection.get("auth_mode") == "api_key":
         return Finding("auth mode", "ok", "API key login (not a ChatGPT sign-in)")
+    if inspection.get("auth_mode") == "access_token":
+        kind = str(inspection.get("access_token_kind") or "access token").replace("_", " ")
+        detail = (
+            f"enterprise access token ({kind}); no refresh token: sign in again before it expires"
+        )
+        return Finding("auth mode", "ok", detail)
     return Finding("auth mode", "ok", "ChatGPT sign-in with access and refresh tokens")
 
 
@@ -182,6 +197,8 @@ def check_auth_file(
 
 def check_freshness(inspection: Mapping[str, Any], warn_after_days: float) -> list[Finding]:
     """Token expiry and the age of ``last_refresh`` of a usable ChatGPT login."""
+    if inspection.get("auth_mode") == "access_token" and not inspection.get("problems"):
+        return check_access_token_expiry(inspection)
     if inspection.get("auth_mode") != "chatgpt" or inspection.get("problems"):
         return []
     found: list[Finding] = []
@@ -206,6 +223,27 @@ def check_freshness(inspection: Mapping[str, Any], warn_after_days: float) -> li
     else:
         found.append(Finding("last refresh", "ok", f"{max(age, 0.0):.1f} days ago"))
     return found
+
+
+def check_access_token_expiry(inspection: Mapping[str, Any]) -> list[Finding]:
+    """An access-token login has no refresh chain: expired blocks, nearly expired warns."""
+    expires = inspection.get("access_token_expires_at")
+    if inspection.get("access_token_expired"):
+        detail = (
+            f"the access token expired at {expires}; an access-token login has no refresh token, "
+            "so the Codex CLI cannot renew it"
+        )
+        return [Finding("access token", "blocked", detail, Fix.SIGN_IN_AGAIN)]
+    hours = inspection.get("access_token_remaining_hours")
+    if isinstance(hours, bool) or not isinstance(hours, int | float):
+        return [Finding("access token", "info", "expiry unknown (not a JWT); no refresh token")]
+    if hours < ACCESS_TOKEN_WARN_HOURS:
+        detail = (
+            f"the access token expires at {expires} (in {max(hours, 0.0):.1f} h) and cannot be "
+            "refreshed"
+        )
+        return [Finding("access token", "warn", detail, Fix.SIGN_IN_AGAIN)]
+    return [Finding("access token", "ok", f"valid until {expires} (no refresh token)")]
 
 
 def check_credential_store(store: Mapping[str, Any]) -> list[Finding]:
@@ -257,12 +295,16 @@ def check_quarantine(probe: Mapping[str, Any]) -> list[Finding]:
     return [Finding("server rejection", "blocked", detail, Fix.SIGN_IN_REJECTED)]
 
 
-def check_cli_status(status_run: Mapping[str, Any]) -> Finding:
+def check_cli_status(status_run: Mapping[str, Any], auth_mode: object = None) -> Finding:
     """The real CLI's own verdict (``codex login status``)."""
     summary = status_run.get("summary", "not run")
     if status_run.get("error"):
         return Finding("codex login status", "blocked", str(status_run["error"]), Fix.RETRY)
     exit_code = status_run.get("exit_code")
+    if auth_mode == "access_token" and summary == UNVERIFIED_OFFLINE:
+        # The CLI checks an access token with the sign-in service even for `login status`; the
+        # probe runs without network, so the file's own checks (shape, expiry) decide here.
+        return Finding("codex login status", "info", f"exit {exit_code}: {summary}")
     if exit_code != 0:
         detail = f"exit {exit_code}: {summary}"
         return Finding("codex login status", "blocked", detail, Fix.SIGN_IN_AGAIN)
@@ -284,7 +326,10 @@ def verdict(
     if worst.status in ("blocked", "warn"):
         status = "blocked" if worst.status == "blocked" else "warn"
     if status == "ok":
-        reason = "logged in with an API key" if auth_mode == "api_key" else "logged in with ChatGPT"
+        reason = {
+            "api_key": "logged in with an API key",
+            "access_token": "logged in with an enterprise access token",
+        }.get(str(auth_mode), "logged in with ChatGPT")
         remediation = None
     else:
         reason = worst.detail
@@ -315,7 +360,7 @@ def evaluate(
         *check_auth_file(probe.get("auth_file") or {}, inspection, policy.job_uid),
         *check_freshness(inspection, policy.warn_after_days),
         *check_credential_store(probe.get("credential_store") or {}),
-        check_cli_status(probe.get("codex_status") or {}),
+        check_cli_status(probe.get("codex_status") or {}, inspection.get("auth_mode")),
     ]
     age = inspection.get("last_refresh_age_days")
     return verdict(

@@ -28,9 +28,17 @@ STATUS_TIMEOUT_SECONDS = 20.0
 MANAGED_CONFIG = Path("/etc/codex/managed_config.toml")
 STORE_SETTING = "cli_auth_credentials_store"
 
+STATUS_UNVERIFIED = "access token not verified: the sign-in service cannot be reached"
 # Known first lines of `codex login status`; anything else is reported as unrecognised.
 _KNOWN_STATUS = (
     ("logged in using chatgpt", "Logged in using ChatGPT"),
+    # `codex login --with-access-token`: an Agent Identity JWT, or a personal access token.
+    ("logged in using access token", "Logged in using an access token"),
+    ("logged in using personal access token", "Logged in using a personal access token"),
+    # The CLI checks an access-token login online even for `login status`; offline it fails
+    # with "failed to request agent identity JWKS" (or "personal access token metadata").
+    ("failed to request agent identity jwks", STATUS_UNVERIFIED),
+    ("failed to request personal access token metadata", STATUS_UNVERIFIED),
     ("logged in using an api key", "Logged in using an API key"),
     ("api key configured", "Logged in using an API key"),
     ("not logged in", "Not logged in"),

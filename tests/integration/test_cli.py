@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import pty
@@ -10,10 +12,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import docker.errors
 import pytest
 
 from harness.logins import api_key_login, run_in_volume
@@ -282,3 +286,238 @@ def test_export_and_clear_login_move_a_login_without_logging_it(
     again = cli("export-login", "--shard", "0", env=volume_env(source))
     assert again.returncode == 1 and "holds no usable login" in again.stderr
     assert again.stdout == ""
+
+
+# --- Enterprise access tokens: `login --access-token-stdin` with the real Codex CLI -------------
+#
+# The real CLI 0.169 checks a token before it writes anything: a token starting "at-" (a personal
+# access token) with a request to https://auth.openai.com, any other token as an Agent Identity
+# JWT, whose RS256 signature it checks against the JWKS at
+# {chatgpt_base_url}/wham/agent-identities/jwks. So a fake token signs a volume in only against a
+# fake sign-in service: a JWKS server on a test network, named by `chatgpt_base_url` in the
+# volume's config.toml. Everything else is the production path.
+
+SIGN_IN_SERVICE = """
+import http.server, os, time
+JWKS = os.environ["JWKS"].encode()
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(float(os.environ["DELAY"]))  # keeps the login container alive to inspect
+        found = self.path.endswith("/wham/agent-identities/jwks")
+        body = JWKS if found else b"{}"
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("", 8000), Handler).serve_forever()
+"""
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def agent_identity_token(exp_hours: float = 48) -> tuple[str, str]:
+    """A signed Agent Identity JWT with the claims the CLI requires, and the JWKS that trusts it."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    numbers = key.public_key().public_numbers()
+    modulus = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
+    jwk = {"kty": "RSA", "kid": "test-kid", "use": "sig", "alg": "RS256", "n": _b64url(modulus)}
+    jwk["e"] = _b64url(numbers.e.to_bytes(3, "big"))
+    agent_key = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    now = int(time.time())
+    claims = {
+        "iss": "https://chatgpt.com/codex-backend/agent-identity",
+        "aud": "codex-app-server",
+        "iat": now,
+        "exp": now + int(exp_hours * 3600),
+        "agent_runtime_id": "agent-test-runtime",
+        "agent_private_key": base64.b64encode(agent_key).decode(),  # PKCS#8, standard base64
+        "account_id": "acct-test",
+        "chatgpt_user_id": "user-test",
+        "email": "test@example.invalid",
+        "plan_type": "enterprise",
+        "chatgpt_account_is_fedramp": False,
+    }
+    header = _b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "test-kid"}).encode())
+    payload = _b64url(json.dumps(claims).encode())
+    signature = key.sign(f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{header}.{payload}.{_b64url(signature)}", json.dumps({"keys": [jwk]})
+
+
+@pytest.fixture
+def sign_in_service(client: Any) -> Any:
+    """A network holding a fake JWKS server; yields (network, server name, start(jwks))."""
+    network = client.networks.create(unique("signin-net"))
+    started: list[Any] = []
+
+    def start(jwks: str, delay_s: float = 4.0) -> str:
+        name = unique("signin")
+        server = client.containers.create(
+            "moonmind-codex/job:latest",
+            entrypoint=["python3", "-c", SIGN_IN_SERVICE],
+            environment={"JWKS": jwks, "DELAY": str(delay_s)},
+            name=name,
+            network=network.name,
+            user="1000:1000",
+            detach=True,
+        )
+        started.append(server)
+        server.start()
+        probe = "import urllib.request as u; u.urlopen('http://localhost:8000/x')"
+        for _ in range(50):
+            done = server.exec_run(["python3", "-c", probe])
+            if b"404" in done.output or done.exit_code == 0:
+                return name
+            time.sleep(0.2)
+        raise AssertionError("the fake sign-in service did not start")
+
+    yield network.name, start
+    for server in started:
+        server.remove(force=True)
+    network.remove()
+
+
+def watch_login_container(client: Any, volume: str) -> tuple[threading.Thread, dict[str, Any]]:
+    """Catch the live login container on ``volume``: its inspect data and what its logs give."""
+    seen: dict[str, Any] = {}
+    labels = ["io.moonmind.codex.role=login", f"io.moonmind.codex.volume={volume}"]
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "inspect" not in seen:
+            for container in client.containers.list(filters={"label": labels}):
+                seen["inspect"] = json.dumps(client.api.inspect_container(container.id))
+                try:
+                    seen["logs"] = client.api.logs(container.id).decode("utf-8", "replace")
+                except docker.errors.APIError as exc:
+                    seen["logs_error"] = str(exc)
+                break
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, seen
+
+
+def assert_token_nowhere(token: str, *texts: str) -> None:
+    for piece in (token, *token.split(".")):
+        for text in texts:
+            assert piece not in text
+
+
+def test_login_access_token_stdin_signs_in_through_the_real_cli(
+    client: Any, make_volume: Callable[..., str], sign_in_service: Any
+) -> None:
+    network, start = sign_in_service
+    token, jwks = agent_identity_token(exp_hours=48)
+    server = start(jwks)
+    volume = make_volume()
+    in_volume(
+        volume,
+        f"printf 'chatgpt_base_url = \"http://{server}:8000/backend-api\"\\n' "
+        "> /home/app/.codex/config.toml",
+    )
+    env = {**volume_env(volume), "MOONMIND_CODEX_JOB_NETWORK": network}
+    thread, seen = watch_login_container(client, volume)
+    done = cli("login", "--shard", "0", "--access-token-stdin", env=env, stdin=token + "\n")
+    thread.join(timeout=60)
+    # The real CLI wrote the login (its `login status` in the follow-up check refuses a
+    # chatgpt_base_url that is not OpenAI's: checked again below without the test's config).
+    assert f"volume {volume} signed in; checking it now:" in done.stdout, done.stderr
+    assert done.returncode == 2 and "(auth mode access_token)" in done.stdout
+    written = in_volume(
+        volume,
+        "cd /home/app/.codex && stat -c '%a %u' auth.json && python3 -c \"import json, hashlib; "
+        "d = json.load(open('auth.json')); print(sorted(d), d['auth_mode'], "
+        "hashlib.sha256(d['agent_identity'].encode()).hexdigest())\"",
+    )
+    assert written.splitlines() == [
+        "600 1000",
+        "['OPENAI_API_KEY', 'agent_identity', 'auth_mode'] agentIdentity "
+        + hashlib.sha256(token.encode()).hexdigest(),
+    ]
+    # The token went in on standard input only: never in argv, env, labels or logs.
+    assert "inspect" in seen, "the login container was not seen while it ran"
+    inspected = json.loads(seen["inspect"])
+    assert inspected["HostConfig"]["LogConfig"]["Type"] == "none"
+    assert inspected["Config"]["Cmd"] == ["codex", "login", "--with-access-token"]
+    assert inspected["HostConfig"]["NetworkMode"] == network
+    assert "logs" not in seen and "logs_error" in seen
+    assert_token_nowhere(token, done.stdout, done.stderr, seen["inspect"], seen["logs_error"])
+
+    # Without the test's sign-in service in config.toml the pre-flight (no network) judges the
+    # file; the CLI's own status cannot verify the token offline, which is reported, not blocked.
+    in_volume(volume, "rm /home/app/.codex/config.toml")
+    checked = cli("preflight", "--shard", "0", "--json", env=volume_env(volume))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert (report["status"], report["auth_mode"]) == ("ok", "access_token")
+    assert report["reason"] == "logged in with an enterprise access token"
+    status = next(f for f in report["findings"] if f["name"] == "codex login status")
+    assert status["status"] == "info" and "not verified" in status["detail"]
+    table = cli("login-check", "--shard", "0", "--json", env=volume_env(volume))
+    assert table.returncode == 0 and json.loads(table.stdout)[0]["auth_mode"] == "access_token"
+    assert_token_nowhere(token, checked.stdout, checked.stderr, table.stdout, table.stderr)
+
+
+@pytest.mark.parametrize(
+    ("token", "cli_error"),
+    [
+        (
+            "at-test-NOT-A-REAL-TOKEN-3333",
+            "Error logging in with access token: failed to request personal access token "
+            "metadata: error sending request for url "
+            "(https://auth.openai.com/api/accounts/v1/user-auth-credential/whoami)",
+        ),
+        (
+            "header.eyJzdWIiOiAidGVzdCJ9.signature-NOT-REAL-4444",
+            "Error logging in with access token: failed to decode agent identity JWT: invalid "
+            "credential JSON",
+        ),
+    ],
+)
+def test_login_access_token_refused_offline_passes_the_cli_reason_through(
+    client: Any, make_volume: Callable[..., str], token: str, cli_error: str
+) -> None:
+    volume = make_volume()
+    env = {**volume_env(volume), "MOONMIND_CODEX_JOB_NETWORK": "none"}
+    done = cli("login", "--shard", "0", "--access-token-stdin", env=env, stdin=token + "\n")
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(
+        "moonmind-codex: codex login --with-access-token refused the access token (exit 1): "
+    )
+    assert cli_error in line and f"volume {volume} was not changed" in line
+    assert "'none'" in line and done.stdout == ""
+    assert_token_nowhere(token, done.stdout, done.stderr)
+    assert in_volume(volume, "ls /home/app/.codex/auth.json 2>/dev/null || echo none") == "none\n"
+
+
+def test_login_access_token_stdin_empty_starts_nothing(
+    client: Any, make_volume: Callable[..., str]
+) -> None:
+    volume = make_volume()
+    since = int(time.time()) - 1
+    done = cli("login", "--shard", "0", "--access-token-stdin", env=volume_env(volume), stdin="\n")
+    assert done.returncode == 1
+    assert "no access token was given on standard input" in done.stderr
+    created = [
+        e
+        for e in engine_events_naming(client, since, volume)
+        if e.get("Type") == "container" and e.get("Action") == "create"
+    ]
+    assert created == []
+
+
+def test_login_sources_are_exclusive() -> None:
+    done = cli("login", "--shard", "0", "--api-key-stdin", "--access-token-stdin")
+    assert done.returncode == 64 and "not allowed with argument" in done.stderr

@@ -13,6 +13,8 @@ SECRET_MARKERS = (
     "SECRET-ACCOUNT-cafe",
     "SECRET-ID-dead",
     "sk-SECRET-KEY-1234",
+    "SECRET-AGENT-IDENTITY-ab12",
+    "at-SECRET-PAT-5678",
 )
 
 
@@ -43,6 +45,18 @@ def chatgpt_auth(
 
 def api_key_auth() -> dict[str, Any]:
     return {"OPENAI_API_KEY": SECRET_MARKERS[4]}
+
+
+def agent_identity_auth(now: datetime | None = None, *, exp_hours: float = 48) -> dict[str, Any]:
+    """What `codex login --with-access-token` writes for an enterprise Agent Identity JWT."""
+    now = now or datetime.now(UTC)
+    token = fake_jwt(now + timedelta(hours=exp_hours), SECRET_MARKERS[5])
+    return {"auth_mode": "agentIdentity", "OPENAI_API_KEY": None, "agent_identity": token}
+
+
+def personal_access_token_auth() -> dict[str, Any]:
+    """What `codex login --with-access-token` writes for a personal access token (``at-``)."""
+    return {"OPENAI_API_KEY": None, "personal_access_token": SECRET_MARKERS[6]}
 
 
 def assert_no_secret(text: str) -> None:

@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from moonmind_codex.authfile import inspect_auth_json, jwt_expiry, parse_timestamp
-from tests.unit.helpers import api_key_auth, assert_no_secret, chatgpt_auth, fake_jwt
+from tests.unit.helpers import (
+    agent_identity_auth,
+    api_key_auth,
+    assert_no_secret,
+    chatgpt_auth,
+    fake_jwt,
+    personal_access_token_auth,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -160,3 +167,73 @@ def test_hostile_files_give_a_finding_not_a_traceback(raw: bytes, expected: str)
     inspection = inspect_auth_json(raw, datetime.now(UTC))
     assert not inspection.logged_in
     assert expected in (inspection.parse_error or "") + "; ".join(inspection.problems)
+
+
+# Access-token logins, in the shapes the real CLI 0.169 wrote for `codex login
+# --with-access-token` (an Agent Identity JWT; a personal access token, `at-...`).
+
+
+def test_agent_identity_token_is_an_access_token_login_with_its_expiry() -> None:
+    result = inspect(agent_identity_auth(NOW, exp_hours=30))
+    assert (result["auth_mode"], result["access_token_kind"]) == ("access_token", "agent_identity")
+    assert result["logged_in"] is True and result["problems"] == []
+    assert result["declared_auth_mode"] == "agentIdentity"
+    # No refresh token is expected: an access-token login has no refresh chain.
+    assert result["token_fields"]["refresh_token"] is False
+    assert result["access_token_expires_at"] == "2026-11-23T18:00:00Z"
+    assert result["access_token_expired"] is False
+    assert result["access_token_remaining_hours"] == pytest.approx(30.0)
+
+
+def test_expired_agent_identity_token_is_still_recognised_as_expired() -> None:
+    result = inspect(agent_identity_auth(NOW, exp_hours=-2))
+    assert result["auth_mode"] == "access_token" and result["access_token_expired"] is True
+    assert result["access_token_remaining_hours"] == pytest.approx(-2.0)
+
+
+def test_personal_access_token_has_no_known_expiry() -> None:
+    result = inspect(personal_access_token_auth())
+    assert (result["auth_mode"], result["access_token_kind"]) == (
+        "access_token",
+        "personal_access_token",
+    )
+    assert result["logged_in"] is True
+    assert result["access_token_expires_at"] is None and result["access_token_expired"] is None
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"auth_mode": "agentIdentity", "agent_identity": 7}, "agent_identity is neither"),
+        ({"auth_mode": "agentIdentity", "agent_identity": "  "}, "agent_identity is neither"),
+        ({"personal_access_token": ["x"]}, "personal_access_token is not a token"),
+    ],
+)
+def test_a_broken_access_token_is_not_a_login(data: dict, problem: str) -> None:
+    result = inspect(data)
+    assert result["logged_in"] is False
+    assert any(p.startswith(problem) for p in result["problems"])
+
+
+def test_declared_agent_identity_wins_over_leftover_chatgpt_tokens() -> None:
+    data = chatgpt_auth(NOW) | agent_identity_auth(NOW)
+    assert inspect(data)["auth_mode"] == "access_token"
+    # Undeclared, the ChatGPT tokens decide (as before).
+    data.pop("auth_mode")
+    assert inspect(data)["auth_mode"] == "chatgpt"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        agent_identity_auth(NOW),
+        agent_identity_auth(NOW, exp_hours=-5),
+        personal_access_token_auth(),
+        {
+            "auth_mode": "agentIdentity",
+            "agent_identity": {"agent_private_key": "at-SECRET-PAT-5678"},
+        },
+    ],
+)
+def test_access_token_inspection_never_holds_the_token(data: dict) -> None:
+    assert_no_secret(json.dumps(inspect(data)))

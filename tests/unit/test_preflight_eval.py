@@ -8,9 +8,23 @@ import pytest
 
 from moonmind_codex.authfile import inspect_auth_json
 from moonmind_codex.messages import Fix
-from moonmind_codex.preflight_eval import Finding, LoginPolicy, blocked_result, evaluate
+from moonmind_codex.preflight_eval import (
+    ACCESS_TOKEN_WARN_HOURS,
+    UNVERIFIED_OFFLINE,
+    Finding,
+    LoginPolicy,
+    blocked_result,
+    evaluate,
+)
+from moonmind_codex.probe import summarise_status_output
 from moonmind_codex.shard import Shard
-from tests.unit.helpers import api_key_auth, assert_no_secret, chatgpt_auth
+from tests.unit.helpers import (
+    agent_identity_auth,
+    api_key_auth,
+    assert_no_secret,
+    chatgpt_auth,
+    personal_access_token_auth,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SHARD = Shard(number=2, queue="codex-2", volume="codex_auth_2", host="h2")
@@ -223,3 +237,88 @@ def test_a_store_problem_is_named_before_the_cli_failure_it_causes() -> None:
     report["credential_store"] = {"effective": "keyring", "source": "x", "pinned": False}
     result = evaluate(report, SHARD, POLICY, 0.1)
     assert result.blocked and "credential store" in result.reason
+
+
+def access_token_probe(auth: dict[str, Any], summary: str, exit_code: int) -> dict[str, Any]:
+    """A probe of an access-token login; ``summary`` is what the CLI's status was reduced to."""
+    report = probe(auth)
+    report["codex_status"] = {"exit_code": exit_code, "summary": summary, "error": None}
+    return report
+
+
+# What `codex login status` (real CLI 0.169) printed for an Agent Identity login: with the
+# sign-in service reachable, and in the probe's container, which has no network.
+ONLINE = summarise_status_output("Logged in using access token\n")
+OFFLINE = summarise_status_output(
+    "Error checking login status: failed to request agent identity JWKS\n"
+)
+
+
+@pytest.mark.parametrize(("summary", "exit_code"), [(ONLINE, 0), (OFFLINE, 1)])
+def test_access_token_login_ok(summary: str, exit_code: int) -> None:
+    result = judge(access_token_probe(agent_identity_auth(NOW, exp_hours=72), summary, exit_code))
+    assert (result.status, result.auth_mode) == ("ok", "access_token")
+    assert result.reason == "logged in with an enterprise access token"
+    assert any(f.name == "access token" and f.status == "ok" for f in result.findings)
+    assert_no_secret(json.dumps(result.to_dict()) + result.message())
+
+
+def test_the_offline_status_phrase_is_the_one_the_judge_knows() -> None:
+    assert OFFLINE == UNVERIFIED_OFFLINE
+    personal = "Error checking login status: failed to request personal access token metadata"
+    assert summarise_status_output(personal) == UNVERIFIED_OFFLINE
+    assert summarise_status_output("Logged in using personal access token") == (
+        "Logged in using a personal access token"
+    )
+
+
+def test_expired_access_token_blocks_with_sign_in_again() -> None:
+    # Unlike a ChatGPT login (whose CLI refreshes it), nothing can renew an access token.
+    result = judge(access_token_probe(agent_identity_auth(NOW, exp_hours=-3), OFFLINE, 1))
+    assert result.status == "blocked"
+    assert (
+        "no refresh token" in result.reason and "expired at 2026-11-22T09:00:00Z" in result.reason
+    )
+    worst = next(f for f in result.findings if f.name == "access token")
+    assert worst.fix is Fix.SIGN_IN_AGAIN
+    assert result.remediation is not None and "moonmind-codex login --shard 2" in result.remediation
+    assert "(auth mode access_token)" in result.message()
+    assert_no_secret(json.dumps(result.to_dict()) + result.message())
+
+
+def test_access_token_near_expiry_warns() -> None:
+    hours = ACCESS_TOKEN_WARN_HOURS / 4
+    result = judge(access_token_probe(agent_identity_auth(NOW, exp_hours=hours), OFFLINE, 1))
+    assert result.status == "warn"
+    assert f"in {hours:.1f} h" in result.reason and "cannot be refreshed" in result.reason
+
+
+def test_personal_access_token_without_expiry_is_ok() -> None:
+    result = judge(access_token_probe(personal_access_token_auth(), OFFLINE, 1))
+    assert (result.status, result.auth_mode) == ("ok", "access_token")
+    assert any(f.name == "access token" and f.status == "info" for f in result.findings)
+    assert_no_secret(json.dumps(result.to_dict()))
+
+
+def test_unverified_offline_excuses_only_an_access_token_login() -> None:
+    # A ChatGPT login whose status fails is still blocked, whatever the phrase.
+    report = probe(chatgpt_auth(NOW))
+    report["codex_status"] = {"exit_code": 1, "summary": OFFLINE, "error": None}
+    assert judge(report).status == "blocked"
+    # And an access-token login the CLI calls "Not logged in" is blocked too.
+    blocked = judge(access_token_probe(agent_identity_auth(NOW), "Not logged in", 1))
+    assert blocked.status == "blocked"
+
+
+@pytest.mark.parametrize(
+    ("auth", "mode"),
+    [
+        (chatgpt_auth(NOW), "chatgpt"),
+        (api_key_auth(), "api_key"),
+        (agent_identity_auth(NOW), "access_token"),
+        (personal_access_token_auth(), "access_token"),
+    ],
+)
+def test_status_json_shows_each_sign_in_mode(auth: dict[str, Any], mode: str) -> None:
+    result = judge(access_token_probe(auth, OFFLINE if mode == "access_token" else ONLINE, 0))
+    assert result.to_dict()["auth_mode"] == mode
