@@ -221,6 +221,10 @@ def inspect_auth_json(raw: bytes, now: datetime) -> AuthInspection:
 
     declared_lower = (declared_mode or "").lower()
     access = _access_token(data, problems)
+    expected = _ACCESS_TOKEN_MODES.get(declared_lower)
+    if expected is not None and (access is None or access[0] != expected):
+        # The CLI refuses it too ("agent identity auth is missing an agent identity token").
+        problems.append(f"auth_mode {declared_mode} but no {expected} in the file")
     mode = _decide_mode(declared_lower, has_api_key, tokens, fields, access, problems)
     access_kind: AccessTokenKind | None = None
     if mode == "access_token" and access is not None:

@@ -237,3 +237,19 @@ def test_declared_agent_identity_wins_over_leftover_chatgpt_tokens() -> None:
 )
 def test_access_token_inspection_never_holds_the_token(data: dict) -> None:
     assert_no_secret(json.dumps(inspect(data)))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"auth_mode": "agentIdentity", "personal_access_token": "at-SECRET-PAT-5678"},
+        {"auth_mode": "personalAccessToken", "agent_identity": fake_jwt(NOW, "SECRET-ID-dead")},
+        chatgpt_auth(NOW) | {"auth_mode": "agentIdentity"},
+    ],
+)
+def test_a_declared_access_token_mode_needs_its_own_field(data: dict) -> None:
+    # The real CLI refuses these ("agent identity auth is missing an agent identity token").
+    result = inspect(data)
+    assert result["logged_in"] is False
+    assert any(p.startswith("auth_mode ") for p in result["problems"])
+    assert_no_secret(json.dumps(result))

@@ -165,3 +165,27 @@ def test_any_path_is_read_or_refused_with_a_clear_error(text: str) -> None:
             assert "nothing was changed" in str(exc)
         else:
             assert len(raw) <= MAX_LOGIN_BYTES
+
+
+@st.composite
+def access_token_shaped(draw: st.DrawFn) -> dict[str, Any]:
+    """What `codex login --with-access-token` writes, with any value in its fields."""
+    data: dict[str, Any] = {"OPENAI_API_KEY": None}
+    data["auth_mode"] = draw(
+        st.one_of(st.sampled_from(["agentIdentity", "personalAccessToken", None]), secrets)
+    )
+    field = draw(st.sampled_from(["agent_identity", "personal_access_token"]))
+    data[field] = draw(st.one_of(secrets, jwts(), json_values, st.just({"key": SECRET_PREFIX})))
+    return data
+
+
+@examples(300)
+@given(access_token_shaped())
+def test_access_token_shaped_objects_never_leak_a_token(data: dict[str, Any]) -> None:
+    raw = json.dumps(data).encode()
+    inspected = assert_inspection_is_safe(raw)
+    assert inspected["auth_mode"] in ("access_token", "unknown")
+    if inspected["auth_mode"] == "access_token":
+        assert inspected["logged_in"] == (inspected["problems"] == [])
+        assert inspected["token_fields"]["refresh_token"] is False
+    assert_login_check(raw)
