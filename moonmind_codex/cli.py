@@ -356,6 +356,31 @@ def _read_definition(name: str) -> Any:
     return decode_definition(text, name)
 
 
+MAX_DEFINITION_DEPTH = 64
+
+
+def _check_yaml_shape(yaml: Any, text: str, name: str, fix: str) -> None:
+    """Refuse aliases and deep nesting from the event stream, before any value is built.
+
+    A few lines of aliases can expand to billions of values once the run is stored ("billion
+    laughs"); deep nesting would exhaust the recursion of the value builder.
+    """
+    from moonmind_codex.runs import RunDefinitionError
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise RunDefinitionError(
+                f"{name} uses YAML aliases (*name); write each value out; {fix}"
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEFINITION_DEPTH:
+                raise RunDefinitionError(f"{name} is nested too deeply to be a run; {fix}")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def decode_definition(text: str, name: str) -> Any:
     """The YAML (or JSON) value of a run definition's text; RunDefinitionError when not one."""
     import yaml
@@ -364,8 +389,11 @@ def decode_definition(text: str, name: str) -> Any:
 
     fix = "fix the file (a mapping with run_id and a phases list; see docs/runbook.md)"
     try:
+        _check_yaml_shape(yaml, text, name, fix)
         # YAML is a superset of JSON: one parser for both.
         return yaml.safe_load(text)
+    except RunDefinitionError:
+        raise
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""

@@ -188,3 +188,16 @@ def test_inventory_edge_cases() -> None:
     assert len(huge) == 21 and huge[-1].startswith("999999999979 more shards after shard 20 ")
     odd = inventory_errors(["a"], {"a": "text"}, ["mq"], 1, "")
     assert odd[0].startswith("host a: its variables are str, not a mapping")
+
+
+def test_yaml_aliases_in_a_run_definition_are_refused_before_they_expand() -> None:
+    from moonmind_codex.cli import decode_definition
+    from moonmind_codex.runs import RunDefinitionError
+
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(20)
+    )
+    with pytest.raises(RunDefinitionError, match=r"uses YAML aliases \(\*name\)"):
+        decode_definition(laughs, "run.yaml")
+    assert decode_definition("run_id: r\nphases: []\n", "run.yaml") == {"run_id": "r", "phases": []}
