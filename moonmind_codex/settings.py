@@ -34,7 +34,7 @@ MAX_SETTING_FILE_BYTES = 64 * 1024
 # Not fields of Settings: read by scripts/setup.sh and the broker image, set by jobs.py in
 # every job container (RUN_ID, PHASE), read before parsing (ENV_FILE), or an old spelling of
 # a field (ASSIGNMENTS_DB, now DATABASE_URL).
-_NON_RUNTIME_NAMES = frozenset(
+NON_RUNTIME_NAMES = frozenset(
     {
         "EXTRA_CA_DIR",
         "BASE_IMAGE",
@@ -303,7 +303,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if key.startswith(ENV_PREFIX):
             full_name = key[len(ENV_PREFIX) :]
             name = full_name.removesuffix("_FILE")
-            if full_name not in _NON_RUNTIME_NAMES and name not in known | _NON_RUNTIME_NAMES:
+            if full_name not in NON_RUNTIME_NAMES and name not in known | NON_RUNTIME_NAMES:
                 raise SettingsError(
                     f"{key} is not a moonmind-codex setting (typo?); known settings: "
                     + ", ".join(sorted(ENV_PREFIX + k for k in known))
