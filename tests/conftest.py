@@ -31,7 +31,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "ansible/test_inventory_validation.py": 15,
     "ansible/test_worker_unit_restart_policy.py": 5,
     "integration/test_celery_e2e.py": 17,
-    "integration/test_cli.py": 27,
+    "integration/test_cli.py": 29,
     "integration/test_containers.py": 3,
     "integration/test_credential_store.py": 2,
     "integration/test_faults_e2e.py": 4,

@@ -157,6 +157,41 @@ def test_login_from_stdin_validates_then_writes(
     assert "SECRET" not in good.stdout + good.stderr
 
 
+def _year_one_login() -> str:
+    login = chatgpt_auth()
+    login["last_refresh"] = "0001-01-01T00:00:00+01:00"  # out of range once made UTC
+    return json.dumps(login)
+
+
+@pytest.mark.parametrize(
+    ("stdin", "said"),
+    [
+        ("[" * 100000, "standard input is not a usable Codex login"),
+        (_year_one_login(), "standard input is not a usable Codex login"),
+    ],
+    ids=["deeply-nested", "year-one-last-refresh"],
+)
+def test_a_bad_login_file_is_refused_and_the_shards_login_is_untouched(
+    client: Any, make_volume: Callable[..., str], stdin: str, said: str
+) -> None:
+    """Issue 12's cases on the real engine: a clear error, exit 65, nothing changed."""
+    volume = make_volume(state="api_key")
+    before = in_volume(
+        volume, "sha256sum /home/app/.codex/auth.json; stat -c %a:%u /home/app/.codex/auth.json"
+    )
+    since = time.time()
+    done = cli("login", "--shard", "0", "--from-file", "-", env=volume_env(volume), stdin=stdin)
+    assert done.returncode == 65, done.stderr
+    assert said in done.stderr and "Traceback" not in done.stderr + done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    # Refused before the engine was asked for anything on this volume.
+    assert engine_events_naming(client, since, volume) == []
+    after = in_volume(
+        volume, "sha256sum /home/app/.codex/auth.json; stat -c %a:%u /home/app/.codex/auth.json"
+    )
+    assert after == before
+
+
 def run_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
     """Run the CLI with a pseudo-terminal as its stdin/stdout (as an operator would).
 
