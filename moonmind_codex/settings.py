@@ -358,7 +358,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_cpu_shares=_int(env, "JOB_CPU_SHARES", Settings.job_cpu_shares, 0),
         job_memory_mb=_int(env, "JOB_MEMORY_MB", Settings.job_memory_mb, 0),
         job_pids_limit=_int(env, "JOB_PIDS_LIMIT", Settings.job_pids_limit, 0),
-        job_cpus=_float(env, "JOB_CPUS", Settings.job_cpus, 0),
+        # 0 (no cap) is allowed here; the range check names the valid values.
+        job_cpus=_float(env, "JOB_CPUS", Settings.job_cpus, -1),
         preflight_timeout_seconds=_float(
             env, "PREFLIGHT_TIMEOUT_SECONDS", Settings.preflight_timeout_seconds, 0
         ),

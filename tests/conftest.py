@@ -64,7 +64,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_router.py": 16,
     "unit/test_routing.py": 8,
     "unit/test_runs.py": 50,
-    "unit/test_settings.py": 39,
+    "unit/test_settings.py": 41,
     "unit/test_shape.py": 6,
 }
 

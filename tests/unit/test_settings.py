@@ -68,6 +68,8 @@ def test_secret_from_file(tmp_path: Path) -> None:
         ({"MOONMIND_CODEX_JOB_PIDS_LIMIT": "10"}, "JOB_PIDS_LIMIT=10 is too small"),
         ({"MOONMIND_CODEX_JOB_CPUS": "2000"}, "JOB_CPUS=2000 is out of range: use 0.1..1024"),
         ({"MOONMIND_CODEX_JOB_CPUS": "0.01"}, "JOB_CPUS=0.01 is out of range"),
+        ({"MOONMIND_CODEX_JOB_CPUS": "-1"}, "JOB_CPUS=-1.0 must be > -1"),
+        ({"MOONMIND_CODEX_JOB_CPUS": "-0.5"}, "JOB_CPUS=-0.5 is out of range"),
     ],
 )
 def test_bad_settings_name_the_variable_and_fix(env: dict[str, str], message: str) -> None:
@@ -288,8 +290,13 @@ def test_job_limits_are_settings_and_zero_lifts_them() -> None:
         {"Memory": 512 * 2**20, "PidsLimit": 128, "NanoCpus": 1_500_000_000},
         ["--memory 512m", "--pids-limit 128", "--cpus 1.5"],
     )
+    # As the workers role renders them: an explicit 0 (or 0.0) for "no limit".
     lifted = load_settings(
-        {"MOONMIND_CODEX_JOB_MEMORY_MB": "0", "MOONMIND_CODEX_JOB_PIDS_LIMIT": "0"}
+        {
+            "MOONMIND_CODEX_JOB_MEMORY_MB": "0",
+            "MOONMIND_CODEX_JOB_PIDS_LIMIT": "0",
+            "MOONMIND_CODEX_JOB_CPUS": "0.0",
+        }
     )
     assert _rendered_limits(lifted) == ({}, {}, [])
 
