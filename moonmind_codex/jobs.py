@@ -19,7 +19,8 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -221,19 +222,19 @@ def _find_or_create(
 ) -> tuple[Any, bool]:
     """The phase's container, and whether an earlier delivery had already made it."""
     name = job_container_name(spec.run_id, spec.phase, spec.attempt)
-    with engine_step("while looking for the job container") if spec.preflight else _as_is():
+    with _engine_step_of(spec, "while looking for the job container"):
         try:
             # A redelivered phase: await or reap the first delivery's container.
             return client.containers.get(name), True
         except docker.errors.NotFound:
             pass
     if spec.attempt > 1:
-        with engine_step("while removing earlier attempts") if spec.preflight else _as_is():
+        with _engine_step_of(spec, "while removing earlier attempts"):
             _reap_earlier_attempts(client, spec, name)
     if spec.preflight:
         require_volume(client, spec.shard)
     step = "while creating the job container"
-    with container_start_step(settings, spec.shard, step) if spec.preflight else _as_is():
+    with _start_step_of(settings, spec, step):
         try:
             return client.containers.create(
                 **create_kwargs(settings, job_container(settings, spec))
@@ -242,6 +243,16 @@ def _find_or_create(
             if exc.status_code != 409:
                 raise
             return client.containers.get(name), True  # lost a race with a concurrent delivery
+
+
+def _engine_step_of(spec: JobSpec, during: str) -> AbstractContextManager[None]:
+    """A lost engine blocks a job with pre-flight; a job without raises the engine's errors."""
+    return engine_step(during) if spec.preflight else nullcontext()
+
+
+def _start_step_of(settings: Settings, spec: JobSpec, during: str) -> AbstractContextManager[None]:
+    """Creating or starting a job with pre-flight: failures block it with the fix."""
+    return container_start_step(settings, spec.shard, during) if spec.preflight else nullcontext()
 
 
 def _reap_earlier_attempts(client: docker.DockerClient, spec: JobSpec, name: str) -> None:
@@ -257,12 +268,6 @@ def _reap_earlier_attempts(client: docker.DockerClient, spec: JobSpec, name: str
     for container in found:
         if container.name != name and container.status in ("created", "exited", "dead"):
             _remove(container)
-
-
-@contextlib.contextmanager
-def _as_is() -> Iterator[None]:
-    """No translation: a job without pre-flight raises the engine's own errors."""
-    yield
 
 
 # How often a running job checks whether its run was cancelled.
@@ -336,7 +341,7 @@ def _run_to_end(
             log_path.write_text(header, encoding="utf-8")
     if container.status == "created":
         step = "while starting the job container"
-        with container_start_step(settings, spec.shard, step) if spec.preflight else _as_is():
+        with _start_step_of(settings, spec, step):
             container.start()
     pump = _stream_logs(container, log_path, spec.preflight)
     exit_code, stopped = _wait(container, started + spec.timeout_s, cancelled)
