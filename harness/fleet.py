@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moonmind_codex.runstore import RunStore
+    from moonmind_codex.settings import Settings
 
 WORKER_IMAGE = "moonmind-codex/worker:latest"
 JOB_IMAGE = "moonmind-codex/job:latest"
@@ -148,3 +154,61 @@ def start_default_worker(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+@dataclass
+class RecordedFleet:
+    """What the run tests ask of a throw-away fleet with a run store: names, records, workspace."""
+
+    tag: str
+    producer: Settings
+    store: RunStore
+    workspace: str
+
+    def volume(self, shard: int) -> str:
+        return f"mmc-test-{self.tag}-auth-{shard}"
+
+    def repository_on(self, shard: int) -> str:
+        """A repository key the producer routes to ``shard``."""
+        from moonmind_codex.router import route_key
+
+        return next(
+            k
+            for k in (f"org/runs-{i}" for i in range(1000))
+            if route_key(k, self.producer).queue == f"codex-{shard}"
+        )
+
+    def run_id(self, label: str) -> str:
+        return f"run-{label}-{secrets.token_hex(3)}"
+
+    def wait_status(self, run_id: str, wanted: set[str], timeout_s: float = 300) -> str:
+        """The run's status once it is one of ``wanted`` (polling the run store)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            record = self.store.get_run(run_id)
+            if record is not None and record.status in wanted:
+                return record.status
+            time.sleep(0.3)
+        record = self.store.get_run(run_id)
+        raise TimeoutError(
+            f"run {run_id}: {record and record.status} after {timeout_s} s: "
+            f"{self.store.attempts(run_id)}"
+        )
+
+    def phases(self, run_id: str) -> list[tuple[str, int, str]]:
+        """(phase, attempt, status) of every recorded attempt, in order."""
+        return [(a.phase, a.attempt, a.status) for a in self.store.attempts(run_id)]
+
+    def in_workspace(self, script: str) -> str:
+        """Output of ``script`` run as the job uid with the fleet's workspace at /work."""
+        done = subprocess.run(
+            [
+                "docker", "run", "--rm", "--network", "none", "--user", "1000:1000",
+                "--entrypoint", "sh", "-v", f"{self.workspace}:/work", JOB_IMAGE, "-c", script,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )  # fmt: skip
+        return done.stdout

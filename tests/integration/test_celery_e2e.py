@@ -224,19 +224,26 @@ def test_n_phases_leave_exactly_2n_audit_records(fleet: Fleet) -> None:
         assert end["queue"] == f"codex-{end['shard']}"
 
 
-def test_phase_on_a_held_volume_waits_for_the_lock_then_runs(fleet: Fleet, client: Any) -> None:
-    """An operator's login holds the volume: the phase is retried, not failed, and then runs."""
-    volume = fleet.volume(0)
-    # Through the job image's entry point, like `moonmind-codex login`: it takes the lock.
-    holder = client.containers.run(
+def hold_lock(client: Any, volume: str, seconds: int) -> Any:
+    """A container holding ``volume``'s job lock for ``seconds``, through the image's entry
+    point as `moonmind-codex login` would; labelled with the volume, as the fix text says."""
+    return client.containers.run(
         JOB_IMAGE,
-        ["sh", "-c", "echo holding; sleep 5"],
+        ["sh", "-c", f"echo holding; sleep {seconds}"],
         name=unique("lock-holder"),
         user="1000:1000",
         network_mode="none",
         volumes={volume: {"bind": CODEX_HOME, "mode": "rw"}},
+        labels={"io.moonmind.codex.volume": volume},
         detach=True,
     )
+
+
+def test_phase_on_a_held_volume_waits_for_the_lock_then_runs(fleet: Fleet, client: Any) -> None:
+    """An operator's login holds the volume: the phase is retried, not failed, and then runs."""
+    volume = fleet.volume(0)
+    # Through the job image's entry point, like `moonmind-codex login`: it takes the lock.
+    holder = hold_lock(client, volume, seconds=5)
     try:
         wait_for_log(holder, "holding", timeout_s=30)
         run_id = f"run-busy-{fleet.tag}"
@@ -260,16 +267,7 @@ def test_a_volume_held_past_every_retry_fails_the_phase_with_the_holder_to_look_
     fleet: Fleet, client: Any
 ) -> None:
     volume = fleet.volume(1)
-    holder = client.containers.run(
-        JOB_IMAGE,
-        ["sh", "-c", "echo holding; sleep 600"],
-        name=unique("lock-holder"),
-        user="1000:1000",
-        network_mode="none",
-        volumes={volume: {"bind": CODEX_HOME, "mode": "rw"}},
-        labels={"io.moonmind.codex.volume": volume},
-        detach=True,
-    )
+    holder = hold_lock(client, volume, seconds=600)
     run_id = f"run-busy-out-{fleet.tag}"
     try:
         wait_for_log(holder, "holding", timeout_s=30)

@@ -31,6 +31,7 @@ from kombu.connection import Connection
 from harness.broker import running_broker
 from harness.fleet import (
     WORKER_UID,
+    RecordedFleet,
     producer_database_url,
     start_default_worker,
     start_worker,
@@ -40,7 +41,6 @@ from harness.logins import JOB_IMAGE, api_key_login
 from moonmind_codex import audit
 from moonmind_codex.celery_app import create_app
 from moonmind_codex.jobs import job_container_name
-from moonmind_codex.router import route_key
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
 from moonmind_codex.submit import retry_run, submit_run
@@ -136,29 +136,12 @@ class EngineProxy:
 
 
 @dataclass
-class FaultFleet:
+class FaultFleet(RecordedFleet):
     client: Any
     url: str
-    tag: str
     work: Path
     state: Path
     url_file: Path
-    producer: Settings
-    store: RunStore
-    workspace: str
-
-    def volume(self, shard: int) -> str:
-        return f"mmc-test-{self.tag}-auth-{shard}"
-
-    def repository_on(self, shard: int) -> str:
-        return next(
-            k
-            for k in (f"org/faults-{i}" for i in range(1000))
-            if route_key(k, self.producer).queue == f"codex-{shard}"
-        )
-
-    def run_id(self, label: str) -> str:
-        return f"run-{label}-{secrets.token_hex(3)}"
 
     def submit(self, definition: dict[str, Any]) -> str:
         return submit_run(
@@ -168,35 +151,6 @@ class FaultFleet:
     def retry(self, run_id: str) -> None:
         app = create_app(self.producer, self.store)
         assert retry_run(app, run_id, self.producer, self.store) == run_id
-
-    def wait_status(self, run_id: str, wanted: set[str], timeout_s: float = 300) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            record = self.store.get_run(run_id)
-            if record is not None and record.status in wanted:
-                return record.status
-            time.sleep(0.3)
-        record = self.store.get_run(run_id)
-        raise TimeoutError(
-            f"run {run_id}: {record and record.status} after {timeout_s} s: "
-            f"{self.store.attempts(run_id)}"
-        )
-
-    def phases(self, run_id: str) -> list[tuple[str, int, str]]:
-        return [(a.phase, a.attempt, a.status) for a in self.store.attempts(run_id)]
-
-    def in_workspace(self, script: str) -> str:
-        done = subprocess.run(
-            [
-                "docker", "run", "--rm", "--network", "none", "--user", "1000:1000",
-                "--entrypoint", "sh", "-v", f"{self.workspace}:/work", JOB_IMAGE, "-c", script,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        )  # fmt: skip
-        return done.stdout
 
     def marker(self, run_id: str) -> list[str]:
         return self.in_workspace(f"cat /work/{run_id}/marker 2>/dev/null || true").split()

@@ -23,6 +23,7 @@ import pytest
 from harness.broker import running_broker
 from harness.fleet import (
     WORKER_UID,
+    RecordedFleet,
     producer_database_url,
     start_default_worker,
     start_worker,
@@ -31,7 +32,6 @@ from harness.fleet import (
 from harness.logins import JOB_IMAGE, api_key_login
 from moonmind_codex.celery_app import create_app
 from moonmind_codex.jobs import job_container_name
-from moonmind_codex.router import route_key
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
 from moonmind_codex.submit import cancel_run, retry_run, submit_run
@@ -40,87 +40,17 @@ SHARDS = 2
 
 
 @dataclass
-class RunFleet:
+class RunFleet(RecordedFleet):
     url: str
-    tag: str
     state: Path
-    producer: Settings
-    store: RunStore
     workers: dict[int, Any]
     broker: Any
-    workspace: str
-
-    def volume(self, shard: int) -> str:
-        return f"mmc-test-{self.tag}-auth-{shard}"
-
-    def repository_on(self, shard: int) -> str:
-        return next(
-            k
-            for k in (f"org/runs-{i}" for i in range(1000))
-            if route_key(k, self.producer).queue == f"codex-{shard}"
-        )
-
-    def run_id(self, label: str) -> str:
-        return f"run-{label}-{secrets.token_hex(3)}"
-
-    def wait_status(self, run_id: str, wanted: set[str], timeout_s: float = 300) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            record = self.store.get_run(run_id)
-            if record is not None and record.status in wanted:
-                return record.status
-            time.sleep(0.3)
-        record = self.store.get_run(run_id)
-        attempts = self.store.attempts(run_id)
-        raise TimeoutError(
-            f"run {run_id}: {record and record.status} after {timeout_s} s: {attempts}"
-        )
 
     def workspace_file(self, path: str) -> str:
-        done = subprocess.run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--entrypoint",
-                "sh",
-                "-v",
-                f"{self.workspace}:/work",
-                JOB_IMAGE,
-                "-c",
-                f"cat /work/{path} || true",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        return done.stdout
+        return self.in_workspace(f"cat /work/{path} || true")
 
     def write_workspace(self, path: str) -> None:
-        subprocess.run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--user",
-                "1000:1000",
-                "--entrypoint",
-                "sh",
-                "-v",
-                f"{self.workspace}:/work",
-                JOB_IMAGE,
-                "-c",
-                f"mkdir -p $(dirname /work/{path}) && touch /work/{path}",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        self.in_workspace(f"mkdir -p $(dirname /work/{path}) && touch /work/{path}")
 
 
 @pytest.fixture(scope="module")
@@ -192,10 +122,6 @@ def submit(fleet: RunFleet, definition: dict[str, Any]) -> str:
     return submit_run(app, definition, fleet.producer, fleet.store)
 
 
-def phases_of(fleet: RunFleet, run_id: str) -> list[tuple[str, int, str]]:
-    return [(a.phase, a.attempt, a.status) for a in fleet.store.attempts(run_id)]
-
-
 def test_a_run_of_codex_and_ordinary_phases_completes_and_is_recorded(fleet: RunFleet) -> None:
     run_id = fleet.run_id("ok")
     repository = fleet.repository_on(1)
@@ -212,7 +138,7 @@ def test_a_run_of_codex_and_ordinary_phases_completes_and_is_recorded(fleet: Run
         },
     )
     assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
-    assert phases_of(fleet, run_id) == [
+    assert fleet.phases(run_id) == [
         ("specify", 1, "succeeded"),
         ("plan", 1, "succeeded"),
         ("notify", 1, "succeeded"),
@@ -246,7 +172,7 @@ def test_a_failing_middle_phase_then_retry_skips_finished_phases(fleet: RunFleet
         },
     )
     assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "failed"
-    assert phases_of(fleet, run_id) == [
+    assert fleet.phases(run_id) == [
         ("a", 1, "succeeded"),
         ("b", 1, "failed"),
         ("c", 1, "pending"),
@@ -255,7 +181,7 @@ def test_a_failing_middle_phase_then_retry_skips_finished_phases(fleet: RunFleet
     app = create_app(fleet.producer, fleet.store)
     assert retry_run(app, run_id, fleet.producer, fleet.store) == run_id
     assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
-    assert phases_of(fleet, run_id) == [
+    assert fleet.phases(run_id) == [
         ("a", 1, "succeeded"),
         ("b", 1, "failed"),
         ("b", 2, "succeeded"),
@@ -341,7 +267,7 @@ def test_cancel_stops_the_running_job_and_sends_no_later_phase(
     assert time.monotonic() - began < 30
     assert fleet.wait_status(run_id, {"cancelled"}) == "cancelled"
     # Final records: even a delivery of "after" that escaped the revoke would start nothing.
-    assert phases_of(fleet, run_id) == [("long", 1, "cancelled"), ("after", 1, "cancelled")]
+    assert fleet.phases(run_id) == [("long", 1, "cancelled"), ("after", 1, "cancelled")]
     assert fleet.workspace_file(f"{run_id}/marker").split() == ["started"]
 
 
@@ -513,7 +439,7 @@ def test_a_host_application_submits_a_run_and_publishes_with_the_hook(
         assert seen["phases"] == [["implement", "succeeded"]]
         assert seen["logs"]["implement"].endswith(f"/{run_id}/implement.log")
         assert fleet.workspace_file(f"{run_id}/file.txt").strip() == "change"
-        assert phases_of(fleet, run_id) == [
+        assert fleet.phases(run_id) == [
             ("implement", 1, "succeeded"),
             ("publish", 1, "succeeded"),
         ]
