@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,33 +14,39 @@ from kombu.connection import Connection
 BROKER_IMAGE = "moonmind-codex/broker:latest"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def bound_port(container: Any, container_port: str) -> int:
+    """The loopback port the engine bound for ``container_port`` (it chose a free one)."""
+    container.reload()
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(container_port) or []
+    ports = {int(b["HostPort"]) for b in bindings if b.get("HostIp") == "127.0.0.1"}
+    if len(ports) != 1:
+        raise RuntimeError(f"{container.name}: no single loopback port for {container_port}")
+    return ports.pop()
 
 
 @contextmanager
 def running_broker(client: Any, workdir: Path, timeout_s: float = 90) -> Iterator[str]:
-    """Start the broker on a loopback port; yield its AMQP URL; remove it and its data."""
+    """Start the broker on a loopback port; yield its AMQP URL; remove it and its data.
+
+    The engine picks the port when it binds it (nothing chosen beforehand can be lost).
+    """
     password = secrets.token_urlsafe(18)
     secret = workdir / f"broker-password-{secrets.token_hex(3)}"
     secret.write_text(password)
     secret.chmod(0o644)  # read by the rabbitmq user inside the container
-    port = free_port()
     name = f"mmc-test-broker-{secrets.token_hex(4)}"
     container = client.containers.run(
         BROKER_IMAGE,
         name=name,
         detach=True,
-        ports={"5672/tcp": ("127.0.0.1", port)},
+        ports={"5672/tcp": ("127.0.0.1", None)},
         volumes={
             str(secret): {"bind": "/run/secrets/moonmind_codex_broker_password", "mode": "ro"}
         },
         labels={"io.moonmind.codex.test": "1"},
     )
-    url = f"amqp://moonmind:{password}@127.0.0.1:{port}//"
     try:
+        url = f"amqp://moonmind:{password}@127.0.0.1:{bound_port(container, '5672/tcp')}//"
         deadline = time.monotonic() + timeout_s
         while True:
             container.reload()

@@ -2,7 +2,7 @@
 
 PostgreSQL refuses to run as root, so on a root machine the cluster runs as the ``postgres``
 system user that Debian's package creates; it listens only on a Unix socket in its own
-directory and on a free loopback port, and is removed afterwards.
+directory (no TCP port), and is removed afterwards.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -32,12 +31,6 @@ def _as_cluster_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def running_postgres(timeout_s: float = 60) -> Iterator[str]:
     """Start a cluster; yield a SQLAlchemy URL for its ``postgres`` database."""
@@ -52,39 +45,35 @@ def running_postgres(timeout_s: float = 60) -> Iterator[str]:
         capture_output=True,
         timeout=120,
     )
-    # The port is chosen by binding port 0 just before the server binds it; a loser of that
-    # race fails to start and is retried with another port.
-    for _ in range(5):
-        port = _free_port()
-        started = subprocess.run(
-            _as_cluster_user(
-                [
-                    _bin("pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(base / "server.log"),
-                    "-o",
-                    f"-k {base} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
-                    "-w",
-                    "-t",
-                    str(int(timeout_s)),
-                    "start",
-                ]
-            ),
-            capture_output=True,
-            timeout=timeout_s + 10,
-            check=False,
-        )
-        if started.returncode == 0:
-            break
-    else:
+    # No TCP port at all: the server listens only on a Unix socket in its own directory, so
+    # there is no port to choose and none another process could take first.
+    started = subprocess.run(
+        _as_cluster_user(
+            [
+                _bin("pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(base / "server.log"),
+                "-o",
+                f"-k {base} -c listen_addresses='' -c fsync=off",
+                "-w",
+                "-t",
+                str(int(timeout_s)),
+                "start",
+            ]
+        ),
+        capture_output=True,
+        timeout=timeout_s + 10,
+        check=False,
+    )
+    if started.returncode != 0:
         log = (base / "server.log").read_text(errors="replace")[-2000:]
         shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start: {log}")
     try:
         # pg_ctl -w returned only once the server accepts connections.
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql+psycopg://postgres@/postgres?host={base}"
     finally:
         subprocess.run(
             _as_cluster_user([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),

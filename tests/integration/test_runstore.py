@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, make_url, text
 
 from harness.postgres import running_postgres
 from moonmind_codex.runstore import RunStore, make_engine, migrate
@@ -32,7 +32,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunStore]:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
-        url = base.rsplit("/", 1)[0] + "/" + name
+        url = make_url(base).set(database=name).render_as_string(hide_password=False)
     opened = RunStore.open(url)
     yield opened
     opened.engine.dispose()
