@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Iterator
@@ -12,6 +13,12 @@ from typing import Any
 from kombu.connection import Connection
 
 BROKER_IMAGE = "moonmind-codex/broker:latest"
+# On a test broker: a digest of its URL (see broker_container), never the URL itself.
+URL_LABEL = "io.moonmind.codex.test-broker-url"
+
+
+def _url_digest(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def bound_port(container: Any, container_port: str) -> int:
@@ -24,29 +31,49 @@ def bound_port(container: Any, container_port: str) -> int:
     return ports.pop()
 
 
+def broker_container(client: Any, url: str) -> Any:
+    """The broker container behind ``url`` (from ``running_broker``), to restart or inspect."""
+    label = f"{URL_LABEL}={_url_digest(url)}"
+    (found,) = client.containers.list(all=True, filters={"label": label})
+    return found
+
+
 @contextmanager
 def running_broker(client: Any, workdir: Path, timeout_s: float = 90) -> Iterator[str]:
     """Start the broker on a loopback port; yield its AMQP URL; remove it and its data.
 
-    The engine picks the port when it binds it (nothing chosen beforehand can be lost).
+    The engine picks the port when it binds it, so nothing chosen beforehand can be lost. It
+    binds it for a small holder container whose network namespace the broker joins: the
+    binding (and so the URL) outlives a restart of the broker, which a broker publishing the
+    port itself would not (the engine picks a new port at every start).
     """
     password = secrets.token_urlsafe(18)
     secret = workdir / f"broker-password-{secrets.token_hex(3)}"
     secret.write_text(password)
     secret.chmod(0o644)  # read by the rabbitmq user inside the container
     name = f"mmc-test-broker-{secrets.token_hex(4)}"
-    container = client.containers.run(
+    holder = client.containers.run(
         BROKER_IMAGE,
-        name=name,
+        name=f"{name}-net",
+        entrypoint=["sleep", "infinity"],
         detach=True,
         ports={"5672/tcp": ("127.0.0.1", None)},
-        volumes={
-            str(secret): {"bind": "/run/secrets/moonmind_codex_broker_password", "mode": "ro"}
-        },
         labels={"io.moonmind.codex.test": "1"},
     )
+    container = None
     try:
-        url = f"amqp://moonmind:{password}@127.0.0.1:{bound_port(container, '5672/tcp')}//"
+        port = bound_port(holder, "5672/tcp")
+        url = f"amqp://moonmind:{password}@127.0.0.1:{port}//"
+        container = client.containers.run(
+            BROKER_IMAGE,
+            name=name,
+            detach=True,
+            network_mode=f"container:{holder.id}",
+            volumes={
+                str(secret): {"bind": "/run/secrets/moonmind_codex_broker_password", "mode": "ro"}
+            },
+            labels={"io.moonmind.codex.test": "1", URL_LABEL: _url_digest(url)},
+        )
         deadline = time.monotonic() + timeout_s
         while True:
             container.reload()
@@ -67,4 +94,6 @@ def running_broker(client: Any, workdir: Path, timeout_s: float = 90) -> Iterato
             time.sleep(0.5)
         yield url
     finally:
-        container.remove(force=True, v=True)
+        if container is not None:
+            container.remove(force=True, v=True)
+        holder.remove(force=True, v=True)

@@ -14,9 +14,9 @@ import kombu
 import pytest
 from amqp.exceptions import AccessRefused
 
-from harness.broker import BROKER_IMAGE, running_broker
+from harness.broker import BROKER_IMAGE, broker_container, running_broker
 from harness.logins import JOB_IMAGE
-from tests.integration.conftest import TEST_LABEL, unique
+from tests.integration.conftest import unique
 
 
 def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
@@ -124,8 +124,7 @@ def test_broker_real_user_and_no_guest(client: Any, tmp_path: Path) -> None:
             conn.connect()
         # Refused from here even if guest existed (RabbitMQ keeps guest to loopback): the
         # broker's own user list shows it is gone, leaving only the configured user.
-        port = url.rsplit(":", 1)[1].split("/")[0]
-        (broker,) = client.containers.list(filters={"publish": port, "label": TEST_LABEL})
+        broker = broker_container(client, url)
         users = broker.exec_run(["rabbitmqctl", "-q", "--formatter", "json", "list_users"])
         assert users.exit_code == 0, users.output
         assert [u["user"] for u in json.loads(users.output)] == ["moonmind"]
@@ -145,8 +144,7 @@ def test_a_restarted_broker_keeps_its_user_and_a_changed_password_takes_effect(
     client: Any, tmp_path: Path
 ) -> None:
     with running_broker(client, tmp_path) as url:
-        port = url.rsplit(":", 1)[1].split("/")[0]
-        (broker,) = client.containers.list(filters={"publish": port, "label": TEST_LABEL})
+        broker = broker_container(client, url)
         broker.restart(timeout=30)
         # Reconnect as soon as the restarted broker lets us in (the user is in its data), then
         # hold that connection through the start script's user set-up.

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness.broker import running_broker
+from harness.broker import broker_container, running_broker
 from harness.fleet import (
     WORKER_UID,
     RecordedFleet,
@@ -62,9 +62,7 @@ def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
     os.chown(state, WORKER_UID, WORKER_UID)
     workspace = f"mmc-test-{tag}-ws"
     with running_broker(client, work) as url:
-        broker = next(
-            c for c in client.containers.list() if url.rsplit(":", 1)[1].rstrip("/") in str(c.ports)
-        )
+        broker = broker_container(client, url)
         url_file = work / "broker_url"
         url_file.write_text(url)
         url_file.chmod(0o444)
@@ -351,14 +349,20 @@ def test_a_worker_that_stops_consuming_exits_non_zero_unless_an_operator_stopped
         0,
         name,
         volume.name,
-        extra_env={"MOONMIND_CODEX_HOST_NAME": f"quiet-{tag}"},
+        # Remote control is off by default (docs/security.md); this worker opts in so that a
+        # remote shutdown, the quiet stop the unit must catch, can reach it.
+        extra_env={
+            "MOONMIND_CODEX_HOST_NAME": f"quiet-{tag}",
+            "MOONMIND_CODEX_REMOTE_CONTROL": "true",
+        },
         shard_count=SHARDS,
     )
     try:
         assert " ready." in wait_for_log(worker, " ready.")
         if how == "remote shutdown":
-            # Anyone with broker access can do this; the unit must restart such a worker.
-            app = create_app(fleet.producer, fleet.store)
+            # With remote control on, anyone with broker access can do this; the unit must
+            # restart such a worker.
+            app = create_app(fleet.producer.with_overrides(remote_control=True), fleet.store)
             app.control.shutdown(destination=[f"codex-0@quiet-{tag}"])
         else:
             worker.stop(timeout=30)
