@@ -20,6 +20,7 @@ from typing import Any
 import docker.errors
 import pytest
 
+from harness.engine import EngineEvents, watching_engine
 from harness.logins import api_key_login, run_in_volume
 from tests.integration.conftest import VolumeFactory, in_volume, unique
 from tests.unit.helpers import chatgpt_auth
@@ -52,39 +53,45 @@ def volume_env(volume: str) -> dict[str, str]:
     }
 
 
-def engine_events_naming(client: Any, since: float, text: str) -> list[dict[str, Any]]:
-    """Engine events (any object, any action) since ``since`` that mention ``text``.
-
-    Other engineers use the same engine meanwhile, so "nothing changed" is checked for the
-    objects this command could have touched (all named after ``text``), not the whole engine.
-    """
-    events = client.events(since=since, until=int(time.time()) + 1, decode=True)
-    return [e for e in events if text in json.dumps(e)]
+def probes_on(events: EngineEvents, volume: str) -> list[dict[str, Any]]:
+    """The engine's create events of probe containers on ``volume``."""
+    return [
+        e
+        for e in events.containers({"io.moonmind.codex.volume": volume})
+        if e.get("Action") == "create"
+        and e["Actor"]["Attributes"].get("io.moonmind.codex.role") == "probe"
+    ]
 
 
 def test_preflight_ok_and_json(client: Any, make_volume: Callable[..., str]) -> None:
     volume = make_volume()
     api_key_login(volume)
-    done = cli("preflight", "--shard", "0", "--json", env=volume_env(volume))
+    with watching_engine() as events:
+        done = cli("preflight", "--shard", "0", "--json", env=volume_env(volume))
+        # The verdict comes from a probe container on the shard's volume, which is gone after.
+        (probe,) = probes_on(events, volume)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert (data["status"], data["volume"], data["host"]) == ("ok", volume, "cli-host")
     assert "sk-test" not in done.stdout
+    assert client.containers.list(all=True, filters={"id": probe["Actor"]["ID"]}) == []
 
 
 def test_preflight_blocked_exit_2(client: Any, make_volume: Callable[..., str]) -> None:
     volume = make_volume()
-    since = int(time.time()) - 1
-    done = cli("preflight", "--shard", "0", env=volume_env(volume))
+    with watching_engine() as events:
+        done = cli("preflight", "--shard", "0", env=volume_env(volume))
+        # Positive control for the "nothing changed" checks below: the probe shows up in events.
+        assert events.naming(volume) != []
     assert done.returncode == 2
-    # Positive control for the "nothing changed" checks below: the probe shows up in events.
-    assert engine_events_naming(client, since, volume) != []
     for part in ("BLOCKED", "shard 0", volume, "host cli-host", "moonmind-codex login --shard 0"):
         assert part in done.stdout
 
 
 def test_login_api_key_stdin_then_ok(client: Any, make_volume: Callable[..., str]) -> None:
     volume = make_volume()
+    before = cli("preflight", "--shard", "0", env=volume_env(volume))
+    assert before.returncode == 2, before.stdout  # the control: not signed in yet
     done = cli(
         "login",
         "--shard",
@@ -95,6 +102,15 @@ def test_login_api_key_stdin_then_ok(client: Any, make_volume: Callable[..., str
     )
     assert done.returncode == 0, done.stderr
     assert "OK for shard 0" in done.stdout and "2222" not in done.stdout + done.stderr
+    # The key is in the shard's volume, as Codex wrote it: the job uid's file, mode 0600 ...
+    written = in_volume(volume, "stat -c %a:%u:%g /home/app/.codex/auth.json")
+    assert written.strip() == "600:1000:1000"
+    stored = json.loads(in_volume(volume, "cat /home/app/.codex/auth.json"))
+    assert stored["OPENAI_API_KEY"] == "sk-test-NOT-A-REAL-KEY-2222"
+    # ... and the shard is now usable: the pre-flight of that volume says ok.
+    after = cli("preflight", "--shard", "0", "--json", env=volume_env(volume))
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert json.loads(after.stdout)["status"] == "ok"
 
 
 @pytest.mark.parametrize(
@@ -121,19 +137,20 @@ def test_bad_input_changes_nothing(
     client: Any, args: list[str], env: dict[str, str], code: int, message: str
 ) -> None:
     tag = unique("badinput")
-    since = int(time.time()) - 1
     scoped = {
         "MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": tag + "-auth-{shard}",
         "MOONMIND_CODEX_WORKSPACE_VOLUME": tag + "-ws",
         **env,
     }
-    done = cli(*args, env=scoped, stdin="sk-should-never-be-used")
+    with watching_engine() as events:
+        done = cli(*args, env=scoped, stdin="sk-should-never-be-used")
+        touched = events.naming(tag)
     assert done.returncode == code, (done.stdout, done.stderr)
     assert message in done.stderr
     # One clear line, not a traceback.
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
-    assert engine_events_naming(client, since, tag) == []
+    assert touched == []
     assert client.volumes.list(filters={"name": tag}) == []
 
 
@@ -179,13 +196,14 @@ def test_a_bad_login_file_is_refused_and_the_shards_login_is_untouched(
     before = in_volume(
         volume, "sha256sum /home/app/.codex/auth.json; stat -c %a:%u /home/app/.codex/auth.json"
     )
-    since = time.time()
-    done = cli("login", "--shard", "0", "--from-file", "-", env=volume_env(volume), stdin=stdin)
+    with watching_engine() as events:
+        done = cli("login", "--shard", "0", "--from-file", "-", env=volume_env(volume), stdin=stdin)
+        touched = events.naming(volume)
     assert done.returncode == 65, done.stderr
     assert said in done.stderr and "Traceback" not in done.stderr + done.stdout
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     # Refused before the engine was asked for anything on this volume.
-    assert engine_events_naming(client, since, volume) == []
+    assert touched == []
     after = in_volume(
         volume, "sha256sum /home/app/.codex/auth.json; stat -c %a:%u /home/app/.codex/auth.json"
     )
@@ -241,21 +259,18 @@ def test_device_login_runs_the_real_codex_device_flow_and_cleans_up(
     fails, the command ends on its own with codex's status, and the volume holds no login.
     """
     volume = make_volume()
-    since = int(time.time()) - 1
-    code, output = run_on_a_terminal(
-        ["login", "--shard", "0"], {**volume_env(volume), "MOONMIND_CODEX_JOB_NETWORK": "none"}
-    )
+    with watching_engine() as events:
+        code, output = run_on_a_terminal(
+            ["login", "--shard", "0"], {**volume_env(volume), "MOONMIND_CODEX_JOB_NETWORK": "none"}
+        )
+        seen = events.naming(volume)
     # One line: codex's failed request to the device-code endpoint (not the browser flow's
     # local server, not a one-time code), then codex's own status; no "signed in" claim.
     (line,) = output.strip().splitlines()
     assert line.startswith("Error logging in: "), output
     assert "https://auth.openai.com/api/accounts/deviceauth/usercode" in line, output
     assert code == 1, output
-    created = [
-        e
-        for e in engine_events_naming(client, since, volume)
-        if e.get("Type") == "container" and e.get("Action") == "create"
-    ]
+    created = [e for e in seen if e.get("Type") == "container" and e.get("Action") == "create"]
     assert len(created) == 1, created
     attributes = created[0]["Actor"]["Attributes"]
     assert attributes["io.moonmind.codex.role"] == "login"
@@ -295,25 +310,29 @@ def test_export_and_clear_login_move_a_login_without_logging_it(
         "login", "--shard", "0", "--from-file", "-", env=volume_env(source), stdin=json.dumps(login)
     )
     assert write.returncode == 0, write.stderr
-    since = time.time()  # fractional: the login written just before is not in the window
-    exported = cli("export-login", "--shard", "0", env=volume_env(source))
-    assert exported.returncode == 0, exported.stderr
-    assert json.loads(exported.stdout) == login
-    moved = cli(
-        "login", "--shard", "0", "--from-file", "-", env=volume_env(target), stdin=exported.stdout
-    )
-    assert moved.returncode == 0, moved.stderr
-    assert json.loads(in_volume(target, "cat /home/app/.codex/auth.json")) == login
-    cleared = cli("clear-login", "--shard", "0", env=volume_env(source))
-    assert cleared.returncode == 0, cleared.stderr
-    assert "auth.json" not in in_volume(source, "ls -A /home/app/.codex").split()
+    # Watched from here on: the login written just before is not part of what is checked.
+    with watching_engine() as events:
+        exported = cli("export-login", "--shard", "0", env=volume_env(source))
+        assert exported.returncode == 0, exported.stderr
+        assert json.loads(exported.stdout) == login
+        moved = cli(
+            "login",
+            "--shard",
+            "0",
+            "--from-file",
+            "-",
+            env=volume_env(target),
+            stdin=exported.stdout,
+        )
+        assert moved.returncode == 0, moved.stderr
+        assert json.loads(in_volume(target, "cat /home/app/.codex/auth.json")) == login
+        cleared = cli("clear-login", "--shard", "0", env=volume_env(source))
+        assert cleared.returncode == 0, cleared.stderr
+        assert "auth.json" not in in_volume(source, "ls -A /home/app/.codex").split()
+        seen = events.naming(source)
     # The containers that carried the login ran with the "none" logging driver, as "move" and
     # "login" containers labelled with the volume, and are gone.
-    created = [
-        e
-        for e in engine_events_naming(client, since, source)
-        if e.get("Type") == "container" and e.get("Action") == "create"
-    ]
+    created = [e for e in seen if e.get("Type") == "container" and e.get("Action") == "create"]
     roles = [e["Actor"]["Attributes"].get("io.moonmind.codex.role") for e in created]
     assert roles == ["move", "move"]  # export and clear, nothing else on the volume
     for event in created:
@@ -541,16 +560,14 @@ def test_login_access_token_stdin_empty_starts_nothing(
     client: Any, make_volume: Callable[..., str]
 ) -> None:
     volume = make_volume()
-    since = int(time.time()) - 1
-    done = cli("login", "--shard", "0", "--access-token-stdin", env=volume_env(volume), stdin="\n")
+    with watching_engine() as events:
+        done = cli(
+            "login", "--shard", "0", "--access-token-stdin", env=volume_env(volume), stdin="\n"
+        )
+        seen = events.naming(volume)
     assert done.returncode == 1
     assert "no access token was given on standard input" in done.stderr
-    created = [
-        e
-        for e in engine_events_naming(client, since, volume)
-        if e.get("Type") == "container" and e.get("Action") == "create"
-    ]
-    assert created == []
+    assert [e for e in seen if e.get("Type") == "container" and e.get("Action") == "create"] == []
 
 
 def test_login_sources_are_exclusive() -> None:
