@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from harness.engine import watching_engine
 from harness.logins import FAKE_API_KEY
 from moonmind_codex.containers import create_kwargs
 from moonmind_codex.jobs import JobResult, JobSpec, job_container, job_container_name
@@ -105,6 +106,20 @@ def run_id() -> Iterator[str]:
     yield f"run-{time.monotonic_ns():x}"
 
 
+# A job that holds on until the test releases it: a bounded wait on a file (it fails if not
+# released within 120 s), so the test inspects it while it runs without racing its end.
+HOLD = (
+    "i=0; until [ -e /tmp/release ] || [ $i -ge 1200 ]; do sleep 0.1; i=$((i+1)); done; "
+    "[ -e /tmp/release ]"
+)
+
+
+def release(client: Any, name: str) -> None:
+    """Let the held job ``name`` go on."""
+    done = client.containers.get(name).exec_run(["touch", "/tmp/release"])
+    assert done.exit_code == 0, done.output
+
+
 INSIDE = """
 echo "uid=$(id -u) gid=$(id -g) home=$HOME pwd=$(pwd)"
 stat -c 'codexdir=%u:%g:%a' /home/app/.codex
@@ -122,9 +137,8 @@ find / -path /proc -prune -o -path /sys -prune -o \\( -type s -o -name '*docker*
 echo "socket-mounts=$(grep -c -E 'docker\\.sock|\\.sock ' /proc/self/mountinfo)"
 echo "DOCKER_HOST=${DOCKER_HOST:-unset}"
 grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status
-sleep 2
-echo job-done
 """
+INSIDE += HOLD + "\necho job-done\n"
 
 
 def test_job_runs_as_1000_on_the_shard_volume_and_sees_the_login(
@@ -135,6 +149,7 @@ def test_job_runs_as_1000_on_the_shard_volume_and_sees_the_login(
     background = Background(settings, job, client)
     running = wait_running(client, job_container_name(run_id, "specify"))
     attrs = running.attrs  # the real container's configuration, while it runs
+    release(client, running.name)
     result = background.join()
     log = result.log_path.read_text()
 
@@ -201,9 +216,10 @@ def test_logs_stream_while_the_job_runs_and_exit_code_is_captured(
 ) -> None:
     volume = make_volume()
     settings = settings_for(volume)
-    job = spec(volume, ["sh", "-c", "echo early; sleep 3; echo late >&2; exit 3"], run_id=run_id)
+    command = ["sh", "-c", f"echo early; {HOLD}; echo late >&2; exit 3"]
+    job = spec(volume, command, run_id=run_id)
     background = Background(settings, job, client)
-    wait_running(client, job_container_name(run_id, "specify"))
+    running = wait_running(client, job_container_name(run_id, "specify"))
     log_path = settings.artifacts_dir / "spec_workflows" / run_id / "specify.log"
     deadline = time.monotonic() + 10
     while not (log_path.exists() and "early" in log_path.read_text()):
@@ -211,6 +227,7 @@ def test_logs_stream_while_the_job_runs_and_exit_code_is_captured(
         time.sleep(0.1)
     assert background.result is None  # still running when its first line reached the file
     assert "late" not in log_path.read_text()
+    release(client, running.name)
     result = background.join()
     assert (result.outcome, result.exit_code) == ("failed", 3)
     assert "early" in log_path.read_text() and "late" in log_path.read_text()  # stderr too
@@ -237,13 +254,14 @@ def test_second_phase_on_a_busy_volume_gets_busy(
 ) -> None:
     volume = make_volume()
     settings = settings_for(volume)
-    holder = spec(volume, ["sh", "-c", "echo holding; sleep 4"], run_id=run_id, phase="plan")
+    holder = spec(volume, ["sh", "-c", f"echo holding; {HOLD}"], run_id=run_id, phase="plan")
     first = Background(settings, holder, client)
     # The entry point starts the command only once it holds the lock.
     wait_for_text(settings.artifacts_dir / "spec_workflows" / run_id / "plan.log", "holding")
     second = launch_job(settings, spec(volume, ["true"], run_id=run_id, phase="tasks"), client)
     assert (second.outcome, second.exit_code) == ("busy", 75)
     assert "auth volume busy" in second.log_path.read_text()
+    release(client, job_container_name(run_id, "plan"))
     assert first.join().outcome == "succeeded"
     # The lock went with the first job: the same phase now runs.
     again = launch_job(settings, spec(volume, ["true"], run_id=run_id, phase="tasks"), client)
@@ -255,7 +273,7 @@ def test_redelivered_phase_awaits_the_running_container(
 ) -> None:
     volume = make_volume()
     settings = settings_for(volume)
-    script = "echo ran >> /home/app/.codex/runs; sleep 3; echo done-once"
+    script = f"echo ran >> /home/app/.codex/runs; {HOLD}; echo done-once"
     job = spec(volume, ["sh", "-c", script], run_id=run_id, phase="implement")
     first = Background(settings, job, client)
     wait_running(client, job_container_name(run_id, "implement"))
@@ -272,7 +290,12 @@ def test_redelivered_phase_awaits_the_running_container(
     counter = threading.Thread(target=count)
     counter.start()
     try:
-        redelivered = launch_job(settings, job, client)
+        second = Background(settings, job, client)
+        # The redelivery has found the running container and waits for it; then it may end.
+        log_path = settings.artifacts_dir / "spec_workflows" / run_id / "implement.log"
+        wait_for_text(log_path, "earlier delivery of this phase")
+        release(client, job_container_name(run_id, "implement"))
+        redelivered = second.join()
     finally:
         stop.set()
         counter.join()
@@ -327,20 +350,17 @@ def test_bad_ids_are_refused_before_anything_runs(
 ) -> None:
     volume = make_volume()
     settings = settings_for(volume)
-    since = time.time()
-    with pytest.raises(ValueError, match=message):
-        launch_job(settings, spec(volume, ["true"], run_id=bad_run_id, phase=bad_phase), client)
-    assert not settings.artifacts_dir.exists()  # no log directory, inside or outside it
-    # Positive control: a valid phase on the same volume just after is seen by the same query.
-    assert launch_job(settings, spec(volume, ["true"], run_id=run_id), client).outcome == (
-        "succeeded"
-    )
-    created = client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={"type": "container", "event": "create", "label": f"{LABEL}volume={volume}"},
-    )
+    with watching_engine() as events:
+        with pytest.raises(ValueError, match=message):
+            launch_job(settings, spec(volume, ["true"], run_id=bad_run_id, phase=bad_phase), client)
+        assert not settings.artifacts_dir.exists()  # no log directory, inside or outside it
+        # Positive control: a valid phase on the same volume just after is seen by the same watch.
+        assert launch_job(settings, spec(volume, ["true"], run_id=run_id), client).outcome == (
+            "succeeded"
+        )
+        created = [
+            e for e in events.containers({LABEL + "volume": volume}) if e.get("Action") == "create"
+        ]
     # The engine's record: the refused phase never made a container on its volume.
     assert [e["Actor"]["Attributes"][LABEL + "run-id"] for e in created] == [run_id]
 

@@ -3,7 +3,6 @@ a login the server rejected quarantines its shard until a new login is imported.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
+from harness.engine import EngineEvents, watching_engine
 from harness.logins import JOB_IMAGE, run_in_volume
 from moonmind_codex.jobs import JobSpec, job_container_name, launch_job
 from moonmind_codex.phase import PhaseBookkeepingError, PhaseRequest, run_phase
@@ -64,25 +64,26 @@ def test_redelivery_after_the_container_is_gone_returns_the_record_and_starts_no
         command=["sh", "-c", "echo ran >> marker; echo done"],
         repository="org/repo",
     )
-    since = int(time.time()) - 1
-    first = run_phase(
-        settings, client, store, request, worker="w", task_id="t-1", delivered_on=None
-    )
-    assert (first.outcome, first.exit_code, first.replayed) == ("succeeded", 0, False)
-    assert job_containers(client, run_id) == []  # removed after its end was recorded
-    # The broker lost the ack: the same message comes again, under the same task id.
-    again = run_phase(
-        settings, client, store, request, worker="w", task_id="t-1", delivered_on=None
-    )
-    assert (again.outcome, again.exit_code, again.replayed) == ("succeeded", 0, True)
-    assert workspace_file(client, workspace, f"{run_id}/marker").split() == ["ran"]  # ran once
-    created = [
-        e["Actor"]["ID"]
-        for e in client.events(since=since, until=int(time.time()) + 1, decode=True)
-        if e.get("Type") == "container"
-        and e.get("Action") == "create"
-        and e["Actor"]["Attributes"].get("name") == job_container_name(run_id, "implement")
-    ]
+    with watching_engine() as events:
+        first = run_phase(
+            settings, client, store, request, worker="w", task_id="t-1", delivered_on=None
+        )
+        assert (first.outcome, first.exit_code, first.replayed) == ("succeeded", 0, False)
+        assert job_containers(client, run_id) == []  # removed after its end was recorded
+        # The broker lost the ack: the same message comes again, under the same task id.
+        again = run_phase(
+            settings, client, store, request, worker="w", task_id="t-1", delivered_on=None
+        )
+        assert (again.outcome, again.exit_code, again.replayed) == ("succeeded", 0, True)
+        assert workspace_file(client, workspace, f"{run_id}/marker").split() == ["ran"]  # ran once
+        settled = events.settle()
+        created = [
+            e["Actor"]["ID"]
+            for e in settled
+            if e.get("Type") == "container"
+            and e.get("Action") == "create"
+            and e["Actor"]["Attributes"].get("name") == job_container_name(run_id, "implement")
+        ]
     assert created == [first.container_id]  # the first delivery's, and no other
     [attempt] = store.attempts(run_id)
     assert (attempt.status, attempt.exit_code, attempt.task_id) == ("succeeded", 0, "t-1")
@@ -213,14 +214,13 @@ def test_a_store_that_cannot_be_written_starts_nothing_and_is_never_a_success(
     assert job_containers(client, run_id) == []
 
 
-def containers_created(client: Any, since: float, volume: str) -> list[str]:
-    """The roles of the containers created on ``volume``'s shard since ``since``."""
-    events = client.events(
-        since=since, until=time.time(), decode=True,
-        filters={"type": "container", "event": "create",
-                 "label": f"io.moonmind.codex.volume={volume}"},
-    )  # fmt: skip
-    return [e["Actor"]["Attributes"].get("io.moonmind.codex.role", "?") for e in events]
+def containers_created(events: EngineEvents, volume: str) -> list[str]:
+    """The roles of the containers created on ``volume``'s shard while ``events`` watched."""
+    return [
+        e["Actor"]["Attributes"].get("io.moonmind.codex.role", "?")
+        for e in events.containers({"io.moonmind.codex.volume": volume})
+        if e.get("Action") == "create"
+    ]
 
 
 def test_the_login_is_checked_inside_the_one_job_container_and_stays_out_of_the_log(
@@ -228,18 +228,19 @@ def test_the_login_is_checked_inside_the_one_job_container_and_stays_out_of_the_
 ) -> None:
     volume = make_volume(state="api_key")
     settings = settings_for(volume)
-    since = time.time()
-    result = run_phase(
-        settings,
-        client,
-        store_for(tmp_path),
-        PhaseRequest(run_id=unique("run"), phase="p", command=["sh", "-c", "printf hello"]),
-        worker="w",
-        task_id="t",
-        delivered_on=None,
-    )
+    with watching_engine() as events:
+        result = run_phase(
+            settings,
+            client,
+            store_for(tmp_path),
+            PhaseRequest(run_id=unique("run"), phase="p", command=["sh", "-c", "printf hello"]),
+            worker="w",
+            task_id="t",
+            delivered_on=None,
+        )
+        created = containers_created(events, volume)
     assert (result.outcome, result.preflight_status) == ("succeeded", "ok")
-    assert containers_created(client, since, volume) == ["job"]  # no separate probe container
+    assert created == ["job"]  # no separate probe container
     assert result.log_path is not None and Path(result.log_path).read_bytes() == b"hello"
 
 
