@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from harness.broker import broker_container, running_broker
+from harness.engine import EngineEvents, watching_engine
 from harness.fleet import (
     WORKER_UID,
     RecordedFleet,
@@ -276,61 +277,86 @@ def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def job_starts(client: Any, since: float, name: str) -> list[str]:
+def job_starts(events: EngineEvents, name: str) -> list[str]:
+    """Ids of the containers named ``name`` the engine created while ``events`` watched."""
     return [
         e["Actor"]["ID"]
-        for e in client.events(since=int(since), until=int(time.time()) + 1, decode=True)
+        for e in events.settle()
         if e.get("Type") == "container"
         and e.get("Action") == "create"
         and e["Actor"]["Attributes"].get("name") == name
     ]
 
 
+# A phase that holds on until the test lets it end (a bounded wait on a file in its workspace
+# directory; still held after 120 s it fails), so a restart lands while the job runs.
+HELD = (
+    "i=0; until [ -e release ] || [ $i -ge 1200 ]; do sleep 0.1; i=$((i+1)); done; [ -e release ]"
+)
+
+
+def ready_lines(container: Any, text: bytes) -> int:
+    return bytes(container.logs()).count(text)
+
+
 def test_broker_restart_during_a_phase_runs_the_job_once_and_completes(
     fleet: RunFleet, client: Any
 ) -> None:
     run_id = fleet.run_id("broker")
-    since = time.time() - 1
-    submit(
-        fleet,
-        {
-            "run_id": run_id,
-            "repository": fleet.repository_on(0),
-            "phases": [
-                {"name": "slow", "command": ["sh", "-c", "echo ran >> marker; sleep 8"]},
-                {"name": "next", "command": ["sh", "-c", "echo next >> marker"]},
-            ],
-        },
-    )
-    name = job_container_name(run_id, "slow")
-    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 180)
-    fleet.broker.restart(timeout=10)
-    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 360) == "succeeded"
-    assert fleet.workspace_file(f"{run_id}/marker").split() == ["ran", "next"]
-    assert len(job_starts(client, since, name)) == 1  # one job container, ever
+    with watching_engine() as events:
+        submit(
+            fleet,
+            {
+                "run_id": run_id,
+                "repository": fleet.repository_on(0),
+                "phases": [
+                    {"name": "slow", "command": ["sh", "-c", f"echo ran >> marker; {HELD}"]},
+                    {"name": "next", "command": ["sh", "-c", "echo next >> marker"]},
+                ],
+            },
+        )
+        name = job_container_name(run_id, "slow")
+        wait_until(lambda: bool(client.containers.list(filters={"name": name})), 180)
+        ready = b"moonmind-codex-broker: ready;"
+        readies = ready_lines(fleet.broker, ready)
+        fleet.broker.restart(timeout=10)
+        wait_until(lambda: ready_lines(fleet.broker, ready) > readies, 120)
+        assert client.containers.list(filters={"name": name}), "the job ended during the restart"
+        fleet.write_workspace(f"{run_id}/release")
+        assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 360) == "succeeded"
+        assert fleet.workspace_file(f"{run_id}/marker").split() == ["ran", "next"]
+        assert len(job_starts(events, name)) == 1  # one job container, ever
 
 
 def test_worker_killed_during_a_phase_runs_the_job_once_and_completes(
     fleet: RunFleet, client: Any
 ) -> None:
     run_id = fleet.run_id("kill")
-    since = time.time() - 1
-    submit(
-        fleet,
-        {
-            "run_id": run_id,
-            "repository": fleet.repository_on(1),
-            "phases": [{"name": "slow", "command": ["sh", "-c", "echo ran >> marker; sleep 6"]}],
-        },
-    )
-    name = job_container_name(run_id, "slow")
-    wait_until(lambda: bool(client.containers.list(filters={"name": name})), 180)
-    worker = fleet.workers[1]
-    worker.kill(signal=signal.SIGKILL)
-    worker.start()  # as systemd would
-    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 360) == "succeeded"
-    assert fleet.workspace_file(f"{run_id}/marker").split() == ["ran"]
-    assert len(job_starts(client, since, name)) == 1
+    with watching_engine() as events:
+        submit(
+            fleet,
+            {
+                "run_id": run_id,
+                "repository": fleet.repository_on(1),
+                "phases": [
+                    {"name": "slow", "command": ["sh", "-c", f"echo ran >> marker; {HELD}"]}
+                ],
+            },
+        )
+        name = job_container_name(run_id, "slow")
+        wait_until(lambda: bool(client.containers.list(filters={"name": name})), 180)
+        worker = fleet.workers[1]
+        readies = ready_lines(worker, b" ready.")
+        worker.kill(signal=signal.SIGKILL)
+        worker.start()  # as systemd would
+        # The restarted worker consumes again (its log says ready once more) while the job it
+        # left behind still runs.
+        wait_until(lambda: ready_lines(worker, b" ready.") > readies, 120)
+        assert client.containers.list(filters={"name": name}), "the job ended before the restart"
+        fleet.write_workspace(f"{run_id}/release")
+        assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 360) == "succeeded"
+        assert fleet.workspace_file(f"{run_id}/marker").split() == ["ran"]
+        assert len(job_starts(events, name)) == 1
 
 
 @pytest.mark.parametrize("how", ["remote shutdown", "docker stop"])
@@ -524,18 +550,25 @@ def test_a_bad_phase_message_starts_nothing_and_records_nothing(
     run_id = fleet.run_id("bad")
     audit = fleet.state / "audit" / "codex-audit.jsonl"
     before = audit.read_text() if audit.exists() else ""
-    since = time.time() - 1
-    app = create_app(fleet.producer, fleet.store)
-    sent = app.send_task(
-        CODEX_PHASE_TASK,
-        kwargs={"run_id": run_id, "phase": "p", "repository": fleet.repository_on(0), **kwargs},
-    )
-    with pytest.raises(PhaseRequestError) as caught:
-        sent.get(timeout=60)
+    logged = len(fleet.workers[0].logs())  # the worker's log so far (it only grows)
+    with watching_engine() as events:
+        app = create_app(fleet.producer, fleet.store)
+        sent = app.send_task(
+            CODEX_PHASE_TASK,
+            kwargs={
+                "run_id": run_id,
+                "phase": "p",
+                "repository": fleet.repository_on(0),
+                **kwargs,
+            },
+        )
+        with pytest.raises(PhaseRequestError) as caught:
+            sent.get(timeout=60)
+        started = job_starts(events, job_container_name(run_id, "p"))
     assert message in str(caught.value)
     assert fleet.store.get_run(run_id) is None and fleet.store.attempts(run_id) == []
     assert run_id not in (audit.read_text() if audit.exists() else "")[len(before) :]
-    assert job_starts(client, since, job_container_name(run_id, "p")) == []
+    assert started == []
     # The worker logged one line for it, no traceback.
-    logs = fleet.workers[0].logs(since=int(since)).decode("utf-8", "replace")
+    logs = fleet.workers[0].logs()[logged:].decode("utf-8", "replace")
     assert "PhaseRequestError" in logs and "Traceback" not in logs
