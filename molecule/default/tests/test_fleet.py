@@ -1,55 +1,43 @@
-"""Across the fleet, in order: login check, a login, then Codex tasks through the broker."""
+"""Across the fleet: login check, a login, Codex tasks through the broker, teardown, a move.
+
+Each test sets up the logins it needs and puts back what it changes (fleetops), so any one of
+them runs alone after converge, in any order.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import testinfra
+import pytest
+from fleetops import (
+    BROKER,
+    FAKE_KEY,
+    HOST_A,
+    HOST_B,
+    INVENTORY,
+    on,
+    playbook,
+    restore_fleet,
+    set_logins,
+    sign_in,
+    unique,
+)
 
-SCENARIO = Path(__file__).resolve().parents[1]
-REPO = SCENARIO.parents[1]
-INVENTORY = SCENARIO / "inventory" / "hosts.yml"
-sys.path.insert(0, str(REPO))
-from harness.hosts import ansible_playbook  # noqa: E402
-from moonmind_codex.routing import shard_for_key  # noqa: E402
+from moonmind_codex.routing import shard_for_key
 
 testinfra_hosts: list[str] = []  # the tests below address hosts explicitly
 
-HOST_A, HOST_B, BROKER = "mmc-molecule-host-a", "mmc-molecule-host-b", "mmc-molecule-broker"
-FAKE_KEY = "sk-test-molecule-NOT-A-REAL-KEY"
 
-
-def on(name: str):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
-
-
-def login_with_api_key(host, shard: int) -> None:
-    gid = host.check_output("stat -c %g /var/run/docker.sock")
-    cmd = (
-        f"printf %s '{FAKE_KEY}' | docker run --rm -i --group-add {gid} "
-        "-v /var/run/docker.sock:/var/run/docker.sock "
-        f"-e MOONMIND_CODEX_HOST_NAME={host.backend.host} "
-        f"moonmind-codex/worker:latest login --shard {shard} --api-key-stdin"
-    )
-    result = host.run(cmd)
-    assert result.rc == 0, result.stdout + result.stderr
-
-
-def playbook(
-    name: str, *args: str, inventory: Path = INVENTORY
-) -> subprocess.CompletedProcess[str]:
-    # The scenario inventory finds the image archives through MOLECULE_PROJECT_DIRECTORY.
-    return ansible_playbook(
-        inventory,
-        REPO / "playbooks" / name,
-        *args,
-        timeout_s=900,
-        extra_env={"MOLECULE_PROJECT_DIRECTORY": str(REPO)},
-    )
+@pytest.fixture
+def fleet_put_back() -> Iterator[None]:
+    """The fleet as inventory/hosts.yml has it, before the test and again after it."""
+    restore_fleet()
+    yield
+    restore_fleet()
 
 
 def recap_changed(output: str) -> dict[str, int]:
@@ -81,16 +69,18 @@ def key_for(shard: int) -> str:
     )
 
 
-def enqueue(from_host, run_id: str, shard: int) -> dict:
+def enqueue(from_host: Any, run_id: str, shard: int) -> dict[str, Any]:
     out = from_host.check_output(
         f"docker exec moonmind-codex-worker-0 moonmind-codex enqueue --run-id {run_id} "
         f"--phase specify --repository {key_for(shard)} --timeout 120 --wait -- "
         "sh -c 'id -u; codex login status'"
     )
-    return json.loads(out)
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
-def test_1_login_check_reports_every_shard_not_logged_in() -> None:
+def test_login_check_reports_every_shard_not_logged_in() -> None:
+    set_logins({0: False, 1: False, 2: False})
     assert login_check_table() == {
         0: f"{HOST_A} blocked",
         1: f"{HOST_A} blocked",
@@ -98,9 +88,10 @@ def test_1_login_check_reports_every_shard_not_logged_in() -> None:
     }
 
 
-def test_2_login_writes_auth_json_0600_owned_by_1000() -> None:
+def test_login_writes_auth_json_0600_owned_by_1000() -> None:
     host_a = on(HOST_A)
-    login_with_api_key(host_a, 0)
+    set_logins({0: False})
+    sign_in(0)
     out = host_a.check_output(
         "docker run --rm --network none --entrypoint stat -v codex_auth_0:/c "
         "moonmind-codex/job:latest -c '%a %u:%g' /c/auth.json"
@@ -108,7 +99,8 @@ def test_2_login_writes_auth_json_0600_owned_by_1000() -> None:
     assert out.strip() == "600 1000:1000"
 
 
-def test_3_login_check_tells_logged_in_from_not_logged_in() -> None:
+def test_login_check_tells_logged_in_from_not_logged_in() -> None:
+    set_logins({0: True, 1: False, 2: False})
     assert login_check_table() == {
         0: f"{HOST_A} ok",
         1: f"{HOST_A} blocked",
@@ -116,11 +108,11 @@ def test_3_login_check_tells_logged_in_from_not_logged_in() -> None:
     }
 
 
-def test_4_codex_task_runs_on_the_owning_host_with_its_volume() -> None:
+def test_codex_task_runs_on_the_owning_host_with_its_volume() -> None:
     host_a, host_b = on(HOST_A), on(HOST_B)
-    login_with_api_key(host_b, 2)
+    set_logins({0: True, 2: True})
     for shard, owner, host in ((0, HOST_A, host_a), (2, HOST_B, host_b)):
-        run_id = f"molecule-run-{shard}"
+        run_id = unique(f"molecule-run-{shard}")
         result = enqueue(host_a, run_id, shard)  # sent from host-a, through the broker host
         assert (result["queue"], result["shard"], result["volume"], result["host"]) == (
             f"codex-{shard}",
@@ -144,18 +136,20 @@ def test_4_codex_task_runs_on_the_owning_host_with_its_volume() -> None:
         }
 
 
-def test_5_phase_on_a_shard_without_login_is_blocked_on_its_host() -> None:
+def test_phase_on_a_shard_without_login_is_blocked_on_its_host() -> None:
     host_a = on(HOST_A)
+    set_logins({1: False})
     result = host_a.run(
-        "docker exec moonmind-codex-worker-0 moonmind-codex enqueue --run-id molecule-blocked "
-        f"--phase specify --repository {key_for(1)} --timeout 60 --wait -- true"
+        f"docker exec moonmind-codex-worker-0 moonmind-codex enqueue --run-id "
+        f"{unique('molecule-blocked')} --phase specify --repository {key_for(1)} "
+        "--timeout 60 --wait -- true"
     )
     assert result.rc != 0
     text = result.stdout + result.stderr
     assert "shard 1" in text and "codex_auth_1" in text and "moonmind-codex login --shard 1" in text
 
 
-def test_6_broker_has_one_consumer_per_shard_queue() -> None:
+def test_broker_has_one_consumer_per_shard_queue() -> None:
     out = on(BROKER).check_output(
         "docker exec moonmind-codex-broker rabbitmqctl -q list_queues name consumers"
     )
@@ -167,15 +161,16 @@ def test_6_broker_has_one_consumer_per_shard_queue() -> None:
     assert consumers == {"codex-0": "1", "codex-1": "1", "codex-2": "1"}
 
 
-def test_7_check_mode_runs_through_and_changes_nothing() -> None:
+def test_check_mode_runs_through_and_changes_nothing(fleet_put_back: None) -> None:
     done = playbook("site.yml", "--check", "--diff")
     assert done.returncode == 0, done.stdout[-3000:]
     changed = recap_changed(done.stdout)
     assert set(changed) == {HOST_A, HOST_B, BROKER} and set(changed.values()) == {0}
 
 
-def test_8_teardown_keeps_logins_and_site_restores_the_fleet() -> None:
+def test_teardown_keeps_logins_and_site_restores_the_fleet(fleet_put_back: None) -> None:
     host_a = on(HOST_A)
+    set_logins({0: True})
     before = host_a.check_output(
         "docker run --rm --network none --entrypoint sha256sum -v codex_auth_0:/c "
         "moonmind-codex/job:latest /c/auth.json"
@@ -198,10 +193,14 @@ def test_8_teardown_keeps_logins_and_site_restores_the_fleet() -> None:
     assert login_check_table()[0] == f"{HOST_A} ok"
 
 
-def test_9_move_a_shard_to_another_host_with_its_login(tmp_path: Path) -> None:
-    """The operator's move: edit the inventory, run site.yml, carry the login with move-login."""
+def test_move_a_shard_to_another_host_with_its_login(tmp_path: Path, fleet_put_back: None) -> None:
+    """The operator's move: edit the inventory, run site.yml, carry the login with move-login.
+
+    The fixture moves it back afterwards (site.yml, the login carried home, the volume left on
+    host-b removed), so the other tests see shard 1 on host-a again.
+    """
     host_a, host_b = on(HOST_A), on(HOST_B)
-    login_with_api_key(host_a, 1)
+    set_logins({1: True})
     moved = tmp_path / "hosts.yml"
     moved.write_text(
         INVENTORY.read_text()
@@ -242,7 +241,7 @@ def test_9_move_a_shard_to_another_host_with_its_login(tmp_path: Path) -> None:
         "moonmind-codex/job:latest -e /c/auth.json"
     )
     assert gone.rc == 1  # the old copy is emptied: one live login per shard
-    result = enqueue(host_a, "molecule-moved-1", 1)
+    result = enqueue(host_a, unique("molecule-moved-1"), 1)
     assert (result["host"], result["volume"], result["outcome"]) == (
         HOST_B,
         "codex_auth_1",
