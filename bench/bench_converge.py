@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,8 @@ from bench.stats import bench_record, format_target, machine, target_row, write_
 from harness.hosts import remove_host, start_host
 
 REPO = Path(__file__).resolve().parents[1]
-HOST = "mmc-bench-converge-host"
+# Unique per invocation: two runs, or a leftover of a killed one, never share a host container.
+HOST = f"mmc-bench-converge-{secrets.token_hex(3)}"
 TARGET_RERUN_3_S = 22.0
 TARGET_RATIO_12_TO_3 = 1.5
 TARGET_RERUN_CHANGED = 0
