@@ -8,10 +8,11 @@ starts its hosts with the same.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,3 +104,95 @@ def ansible_playbook(
         timeout=timeout_s,
         check=False,
     )
+
+
+def start_host_without_systemd(name: str, timeout_s: float = 90) -> None:
+    """A host container whose PID 1 is not systemd (``sleep``), with dockerd started by hand.
+
+    The same image and capabilities as :func:`start_host`; Ansible's ``ansible_service_mgr`` is
+    then ``sleep``, so the roles take their Docker restart-policy path. dockerd runs as the
+    platform notes say for such machines (and as the docker role starts it there).
+    """
+    remove_host(name)
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--hostname",
+        name,
+        *HOST_FLAGS,
+        "-v",
+        f"{name}-docker:/var/lib/docker",
+        "--entrypoint",
+        "sleep",
+        HOST_IMAGE,
+        "infinity",
+    )
+    docker("exec", "-d", name, "sh", "-c", "exec dockerd >/var/log/dockerd.log 2>&1")
+    deadline = time.monotonic() + timeout_s
+    while docker("exec", name, "docker", "info", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            log = docker("exec", name, "tail", "-20", "/var/log/dockerd.log", check=False).stdout
+            raise RuntimeError(f"the Docker engine of host {name} did not start: {log}")
+        time.sleep(1)
+
+
+def fleet_inventory(
+    host: str, shards: list[int], shard_count: int, **fleet_vars: object
+) -> dict[str, object]:
+    """An inventory of one host that is both the broker and the worker host of ``shards``."""
+    return {
+        "all": {
+            "vars": {
+                "ansible_connection": "community.docker.docker",
+                "ansible_become": False,
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "moonmind_codex_shard_count": shard_count,
+                "moonmind_codex_broker_bind_address": "127.0.0.1",
+                **fleet_vars,
+            },
+            "children": {
+                "codex_workers": {"hosts": {host: {"moonmind_codex_shards": shards}}},
+                "codex_broker": {"hosts": {host: {}}},
+            },
+        }
+    }
+
+
+def recap_changed(output: str) -> int:
+    """The sum of ``changed=`` over the PLAY RECAP of an ansible-playbook output."""
+    found = re.findall(r"changed=(\d+)", output.rsplit("PLAY RECAP", maxsplit=1)[-1])
+    if not found:
+        raise AssertionError(f"no PLAY RECAP in the output: {output[-2000:]}")
+    return sum(int(n) for n in found)
+
+
+def wait_until(
+    condition: Callable[[], object], what: str, timeout_s: float = 120, every_s: float = 0.5
+) -> None:
+    """Poll ``condition`` until it is truthy; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)
+
+
+def unit_properties(host: str, unit: str, *names: str) -> dict[str, str]:
+    """``systemctl show`` of ``unit`` on ``host``: the properties ``names``."""
+    out = docker("exec", host, "systemctl", "show", f"--property={','.join(names)}", unit).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def queue_consumers(host: str, broker: str = "moonmind-codex-broker") -> dict[str, int]:
+    """Consumers of each queue of the fleet's RabbitMQ on ``host`` ({} while it starts)."""
+    listed = docker(
+        "exec", host, "docker", "exec", broker,
+        "rabbitmqctl", "-q", "list_queues", "name", "consumers",
+        check=False,
+    )  # fmt: skip
+    if listed.returncode != 0:
+        return {}
+    rows = (line.split() for line in listed.stdout.splitlines())
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
