@@ -356,8 +356,12 @@ import http.server, os, time
 JWKS = os.environ["JWKS"].encode()
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        time.sleep(float(os.environ["DELAY"]))  # keeps the login container alive to inspect
         found = self.path.endswith("/wham/agent-identities/jwks")
+        # The keys go out once the test has seen the login container (it touches /tmp/release),
+        # so the container is alive while inspected; a bounded wait, never past 120 s.
+        deadline = time.monotonic() + 120
+        while found and not os.path.exists("/tmp/release") and time.monotonic() < deadline:
+            time.sleep(0.05)
         body = JWKS if found else b"{}"
         self.send_response(200 if found else 404)
         self.send_header("Content-Type", "application/json")
@@ -413,12 +417,12 @@ def sign_in_service(client: Any) -> Any:
     network = client.networks.create(unique("signin-net"))
     started: list[Any] = []
 
-    def start(jwks: str, delay_s: float = 4.0) -> str:
+    def start(jwks: str) -> str:
         name = unique("signin")
         server = client.containers.create(
             "moonmind-codex/job:latest",
             entrypoint=["python3", "-c", SIGN_IN_SERVICE],
-            environment={"JWKS": jwks, "DELAY": str(delay_s)},
+            environment={"JWKS": jwks},
             name=name,
             network=network.name,
             user="1000:1000",
@@ -440,22 +444,30 @@ def sign_in_service(client: Any) -> Any:
     network.remove()
 
 
-def watch_login_container(client: Any, volume: str) -> tuple[threading.Thread, dict[str, Any]]:
-    """Catch the live login container on ``volume``: its inspect data and what its logs give."""
+def watch_login_container(
+    client: Any, volume: str, server: str
+) -> tuple[threading.Thread, dict[str, Any]]:
+    """Catch the live login container on ``volume``: its inspect data and what its logs give.
+
+    The fake sign-in service ``server`` holds its answer until then; released afterwards.
+    """
     seen: dict[str, Any] = {}
     labels = ["io.moonmind.codex.role=login", f"io.moonmind.codex.volume={volume}"]
 
     def watch() -> None:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and "inspect" not in seen:
-            for container in client.containers.list(filters={"label": labels}):
-                seen["inspect"] = json.dumps(client.api.inspect_container(container.id))
-                try:
-                    seen["logs"] = client.api.logs(container.id).decode("utf-8", "replace")
-                except docker.errors.APIError as exc:
-                    seen["logs_error"] = str(exc)
-                break
-            time.sleep(0.1)
+        try:
+            while time.monotonic() < deadline and "inspect" not in seen:
+                for container in client.containers.list(filters={"label": labels}):
+                    seen["inspect"] = json.dumps(client.api.inspect_container(container.id))
+                    try:
+                        seen["logs"] = client.api.logs(container.id).decode("utf-8", "replace")
+                    except docker.errors.APIError as exc:
+                        seen["logs_error"] = str(exc)
+                    break
+                time.sleep(0.1)
+        finally:
+            client.containers.get(server).exec_run(["touch", "/tmp/release"])
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -481,7 +493,7 @@ def test_login_access_token_stdin_signs_in_through_the_real_cli(
         "> /home/app/.codex/config.toml",
     )
     env = {**volume_env(volume), "MOONMIND_CODEX_JOB_NETWORK": network}
-    thread, seen = watch_login_container(client, volume)
+    thread, seen = watch_login_container(client, volume, server)
     done = cli("login", "--shard", "0", "--access-token-stdin", env=env, stdin=token + "\n")
     thread.join(timeout=60)
     # The real CLI wrote the login (its `login status` in the follow-up check refuses a
