@@ -33,7 +33,7 @@ def test_volume_held_by_another_worker_stops_the_second(
     volume = make_volume()
     holder = client.containers.run(
         JOB_IMAGE,
-        entrypoint=["sleep", "60"],
+        entrypoint=["sleep", "infinity"],  # until the test removes it
         command=[],
         detach=True,
         name=unique("holder"),

@@ -89,7 +89,7 @@ def test_lock_wrapper_refuses_a_second_job(client: Any, make_volume: Callable[..
             JOB_IMAGE,
             "sh",
             "-c",
-            "echo holding; sleep 30",
+            "echo holding; exec sleep infinity",  # until the test removes it
         ],
         check=True,
         capture_output=True,
