@@ -1,5 +1,8 @@
 """Audit records: one JSON line when a Codex phase starts and one when it ends.
 
+A task message a worker refuses (unsigned, or a command the policy does not allow) leaves one
+``codex_task_refused`` line instead: what it claimed to be, where it arrived, and why.
+
 Each line names the queue, shard, volume and host that served the phase, so any run can be
 traced to the login it used. Records go to the ``moonmind_codex.audit`` logger and, when
 configured, are appended to a JSON Lines file.
@@ -45,6 +48,27 @@ class AuditRecord:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+@dataclass(frozen=True)
+class RefusalRecord:
+    """A task message that started nothing. Its names are as claimed by the sender."""
+
+    task_name: str | None
+    task_id: str | None
+    queue: str
+    reason: str
+    worker: str
+    shard: int | None = None
+    volume: str | None = None
+    host: str | None = None
+    run_id: str | None = None
+    phase: str | None = None
+    event: Literal["codex_task_refused"] = "codex_task_refused"
+    timestamp: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -79,7 +103,33 @@ def finished(start: AuditRecord, result: PhaseResult, duration_s: float) -> Audi
     )
 
 
-def emit(record: AuditRecord, audit_log: Path | None) -> None:
+def refused(
+    *,
+    task_name: str | None,
+    task_id: str | None,
+    queue: str,
+    reason: str,
+    worker: str,
+    shard: Shard | None = None,
+    run_id: str | None = None,
+    phase: str | None = None,
+) -> RefusalRecord:
+    return RefusalRecord(
+        task_name=task_name,
+        task_id=task_id,
+        queue=queue,
+        reason=reason,
+        worker=worker,
+        shard=shard.number if shard else None,
+        volume=shard.volume if shard else None,
+        host=shard.host if shard else None,
+        run_id=run_id,
+        phase=phase,
+        timestamp=_now(),
+    )
+
+
+def emit(record: AuditRecord | RefusalRecord, audit_log: Path | None) -> None:
     line = record.to_json()
     log.info(line)
     if audit_log is not None:

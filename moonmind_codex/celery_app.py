@@ -7,12 +7,14 @@ which imports no Docker code.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Sequence
 from typing import Any, cast
 
 from celery import Celery
 from kombu.entity import Queue
 
+from moonmind_codex import audit
 from moonmind_codex.assignments import AssignmentStore
 from moonmind_codex.dockerio import DockerUnavailable, connect
 from moonmind_codex.messages import busy_too_long
@@ -26,9 +28,10 @@ from moonmind_codex.phase import (
 )
 from moonmind_codex.policy import command_allowed, refusal
 from moonmind_codex.recording import install_run_recording
-from moonmind_codex.router import install_routing
+from moonmind_codex.router import fleet_queues, install_routing
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
+from moonmind_codex.signing import configure_signing
 from moonmind_codex.submit import CODEX_PHASE_TASK
 
 __all__ = ["CODEX_PHASE_TASK", "PING_TASK", "create_app", "install_routing"]
@@ -61,14 +64,34 @@ def create_app(
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         task_default_queue=settings.default_queue,
-        task_queues=[Queue(settings.default_queue, durable=True)],  # type: ignore[no-untyped-call]
+        task_queues=(
+            [Queue(settings.default_queue, durable=True)]  # type: ignore[no-untyped-call]
+            if settings.declare_queues
+            else fleet_queues(settings)
+        ),
         task_create_missing_queues=True,
         broker_connection_retry_on_startup=True,
         result_expires=24 * 3600,
         worker_hijack_root_logger=False,
+        worker_enable_remote_control=settings.remote_control,
     )
+    tls = broker_tls_options(settings)
+    if tls is not None:
+        app.conf.broker_use_ssl = tls
+    configure_signing(app, settings)
     _register_tasks(app, settings)
     return app
+
+
+def broker_tls_options(settings: Settings) -> dict[str, Any] | None:
+    """Verify the broker's certificate (and its name) on an amqps:// URL; None for plain AMQP."""
+    if not settings.broker_url.startswith("amqps://"):
+        return None
+    # server_hostname None: kombu checks the certificate against the URL's host name.
+    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
+    if settings.broker_ca_path is not None:
+        options["ca_certs"] = str(settings.broker_ca_path)
+    return options
 
 
 def _register_tasks(app: Celery, settings: Settings) -> None:
@@ -133,9 +156,22 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
             affinity_key=affinity_key,
         )
         if not command_allowed(request.command, settings.allowed_commands):
-            raise PhaseRequestError(
-                refusal(request.command, settings.allowed_commands, ALLOWED_COMMANDS_SETTING)
+            reason = refusal(request.command, settings.allowed_commands, ALLOWED_COMMANDS_SETTING)
+            refused = audit.refused(
+                task_name=CODEX_PHASE_TASK,
+                task_id=self.request.id,
+                queue=str(delivery.get("routing_key", "")),
+                reason=reason,
+                worker=self.request.hostname or socket.gethostname(),
+                shard=settings.served_shard if settings.shard is not None else None,
+                run_id=request.run_id,
+                phase=request.phase,
             )
+            try:
+                audit.emit(refused, settings.audit_log)
+            except OSError as exc:
+                reason += f" (the refusal could not be written to the audit log: {exc})"
+            raise PhaseRequestError(reason)
         result = run_phase(
             settings,
             docker_client(),

@@ -144,3 +144,34 @@ def install_routing(app: Any, settings: Settings, store: AssignmentStore | None 
         routes = (existing,)
     app.conf.task_routes = (CodexRouter(settings, store), *routes)
     app.conf.task_default_queue = settings.default_queue
+    if not settings.declare_queues:
+        app.conf.task_queues = fleet_queues(settings)
+
+
+def fleet_queues(settings: Settings) -> list[Any]:
+    """The default queue and every Codex queue, as the broker's definitions declare them.
+
+    Marked ``no_declare``: on a provisioned fleet the broker's users may use these queues but
+    not declare, bind or delete them (that would need RabbitMQ's configure permission, which
+    would also let a user bind its own queue to a shard's exchange and read its tasks).
+    Each queue has a topic exchange of its name, bound by exactly that name: Celery sends a
+    task for a direct exchange through the default exchange, and publishing there is allowed
+    only together with publishing to every queue, which producers must not have.
+    """
+    from kombu.entity import Exchange, Queue
+
+    names = [settings.default_queue]
+    if settings.queue_mode == "single":
+        names.append(settings.single_queue)
+    else:
+        names += [settings.queue_for_shard(n) for n in range(settings.shard_count)]
+    return [
+        Queue(  # type: ignore[no-untyped-call]
+            name,
+            Exchange(name, "topic", durable=True),  # type: ignore[no-untyped-call]
+            routing_key=name,
+            durable=True,
+            no_declare=True,
+        )
+        for name in names
+    ]

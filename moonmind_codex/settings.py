@@ -115,6 +115,26 @@ class Settings:
     allowed_commands: tuple[str, ...] = DEFAULT_ALLOWED_COMMANDS
     worker_container: str | None = None
     docker_url: str | None = None
+    # Broker transport: with an amqps:// URL the broker's certificate is verified against this
+    # CA bundle (the fleet CA the playbook made), or the system's CAs when it is unset.
+    broker_ca_path: Path | None = None
+    # Signed task messages (Celery's ``auth`` serializer): this process signs what it sends with
+    # the key and certificate, and a worker runs only messages signed by a certificate in the
+    # trust directory. All three or none; none means unsigned JSON (development, tests).
+    signing_key_path: Path | None = None
+    signing_cert_path: Path | None = None
+    signing_trust_dir: Path | None = None
+    # `celery control`/`inspect` on shard workers: off, so a broker user cannot shut a shard
+    # down or read its requests; cancellations go through the run store instead.
+    remote_control: bool = False
+    # Whether this process declares the queues it uses. A provisioned broker declares them
+    # itself (its definitions) and its users may not: the role sets false there.
+    declare_queues: bool = True
+
+    @property
+    def signing(self) -> bool:
+        """Whether task messages are signed and only signed ones are accepted."""
+        return self.signing_key_path is not None
 
     @property
     def single_queue(self) -> str:
@@ -253,6 +273,33 @@ def _optional_str(env: Mapping[str, str], name: str) -> str | None:
     return None if raw is None or raw == "" else raw
 
 
+def _optional_path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = _optional_str(env, name)
+    if raw is None:
+        return None
+    if not raw.startswith("/"):
+        raise SettingsError(
+            f"{ENV_PREFIX}{name}={raw!r} must be an absolute path (it is read by workers "
+            "whose working directory differs from yours)"
+        )
+    return Path(raw)
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _optional_str(env, name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise SettingsError(f"{ENV_PREFIX}{name}={raw!r} is not a yes/no value; use true or false")
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """``NAME=value`` lines of an env file (as ``docker run --env-file`` reads them)."""
     try:
@@ -376,6 +423,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allowed_commands=allowed_commands,
         worker_container=_optional_str(env, "WORKER_CONTAINER"),
         docker_url=_optional_str(env, "DOCKER_URL"),
+        broker_ca_path=_optional_path(env, "BROKER_CA_PATH"),
+        signing_key_path=_optional_path(env, "SIGNING_KEY_PATH"),
+        signing_cert_path=_optional_path(env, "SIGNING_CERT_PATH"),
+        signing_trust_dir=_optional_path(env, "SIGNING_TRUST_DIR"),
+        remote_control=_bool(env, "REMOTE_CONTROL", Settings.remote_control),
+        declare_queues=_bool(env, "DECLARE_QUEUES", Settings.declare_queues),
     )
     _validate(settings)
     return settings
@@ -443,9 +496,33 @@ def _validate(s: Settings) -> None:
             f"{p}DATABASE_URL_FILE twin, not in the environment"
         )
     _validate_job_limits(s)
+    _validate_transport(s)
     if not s.codex_task_patterns:
         raise SettingsError(f"{p}CODEX_TASK_PATTERNS is empty; give at least one glob pattern")
     _validate_allowed_commands(s.allowed_commands)
+
+
+def _validate_transport(s: Settings) -> None:
+    """TLS and signing settings that belong together (file contents are checked when used)."""
+    p = ENV_PREFIX
+    if s.broker_ca_path is not None and not s.broker_url.startswith(("amqps://", "rediss://")):
+        raise SettingsError(
+            f"{p}BROKER_CA_PATH is set but {p}BROKER_URL is not a TLS URL: use amqps://...:5671 "
+            "so the CA is used, or unset the CA path"
+        )
+    signing = {
+        "SIGNING_KEY_PATH": s.signing_key_path,
+        "SIGNING_CERT_PATH": s.signing_cert_path,
+        "SIGNING_TRUST_DIR": s.signing_trust_dir,
+    }
+    given = [name for name, value in signing.items() if value is not None]
+    if given and len(given) != len(signing):
+        missing = [name for name in signing if name not in given]
+        raise SettingsError(
+            f"message signing needs all of {', '.join(p + n for n in signing)}; "
+            f"{', '.join(p + n for n in missing)} not set (set all three, or none for unsigned "
+            "messages)"
+        )
 
 
 def _validate_job_limits(s: Settings) -> None:

@@ -193,8 +193,9 @@ def cancel_run(app: Celery, run_id: str, store: RunStore) -> list[str]:
         raise RunNotFound(run_id)
     opened = store.cancel_run(run_id)
     task_ids = [a.task_id for a in opened if a.task_id]
-    if task_ids:
-        # Not started: dropped by the worker that receives it. Started: the worker sees the
-        # cancellation in the store and stops the job container.
+    # Not started: replayed as cancelled by the worker that receives it (the store says so).
+    # Started: the worker sees the cancellation in the store and stops the job container.
+    # Revoking as well needs remote control, which shard workers have off by default.
+    if task_ids and app.conf.worker_enable_remote_control:
         app.control.revoke(task_ids)
     return task_ids

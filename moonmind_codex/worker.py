@@ -111,8 +111,11 @@ def run_worker(settings: Settings) -> int:
                 f"{settings.queue_prefix}-{shard.number}@{shard.host}",
                 "--loglevel",
                 "INFO",
+                # No gossip, mingle or heartbeat events: nothing on the broker but this shard's
+                # queue and replies (the shard's broker user may use nothing else).
                 "--without-gossip",
                 "--without-mingle",
+                "--without-heartbeat",
                 "--pool",
                 "prefork",
             ]

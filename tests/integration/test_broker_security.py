@@ -1,0 +1,346 @@
+"""The fleet's trust boundary on the real broker and a real shard worker (issue 9).
+
+The broker runs as the playbook runs it: TLS only, with the fleet's users (one per shard, the
+producer, the host application's workers) and no tags. The shard worker verifies the broker
+with the fleet CA and accepts only task messages signed by a trusted certificate. Producers
+are the real CLI (`moonmind-codex runs submit`), in their own processes, as on a host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import amqp.exceptions
+import pytest
+from kombu import Connection, Exchange, Queue
+
+from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
+from harness.logins import api_key_login
+from harness.pki import Identity, trust_dir
+from harness.secure_broker import SecureBroker, running_secure_broker
+from moonmind_codex.audit import read_records
+from moonmind_codex.celery_app import create_app
+from moonmind_codex.runstore import RunStore
+from moonmind_codex.settings import Settings
+
+SHARDS = 3
+SERVED = 1
+# Where the worker container sees the test's state directory (harness.fleet.start_worker).
+IN_WORKER = Path("/var/lib/moonmind-codex")
+
+
+@dataclass
+class SecureFleet:
+    broker: SecureBroker
+    tag: str
+    state: Path
+    producer_id: Identity
+    rogue_id: Identity
+    trust: Path
+    worker: Any
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state / "audit" / "codex-audit.jsonl"
+
+    def worker_log(self) -> str:
+        return str(self.worker.logs().decode("utf-8", "replace")[-3000:])
+
+    def refusals(self) -> list[dict[str, Any]]:
+        return [r for r in read_records(self.audit_log) if r["event"] == "codex_task_refused"]
+
+    def cli_env(self, identity: Identity | None, user: str = "codex-producer") -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOONMIND_CODEX_")} | {
+            "MOONMIND_CODEX_ENV_FILE": "",
+            "MOONMIND_CODEX_BROKER_URL": self.broker.url(user),
+            "MOONMIND_CODEX_BROKER_CA_PATH": str(self.broker.ca.cert_path),
+            "MOONMIND_CODEX_SHARD_COUNT": str(SHARDS),
+            "MOONMIND_CODEX_DATABASE_URL": producer_database_url(self.state),
+            "MOONMIND_CODEX_DECLARE_QUEUES": "false",
+        }
+        if identity is not None:
+            env |= {
+                "MOONMIND_CODEX_SIGNING_KEY_PATH": str(identity.key),
+                "MOONMIND_CODEX_SIGNING_CERT_PATH": str(identity.cert),
+                "MOONMIND_CODEX_SIGNING_TRUST_DIR": str(self.trust),
+            }
+        return env
+
+    def submit(self, identity: Identity | None, command: list[str], run_id: str) -> None:
+        """``moonmind-codex runs submit`` of a one-phase run on the served shard's queue."""
+        definition = {
+            "run_id": run_id,
+            "repository": self.repository(),
+            "phases": [{"name": "only", "command": command}],
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "moonmind_codex", "runs", "submit", "-"],
+            input=json.dumps(definition),
+            capture_output=True,
+            text=True,
+            env=self.cli_env(identity),
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+    def repository(self) -> str:
+        """A repository name whose runs the router sends to the served shard."""
+        from moonmind_codex.routing import shard_for_key
+
+        for n in range(10_000):
+            name = f"org/sec-{self.tag}-{n}"
+            if shard_for_key(name, SHARDS) == SERVED:
+                return name
+        raise AssertionError("no repository routes to the served shard")
+
+    def store(self) -> RunStore:
+        return RunStore.open(producer_database_url(self.state))
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not seen within {timeout_s} s: {what}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureFleet]:
+    tag = secrets.token_hex(3)
+    work = tmp_path_factory.mktemp("secure")
+    state = work / "state"
+    (state / "pki" / "trusted").mkdir(parents=True)
+    with running_secure_broker(client, work, shard_count=SHARDS) as broker:
+        producer_id = broker.ca.issue("signing-producer")
+        worker_id = broker.ca.issue("signing-worker")
+        # Issued by the fleet CA, but not in the trust directory: not a fleet producer.
+        rogue_id = broker.ca.issue("signing-rogue")
+        trust = trust_dir(state / "pki" / "trusted", producer_id.cert, worker_id.cert)
+        for source in (broker.ca.cert_path, worker_id.key, worker_id.cert):
+            (state / "pki" / source.name).write_bytes(source.read_bytes())
+        for path in (state / "pki").rglob("*"):
+            os.chown(path, WORKER_UID, WORKER_UID)
+        os.chown(state, WORKER_UID, WORKER_UID)
+        url_file = work / "broker_url"
+        url_file.write_text(broker.url(f"codex-shard-{SERVED}"))
+        url_file.chmod(0o444)
+        volume = client.volumes.create(f"mmc-test-{tag}-auth-{SERVED}")
+        api_key_login(volume.name)
+        worker = start_worker(
+            client,
+            tag,
+            url_file,
+            state,
+            SERVED,
+            f"mmc-test-{tag}-sworker-{SERVED}",
+            volume.name,
+            shard_count=SHARDS,
+            extra_env={
+                "MOONMIND_CODEX_BROKER_CA_PATH": str(IN_WORKER / "pki" / "ca.crt"),
+                "MOONMIND_CODEX_SIGNING_KEY_PATH": str(IN_WORKER / "pki" / worker_id.key.name),
+                "MOONMIND_CODEX_SIGNING_CERT_PATH": str(IN_WORKER / "pki" / worker_id.cert.name),
+                "MOONMIND_CODEX_SIGNING_TRUST_DIR": str(IN_WORKER / "pki" / "trusted"),
+                "MOONMIND_CODEX_DECLARE_QUEUES": "false",
+            },
+        )
+        try:
+            logs = wait_for_log(worker, " ready.")
+            assert " ready." in logs, logs[-3000:]
+            yield SecureFleet(broker, tag, state, producer_id, rogue_id, trust, worker)
+        finally:
+            worker.remove(force=True)
+            for leftover in client.volumes.list(filters={"name": f"mmc-test-{tag}-"}):
+                leftover.remove(force=True)
+
+
+def test_the_broker_has_no_plain_amqp_listener_beyond_loopback(fleet: SecureFleet) -> None:
+    # The container's own address is not loopback: a plain AMQP client there is refused.
+    address = fleet.broker.container_ip()
+    with pytest.raises(ConnectionRefusedError), socket.create_connection((address, 5672), 5):
+        pass
+    # ... while TLS is served there, and the only published port is the TLS one.
+    with socket.create_connection((address, 5671), 5):
+        pass
+    fleet.broker.container.reload()
+    published = {port for port, bindings in fleet.broker.container.ports.items() if bindings}
+    assert published == {"5671/tcp"}
+
+
+def test_a_tls_client_that_does_not_trust_the_fleet_ca_is_refused(fleet: SecureFleet) -> None:
+    context = ssl.create_default_context()  # the system's CAs only
+    with (
+        socket.create_connection((fleet.broker.host, fleet.broker.port), 5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"),
+    ):
+        context.wrap_socket(raw, server_hostname="localhost")
+    # With the fleet CA the same handshake succeeds (the refusal above is about the CA).
+    trusting = ssl.create_default_context(cafile=str(fleet.broker.ca.cert_path))
+    with (
+        socket.create_connection((fleet.broker.host, fleet.broker.port), 5) as raw,
+        trusting.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        assert tls.version() in ("TLSv1.3", "TLSv1.2")
+
+
+def _consume_once(broker: SecureBroker, user: str, queue: str) -> None:
+    """basic.get on a queue the broker's definitions declared (read permission on it)."""
+    with Connection(broker.url(user), ssl=broker.ssl_options(), connect_timeout=10) as conn:
+        Queue(queue, Exchange(queue), queue, durable=True, no_declare=True)(conn.channel()).get()
+
+
+@pytest.mark.parametrize(
+    ("user", "queue"),
+    [
+        (f"codex-shard-{SERVED}", "codex-2"),
+        (f"codex-shard-{SERVED}", "celery"),
+        ("codex-producer", "codex-0"),
+        ("codex-producer", "celery"),
+        ("codex-app-worker", "codex-0"),
+    ],
+)
+def test_a_broker_user_cannot_consume_a_queue_that_is_not_its_own(
+    fleet: SecureFleet, user: str, queue: str
+) -> None:
+    with pytest.raises(amqp.exceptions.AccessRefused, match="access to queue"):
+        _consume_once(fleet.broker, user, queue)
+
+
+@pytest.mark.parametrize(
+    ("user", "queue"),
+    [("codex-shard-0", "codex-0"), ("codex-app-worker", "celery")],
+)
+def test_a_broker_user_consumes_its_own_queue(fleet: SecureFleet, user: str, queue: str) -> None:
+    _consume_once(fleet.broker, user, queue)  # no AccessRefused
+
+
+def test_no_broker_user_has_a_tag_and_guest_is_gone(fleet: SecureFleet) -> None:
+    done = fleet.broker.container.exec_run(
+        ["rabbitmqctl", "-q", "list_users", "--no-table-headers"]
+    )
+    assert done.exit_code == 0, done.output
+    users = dict(
+        ([*line.split("\t"), ""])[:2] for line in done.output.decode().splitlines() if line.strip()
+    )
+    expected = {f"codex-shard-{n}" for n in range(SHARDS)} | {"codex-producer", "codex-app-worker"}
+    assert set(users) == expected
+    assert all(tags.strip("[] ") == "" for tags in users.values()), users
+
+
+def test_a_signed_phase_from_a_fleet_producer_runs(fleet: SecureFleet) -> None:
+    run_id = f"sec-{fleet.tag}-signed"
+    fleet.submit(fleet.producer_id, ["sh", "-c", "printf signed-ok"], run_id)
+    store = fleet.store()
+    wait_until(
+        lambda: (run := store.get_run(run_id)) is not None and run.status == "succeeded",
+        180,
+        f"run {run_id} succeeded; worker log:\n{fleet.worker_log()}",
+    )
+    assert not [r for r in fleet.refusals() if r.get("run_id") == run_id]
+
+
+def _refused_for(fleet: SecureFleet, task_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def seen() -> bool:
+        found[:] = [r for r in fleet.refusals() if r["task_id"] == task_id]
+        return bool(found)
+
+    wait_until(
+        seen,
+        timeout_s,
+        f"a refusal of task {task_id} in the audit log; worker log:\n{fleet.worker_log()}",
+    )
+    return found[0]
+
+
+def _send_unsigned(fleet: SecureFleet, run_id: str) -> str:
+    """A valid-looking phase message with the producer's broker password but no signature."""
+    settings = Settings(
+        broker_url=fleet.broker.url("codex-producer"),
+        broker_ca_path=fleet.broker.ca.cert_path,
+        shard_count=SHARDS,
+        database_url=producer_database_url(fleet.state),
+        declare_queues=False,
+    )
+    app = create_app(settings, sticky=False)
+    result = app.send_task(
+        "moonmind_codex.codex_phase",
+        kwargs={
+            "run_id": run_id,
+            "phase": "only",
+            "command": ["sh", "-c", "cat ~/.codex/*"],
+            # Routed to the served shard like any phase of its repository.
+            "affinity_key": fleet.repository(),
+        },
+    )
+    return str(result.id)
+
+
+def test_an_unsigned_phase_message_runs_nothing_and_is_recorded_as_refused(
+    fleet: SecureFleet, client: Any
+) -> None:
+    run_id = f"sec-{fleet.tag}-unsigned"
+    task_id = _send_unsigned(fleet, run_id)
+    refusal = _refused_for(fleet, task_id)
+    assert refusal["reason"].startswith("not signed"), refusal
+    assert (refusal["queue"], refusal["shard"], refusal["task_name"]) == (
+        f"codex-{SERVED}",
+        SERVED,
+        "moonmind_codex.codex_phase",
+    )
+    assert fleet.store().get_run(run_id) is None
+    assert fleet.store().attempts(run_id) == []
+    assert not client.containers.list(
+        all=True, filters={"label": f"io.moonmind.codex.run-id={run_id}"}
+    )
+    # The worker goes on.
+    fleet.worker.reload()
+    assert fleet.worker.status == "running"
+
+
+def test_a_phase_signed_by_an_untrusted_key_runs_nothing_and_is_recorded_as_refused(
+    fleet: SecureFleet, client: Any
+) -> None:
+    run_id = f"sec-{fleet.tag}-rogue"
+    fleet.submit(fleet.rogue_id, ["sh", "-c", "cat ~/.codex/auth.json"], run_id)
+    store = fleet.store()
+    task_id = next(a.task_id for a in store.attempts(run_id))
+    assert task_id is not None
+    refusal = _refused_for(fleet, task_id)
+    assert refusal["reason"].startswith("signature not verified"), refusal
+    assert [a.status for a in store.attempts(run_id)] == ["pending"]
+    assert not client.containers.list(
+        all=True, filters={"label": f"io.moonmind.codex.run-id={run_id}"}
+    )
+
+
+def test_a_signed_phase_with_a_disallowed_command_runs_nothing_and_is_recorded_as_refused(
+    fleet: SecureFleet, client: Any
+) -> None:
+    run_id = f"sec-{fleet.tag}-cat"
+    fleet.submit(fleet.producer_id, ["cat", "/home/app/.codex/auth.json"], run_id)
+    store = fleet.store()
+    task_id = next(a.task_id for a in store.attempts(run_id))
+    assert task_id is not None
+    refusal = _refused_for(fleet, task_id)
+    assert "MOONMIND_CODEX_ALLOWED_COMMANDS" in refusal["reason"], refusal
+    assert (refusal["run_id"], refusal["phase"], refusal["volume"]) == (
+        run_id,
+        "only",
+        f"mmc-test-{fleet.tag}-auth-{SERVED}",
+    )
+    assert not client.containers.list(
+        all=True, filters={"label": f"io.moonmind.codex.run-id={run_id}"}
+    )
