@@ -45,6 +45,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "integration/test_runstore.py": 16,
     "packaging/test_distribution.py": 14,
     "unit/test_audit.py": 4,
+    "unit/test_broker_users.py": 21,
     "unit/test_bench_records.py": 27,
     "unit/test_authfile.py": 43,
     "unit/test_cli_args.py": 21,
