@@ -18,6 +18,7 @@ from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
 from harness.broker import running_broker
+from harness.engine import watching_engine
 from harness.fleet import (
     BUSY_MAX_RETRIES,
     TEST_ALLOWED_COMMANDS,
@@ -225,11 +226,16 @@ def test_n_phases_leave_exactly_2n_audit_records(fleet: Fleet) -> None:
 
 
 def hold_lock(client: Any, volume: str, seconds: int) -> Any:
-    """A container holding ``volume``'s job lock for ``seconds``, through the image's entry
-    point as `moonmind-codex login` would; labelled with the volume, as the fix text says."""
+    """A container holding ``volume``'s job lock until released (``release``), at most
+    ``seconds``, through the image's entry point as `moonmind-codex login` would; labelled with
+    the volume, as the fix text says."""
+    held = (
+        f"echo holding; i=0; until [ -e /tmp/release ] || [ $i -ge {seconds * 10} ]; "
+        "do sleep 0.1; i=$((i+1)); done"
+    )
     return client.containers.run(
         JOB_IMAGE,
-        ["sh", "-c", f"echo holding; sleep {seconds}"],
+        ["sh", "-c", held],
         name=unique("lock-holder"),
         user="1000:1000",
         network_mode="none",
@@ -239,17 +245,32 @@ def hold_lock(client: Any, volume: str, seconds: int) -> Any:
     )
 
 
+def release(holder: Any) -> None:
+    done = holder.exec_run(["touch", "/tmp/release"])
+    assert done.exit_code == 0, done.output
+
+
 def test_phase_on_a_held_volume_waits_for_the_lock_then_runs(fleet: Fleet, client: Any) -> None:
     """An operator's login holds the volume: the phase is retried, not failed, and then runs."""
     volume = fleet.volume(0)
     # Through the job image's entry point, like `moonmind-codex login`: it takes the lock.
-    holder = hold_lock(client, volume, seconds=5)
+    holder = hold_lock(client, volume, seconds=300)
+    run_id = f"run-busy-{fleet.tag}"
     try:
         wait_for_log(holder, "holding", timeout_s=30)
-        run_id = f"run-busy-{fleet.tag}"
-        result = send_phase(
+        pending = send_phase(
             create_app(fleet.producer), run_id, "specify", fleet.key_for(0), ["true"]
-        ).get(timeout=120)
+        )
+        # The holder lets go only once the phase has met the lock (a busy record), so the
+        # phase is proved to wait however slowly it arrives.
+        deadline = time.monotonic() + 120
+        while not [
+            r for r in fleet.audit() if r["run_id"] == run_id and r.get("outcome") == "busy"
+        ]:
+            assert time.monotonic() < deadline, "the phase never met the held lock"
+            time.sleep(0.2)
+        release(holder)
+        result = pending.get(timeout=120)
         holder.reload()
         assert holder.status == "exited"  # the phase ran only after the holder let go
     finally:
@@ -329,21 +350,18 @@ def test_a_command_off_the_allowlist_is_refused_before_anything_starts(
 ) -> None:
     """Holding the broker password is not enough to read a login with a shell."""
     run_id = f"run-policy-{fleet.tag}"
-    since = time.time()
     steal = ["python3", "-c", "print(open('/home/app/.codex/auth.json').read())"]
-    with pytest.raises(PhaseRequestError) as caught:
-        send_phase(create_app(fleet.producer), run_id, "specify", fleet.key_for(0), steal).get(
-            timeout=90
-        )
+    with watching_engine() as events:
+        with pytest.raises(PhaseRequestError) as caught:
+            send_phase(create_app(fleet.producer), run_id, "specify", fleet.key_for(0), steal).get(
+                timeout=90
+            )
+        started = events.containers({"io.moonmind.codex.run-id": run_id})
     message = str(caught.value)
     assert "command 'python3' is not allowed on this worker" in message, message
     assert f"MOONMIND_CODEX_ALLOWED_COMMANDS allows {', '.join(TEST_ALLOWED_COMMANDS)}" in message
     # Nothing started and nothing was written: no container, no audit record, no log.
-    events = client.events(
-        since=since, until=time.time(), decode=True,
-        filters={"type": "container", "label": f"io.moonmind.codex.run-id={run_id}"},
-    )  # fmt: skip
-    assert list(events) == []
+    assert started == []
     assert [r for r in fleet.audit() if r["run_id"] == run_id] == []
     assert not (fleet.state / "artifacts" / "spec_workflows" / run_id).exists()
 
@@ -351,19 +369,14 @@ def test_a_command_off_the_allowlist_is_refused_before_anything_starts(
 def test_phase_on_a_volume_without_login_is_blocked(fleet: Fleet, client: Any) -> None:
     app = create_app(fleet.producer)
     run_id = f"run-blocked-{fleet.tag}"
-    since = time.time()
-    with pytest.raises(CodexPhaseBlocked) as caught:
-        send_phase(app, run_id, "specify", fleet.key_for(2), ["sh", "-c", "exit 0"]).get(timeout=90)
-    # The engine's own record: one job container, whose entry point checked the login first
-    # and ended with BLOCKED (2); the command (which would have exited 0) never started.
-    events = list(
-        client.events(
-            since=since,
-            until=time.time(),
-            decode=True,
-            filters={"type": "container", "label": f"io.moonmind.codex.run-id={run_id}"},
-        )
-    )
+    with watching_engine() as watch:
+        with pytest.raises(CodexPhaseBlocked) as caught:
+            send_phase(app, run_id, "specify", fleet.key_for(2), ["sh", "-c", "exit 0"]).get(
+                timeout=90
+            )
+        # The engine's own record: one job container, whose entry point checked the login
+        # first and ended with BLOCKED (2); the command (which would have exited 0) never ran.
+        events = watch.containers({"io.moonmind.codex.run-id": run_id})
     assert [e["status"] for e in events if e["status"] in ("create", "start")] == [
         "create",
         "start",
