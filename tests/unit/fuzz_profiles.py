@@ -8,7 +8,11 @@ Imported by each fuzz module, which then loads the profile named by ``HYPOTHESIS
 
       HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/unit/test_fuzz_authfile.py
 
-Both print the reproduction blob of a failure (``@reproduce_failure``) and Hypothesis names the
+- ``mutation``: a fifth as many (at least 10), from a fixed seed, for ``scripts/mutation.sh``:
+  each mutant reruns the tests that reach it, so the search must be short and the same every
+  time (a mutant killed in one run and not the next would make the floor flaky).
+
+All print the reproduction blob of a failure (``@reproduce_failure``) and Hypothesis names the
 seed (``--hypothesis-seed``); rerun with that seed to replay the same search. No example database
 is kept (``database=None``), so nothing is written into the checkout.
 """
@@ -20,7 +24,7 @@ import os
 from hypothesis import HealthCheck, settings
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-_SCALE = {"ci": 1, "long": 50}
+_SCALE = {"ci": 1.0, "long": 50.0, "mutation": 0.2}
 
 _COMMON = {
     "deadline": None,
@@ -31,9 +35,15 @@ _COMMON = {
 }
 settings.register_profile("ci", max_examples=100, **_COMMON)  # type: ignore[arg-type]
 settings.register_profile("long", max_examples=5000, **_COMMON)  # type: ignore[arg-type]
+settings.register_profile(
+    "mutation",
+    max_examples=20,
+    **{**_COMMON, "derandomize": True},  # type: ignore[arg-type]
+)
 settings.load_profile(PROFILE if PROFILE in _SCALE else "ci")
 
 
 def examples(ci_count: int) -> settings:
-    """One test's settings: ``ci_count`` examples under ``ci``, fifty times that under ``long``."""
-    return settings(max_examples=ci_count * _SCALE.get(PROFILE, 1))
+    """One test's settings: ``ci_count`` examples under ``ci``, fifty times that under ``long``,
+    a fifth (at least 10) under ``mutation``."""
+    return settings(max_examples=max(10, round(ci_count * _SCALE.get(PROFILE, 1.0))))

@@ -255,6 +255,8 @@ STREAM = (
 )
 CONNECTION = "ERROR: Connection failed: error sending request for url (https://api.openai.com/)"
 RECONNECTING = "Reconnecting... 2/5 (stream disconnected before completion: idle timeout)"
+# The same line without its cause: only "Reconnecting..." at the start of the line marks it.
+BARE_RECONNECTING = "Reconnecting... 2/5"
 REFRESH_503 = "Failed to refresh token: 503 Service Unavailable: upstream connect error"
 
 # What `codex exec` prints around the error (its banner): none of it is a verdict.
@@ -323,6 +325,41 @@ def test_colours_are_ignored_and_only_a_bounded_head_and_tail_are_read() -> None
     assert classify(middle, 1).kind == "other"  # buried mid-log: not read
     assert classify(REFRESH_REUSED + "\n" + filler * 2000, 1).rejected  # near the start
     assert classify(filler * 2000 + REFRESH_REUSED, 1).rejected  # at the end
+
+
+def test_the_clis_lines_match_in_any_letter_case() -> None:
+    assert classify(REFRESH_EXPIRED.upper(), 1).reason == "refresh_token_expired"
+    assert classify(RECONNECTING.lower(), 1).reason == "network"
+
+
+def test_a_colour_code_before_an_anchored_line_is_removed_not_replaced() -> None:
+    # "Reconnecting... n/m" only counts at the start of a line: the colour must vanish entirely.
+    assert classify("\x1b[33m" + BARE_RECONNECTING, 1).reason == "network"
+    assert classify("[x] " + BARE_RECONNECTING, 1).kind == "other"
+
+
+def test_an_output_of_exactly_head_plus_tail_is_read_whole() -> None:
+    # At the limit nothing is cut: a line across the head's end is still one line.
+    lines = ("x" * 99 + "\n") * (HEAD_BYTES // 100 - 1)
+    # "unexpected status 401" starts 5 bytes before the head's end ("ERROR: " is 7 bytes).
+    body = lines + "x" * (HEAD_BYTES - 12 - len(lines)) + API_401
+    output = body + "y" * (HEAD_BYTES + TAIL_BYTES - len(body))
+    assert len(output) == HEAD_BYTES + TAIL_BYTES
+    assert classify(output, 1).reason == "401 unauthorized"
+    # One byte more and the head and tail are read apart: the line is cut at the head's end.
+    assert classify(output + "y", 1).kind == "other"
+
+
+def test_the_tail_is_the_last_tail_bytes_read_from_the_start_of_a_line() -> None:
+    # The tail begins with "Reconnecting...", which only counts as a line's first word; in the
+    # whole output it follows other text on the same line, so only a cut that starts the tail
+    # on a line of its own (and removes nothing else) reads it.
+    tail = BARE_RECONNECTING + "\n" + "y" * (TAIL_BYTES - len(BARE_RECONNECTING) - 1)
+    output = "x" * (HEAD_BYTES + 1000) + tail
+    assert classify(output, 1).reason == "network"
+    # A rejection past the first TAIL_BYTES but before the tail is in the unread middle.
+    filler = ("x" * 99 + "\n") * (TAIL_BYTES // 100 + 50)
+    assert classify(filler + API_401 + "\n" + filler, 1).kind == "other"
 
 
 def test_the_reason_is_a_fixed_token_never_text_from_the_output() -> None:

@@ -36,11 +36,28 @@ def test_paths_match_exactly_and_star_allows_anything() -> None:
     assert command_allowed(["sh", "-c", "anything"], ("*",))
 
 
+REFUSAL = (
+    "command {command} is not allowed on this worker: MOONMIND_CODEX_ALLOWED_COMMANDS allows "
+    "{allowed}; add it there on every worker of the fleet if it is meant to run with a shard's "
+    "login; nothing was started"
+)
+
+
 def test_a_refusal_names_the_command_the_allowlist_and_the_setting() -> None:
     text = refusal(["sh", "-c", "x"], ("codex", "git"), "MOONMIND_CODEX_ALLOWED_COMMANDS")
-    assert "command 'sh' is not allowed" in text
-    assert "MOONMIND_CODEX_ALLOWED_COMMANDS allows codex, git" in text
-    assert "nothing was started" in text
+    assert text == REFUSAL.format(command="'sh'", allowed="codex, git")
+
+
+def test_a_refusal_of_an_empty_command_or_allowlist_still_reads_as_a_sentence() -> None:
+    text = refusal([], (), "MOONMIND_CODEX_ALLOWED_COMMANDS")
+    assert text == REFUSAL.format(command="''", allowed="nothing")
+
+
+def test_a_refusal_quotes_at_most_200_characters_of_the_command() -> None:
+    # A message can carry any command: the log line and the task result stay bounded.
+    long = "x" * 200
+    text = refusal([long + "TAIL"], ("codex",), "MOONMIND_CODEX_ALLOWED_COMMANDS")
+    assert text == REFUSAL.format(command=repr(long), allowed="codex")
 
 
 def test_the_setting_is_read_and_checked() -> None:

@@ -7,7 +7,15 @@ from types import SimpleNamespace
 import pytest
 
 from moonmind_codex.assignments import MemoryAssignmentStore
-from moonmind_codex.router import CodexRouter, RoutingError, affinity_key, route_key
+from moonmind_codex.router import (
+    CodexRouter,
+    RouteDecision,
+    RoutingError,
+    affinity_key,
+    install_routing,
+    route_key,
+)
+from moonmind_codex.routing import shard_for_key
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
 
@@ -47,8 +55,78 @@ def test_affinity_key_order() -> None:
 
 
 def test_codex_task_without_key_is_a_clear_error() -> None:
-    with pytest.raises(RoutingError, match=r"app\.codex_x has no affinity key.*run_id="):
+    with pytest.raises(RoutingError) as caught:
         CodexRouter(SETTINGS)("app.codex_x", (), {}, {})
+    assert str(caught.value) == (
+        "Codex task app.codex_x has no affinity key: pass run_id= (and preferably repository=) "
+        "as keyword arguments, or affinity_key= to choose the shard"
+    )
+
+
+def test_a_route_decision_names_the_key_its_shard_and_queue() -> None:
+    shard = shard_for_key("org/repo", 3)
+    assert route_key("org/repo", SETTINGS) == RouteDecision("org/repo", shard, f"codex-{shard}")
+    single = route_key("org/repo", Settings(queue_mode="single", queue_prefix="cx"))
+    assert single == RouteDecision("org/repo", None, "cx")
+
+
+def test_the_affinity_header_steers_a_codex_task_through_the_router() -> None:
+    keys = [f"repo-{i}" for i in range(50)]
+    header, repository = next(
+        (a, b) for a in keys for b in keys if route_key(a, SETTINGS) != route_key(b, SETTINGS)
+    )
+    route = CodexRouter(SETTINGS)(
+        "app.codex_plan",
+        (),
+        {"repository": repository},
+        {"headers": {"moonmind_codex_affinity": header}},
+    )
+    expected = route_key(header, SETTINGS).queue
+    assert route == {"queue": expected, "routing_key": expected}
+
+
+class RecordingStore(MemoryAssignmentStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, ...]] = []
+
+    def queue_for_run(self, run_id: str) -> str | None:
+        self.calls.append(("queue_for_run", run_id))
+        return super().queue_for_run(run_id)
+
+    def assign(self, run_id: str, queue: str) -> str:
+        self.calls.append(("assign", run_id, queue))
+        return super().assign(run_id, queue)
+
+
+def test_a_run_is_assigned_once_then_only_looked_up() -> None:
+    store = RecordingStore()
+    router = CodexRouter(SETTINGS, store)
+    first = router("app.codex_a", (), {"run_id": "run-7", "repository": "org/repo"}, {})
+    assert first is not None
+    queue = first["queue"]
+    assert store.calls == [("queue_for_run", "run-7"), ("assign", "run-7", queue)]
+    store.calls.clear()
+    # A later phase (even one whose key points elsewhere) reads the run's queue, writes nothing.
+    later = router("app.codex_b", (), {"run_id": "run-7", "affinity_key": "other"}, {})
+    assert later == {"queue": queue, "routing_key": queue}
+    assert store.calls == [("queue_for_run", "run-7")]
+    assert store.queue_for_run("run-7") == queue and store.queue_for_run("run-8") is None
+
+
+def test_install_routing_puts_the_codex_router_first_and_keeps_the_apps_routes() -> None:
+    def other(*args: object, **kwargs: object) -> None:
+        return None
+
+    store = MemoryAssignmentStore()
+    settings = Settings(shard_count=3, default_queue="work")
+    for existing, kept in ((None, ()), ([other], (other,)), (other, (other,)), ((), ())):
+        app = SimpleNamespace(conf=SimpleNamespace(task_routes=existing, task_default_queue="x"))
+        install_routing(app, settings, store)
+        router, *rest = app.conf.task_routes
+        assert isinstance(router, CodexRouter) and tuple(rest) == kept
+        assert router.settings is settings and router.store is store
+        assert app.conf.task_default_queue == "work"
 
 
 def test_sticky_run_keeps_its_queue_when_the_fleet_grows() -> None:
@@ -77,8 +155,10 @@ def test_single_queue_mode() -> None:
 
 
 def test_route_key_rejects_empty() -> None:
-    with pytest.raises(RoutingError):
-        route_key(" ", SETTINGS)
+    for key in (" ", "", None):
+        with pytest.raises(RoutingError) as caught:
+            route_key(key, SETTINGS)  # type: ignore[arg-type]
+        assert str(caught.value) == "the affinity key must be a non-empty string"
 
 
 def _race(path: str, run_id: str, queue: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -136,10 +216,15 @@ def test_queue_header_carries_a_run_to_its_queue_without_a_store() -> None:
     ],
 )
 def test_bad_queue_header_is_a_clear_error(settings: Settings, value: object) -> None:
-    with pytest.raises(RoutingError, match=r"header moonmind_codex_queue=.* is not a Codex queue"):
+    with pytest.raises(RoutingError) as caught:
         CodexRouter(settings)(
             "app.codex_plan", (), {"run_id": "r"}, {"headers": {"moonmind_codex_queue": value}}
         )
+    expected = "'codex'" if settings.queue_mode == "single" else "'codex-N'"
+    assert str(caught.value) == (
+        f"header moonmind_codex_queue={value!r} is not a Codex queue of this fleet (expected "
+        f"{expected}): pass the 'queue' of the run's first phase result, or no header"
+    )
 
 
 def test_queue_header_in_single_queue_mode() -> None:
