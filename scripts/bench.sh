@@ -10,5 +10,6 @@ $py bench/bench_routing.py --json bench/results/routing.json || status=1
 $py bench/bench_preflight.py --json bench/results/preflight.json || status=1
 $py bench/bench_enqueue.py --json bench/results/enqueue.json || status=1
 $py bench/bench_runs.py --json bench/results/runs.json || status=1
+$py bench/bench_secure.py --json bench/results/secure.json || status=1
 $py bench/bench_converge.py --json bench/results/converge.json || status=1
 exit "$status"

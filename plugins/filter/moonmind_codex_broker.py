@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -173,10 +174,27 @@ def broker_definitions(
     return json.dumps(definitions, indent=1, sort_keys=True) + "\n"
 
 
+def subject_alt_names(names: list[str]) -> list[str]:
+    """``DNS:`` or ``IP:`` entries for a certificate, in order, without duplicates."""
+    entries: list[str] = []
+    for raw in names:
+        name = str(raw).strip()
+        if not name:
+            continue
+        try:
+            entry = f"IP:{ipaddress.ip_address(name)}"
+        except ValueError:
+            entry = f"DNS:{name}"
+        if entry not in entries:
+            entries.append(entry)
+    return entries
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "moonmind_codex_broker_users": broker_users,
             "moonmind_codex_broker_definitions": broker_definitions,
             "moonmind_codex_fleet_queue_names": fleet_queue_names,
+            "moonmind_codex_subject_alt_names": subject_alt_names,
         }

@@ -63,7 +63,7 @@ def occurrences(text: str, display: str) -> list[int]:
 
 
 def test_every_benchmark_has_a_results_file_and_a_readme_row() -> None:
-    assert set(BENCHMARKS) == {"routing", "preflight", "enqueue", "runs", "converge"}
+    assert set(BENCHMARKS) == {"routing", "preflight", "enqueue", "runs", "secure", "converge"}
     results = {p.stem for p in RESULTS.glob("*.json")}
     assert results == set(BENCHMARKS), "a results file without its benchmark, or the reverse"
     for name in BENCHMARKS:

@@ -27,6 +27,7 @@ from moonmind_codex_broker import (
     broker_users,
     fleet_queue_names,
     rabbit_password_hash,
+    subject_alt_names,
 )
 
 REPLY = "0b6f1c2e-9d3a-4e5f-8a7b-1c2d3e4f5a6b"
@@ -167,7 +168,18 @@ def test_the_filters_are_exported_to_ansible() -> None:
         "moonmind_codex_broker_users",
         "moonmind_codex_broker_definitions",
         "moonmind_codex_fleet_queue_names",
+        "moonmind_codex_subject_alt_names",
     }
+
+
+def test_subject_alt_names_tell_addresses_from_names_once_each() -> None:
+    assert subject_alt_names(["broker1", "10.0.0.5", "localhost", "127.0.0.1", "broker1", ""]) == [
+        "DNS:broker1",
+        "IP:10.0.0.5",
+        "DNS:localhost",
+        "IP:127.0.0.1",
+    ]
+    assert subject_alt_names(["::1"]) == ["IP:::1"]
 
 
 def test_clients_use_the_brokers_queues_without_declaring_them() -> None:
