@@ -127,6 +127,16 @@ def test_install_routing_puts_the_codex_router_first_and_keeps_the_apps_routes()
         assert isinstance(router, CodexRouter) and tuple(rest) == kept
         assert router.settings is settings and router.store is store
         assert app.conf.task_default_queue == "work"
+        assert not hasattr(app.conf, "task_queues")  # the app declares its queues itself
+
+
+def test_install_routing_names_the_fleets_queues_when_the_broker_declares_them() -> None:
+    app = SimpleNamespace(conf=SimpleNamespace(task_routes=None))
+    install_routing(app, Settings(shard_count=2, default_queue="work", declare_queues=False))
+    assert [q.name for q in app.conf.task_queues] == ["work", "codex-0", "codex-1"]
+    single = SimpleNamespace(conf=SimpleNamespace(task_routes=None))
+    install_routing(single, Settings(queue_mode="single", declare_queues=False))
+    assert [q.name for q in single.conf.task_queues] == ["celery", "codex"]
 
 
 def test_sticky_run_keeps_its_queue_when_the_fleet_grows() -> None:

@@ -4,6 +4,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from moonmind_codex.routing import (
     jump_hash,
@@ -12,6 +14,7 @@ from moonmind_codex.routing import (
     shard_queue,
     stable_digest,
 )
+from tests.unit.fuzz_profiles import examples
 
 KEYS = [f"org-{i % 13}/repo-{i}" for i in range(5000)]
 
@@ -77,3 +80,29 @@ def test_bad_input() -> None:
 
 def test_queue_names() -> None:
     assert shard_queue("codex", 4) == "codex-4"
+
+
+# Any text a producer can send (lone surrogates cannot be encoded and never reach a router).
+KEY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=80)
+
+
+@examples(300)
+@given(KEY_TEXT, st.integers(min_value=1, max_value=300))
+def test_any_key_keeps_its_shard_or_moves_to_the_new_one_when_the_fleet_grows(
+    key: str, shards: int
+) -> None:
+    shard = shard_for_key(key, shards)
+    assert 0 <= shard < shards
+    assert shard_for_key(key, shards) == shard  # the same answer every time
+    assert shard_for_key(key, shards + 1) in (shard, shards)
+    assert shard_queue("codex", shard) == f"codex-{shard}"
+
+
+@examples(50)
+@given(st.lists(KEY_TEXT, min_size=400, max_size=400, unique=True))
+def test_any_four_hundred_keys_spread_over_four_shards(keys: list[str]) -> None:
+    counts = [0] * 4
+    for key in keys:
+        counts[shard_for_key(key, 4)] += 1
+    # 100 expected per shard; below 50 would be a broken spread (odds of chance: about 1e-8).
+    assert min(counts) >= 50, counts
