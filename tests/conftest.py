@@ -27,7 +27,9 @@ TESTS = Path(__file__).resolve().parent
 MINIMUM_TESTS_PER_MODULE = {
     "ansible/test_check_mode_fresh_host.py": 1,
     "ansible/test_credentials.py": 7,
+    "ansible/test_fleet_changes.py": 9,
     "ansible/test_fleet_settings_reach_workers.py": 1,
+    "ansible/test_hosts_without_systemd.py": 2,
     "ansible/test_images_pull_mode.py": 2,
     "ansible/test_inventory_validation.py": 15,
     "ansible/test_worker_unit_restart_policy.py": 5,

@@ -1,0 +1,154 @@
+"""A host whose PID 1 is not systemd: Docker's restart policy keeps the broker and workers up.
+
+One real host container of the Molecule host image started with `sleep` as PID 1 (so Ansible's
+`ansible_service_mgr` is not systemd) and dockerd started by hand, converged by playbooks/site.yml
+with two shards. There the roles write no unit, start every container themselves with the
+`unless-stopped` policy, and restart worker containers with `docker restart` when the broker
+secret changes. The tests check the host's engine and the broker, never the playbook's words.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.hosts import (
+    REPO,
+    ansible_playbook,
+    docker,
+    fleet_inventory,
+    queue_consumers,
+    recap_changed,
+    remove_host,
+    start_host_without_systemd,
+    wait_until,
+)
+from tests.ansible.conftest import copy_images
+
+pytestmark = pytest.mark.integration
+
+SITE = REPO / "playbooks" / "site.yml"
+SHARDS = [0, 1]
+CONTAINERS = ["moonmind-codex-broker"] + [f"moonmind-codex-worker-{s}" for s in SHARDS]
+
+
+@dataclass
+class PlainHost:
+    name: str
+    work: Path
+    archives: Path
+
+    def site(self, password: str) -> str:
+        inventory = self.work / f"hosts-{secrets.token_hex(3)}.yml"
+        inventory.write_text(
+            json.dumps(
+                fleet_inventory(
+                    self.name,
+                    SHARDS,
+                    len(SHARDS),
+                    moonmind_codex_broker_password=password,
+                    moonmind_codex_images_source="load",
+                    moonmind_codex_images_archive_dir=str(self.archives),
+                )
+            )
+        )
+        done = ansible_playbook(inventory, SITE)
+        assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+        return done.stdout
+
+
+def state(host: str, container: str) -> dict[str, str]:
+    out = docker(
+        "exec", host, "docker", "inspect", "--format",
+        "{{.State.Status}} {{.State.StartedAt}} {{.RestartCount}} {{.State.Pid}} "
+        "{{.HostConfig.RestartPolicy.Name}}",
+        container,
+    ).stdout.split()  # fmt: skip
+    return dict(zip(("status", "started", "restarts", "pid", "policy"), out, strict=True))
+
+
+def running_ids(host: str) -> list[str]:
+    return sorted(docker("exec", host, "docker", "ps", "-q", "--no-trunc").stdout.split())
+
+
+def wait_until_consuming(host: str) -> None:
+    wait_until(
+        lambda: all(queue_consumers(host).get(f"codex-{s}") == 1 for s in SHARDS),
+        "one consumer on every shard's queue",
+        240,
+        every_s=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def plain_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainHost]:
+    name = f"mmc-test-nosystemd-{secrets.token_hex(3)}"
+    work = tmp_path_factory.mktemp("nosystemd")
+    try:
+        start_host_without_systemd(name)
+        archives = copy_images(name, work / "archives", "worker", "job", "broker")
+        host = PlainHost(name, work, archives)
+        host.site("first-secret")
+        wait_until_consuming(name)
+        yield host
+    finally:
+        remove_host(name)
+
+
+def test_without_systemd_docker_runs_and_restarts_the_containers_no_unit_is_written(
+    plain_host: PlainHost,
+) -> None:
+    host = plain_host.name
+    assert docker("exec", host, "cat", "/proc/1/comm").stdout.strip() == "sleep"
+    units = docker("exec", host, "ls", "/etc/systemd/system").stdout
+    assert "moonmind-codex" not in units, units
+    for container in CONTAINERS:
+        found = state(host, container)
+        assert (found["status"], found["policy"]) == ("running", "unless-stopped"), found
+    wait_until_consuming(host)
+
+    # A worker that dies (its main process killed, as by the kernel's OOM killer) comes back by
+    # Docker's restart policy alone, and consumes its queue again; the other one is untouched.
+    crashed, other = state(host, "moonmind-codex-worker-0"), state(host, "moonmind-codex-worker-1")
+    docker("exec", host, "kill", "-KILL", crashed["pid"])
+    wait_until(
+        lambda: (
+            (now := state(host, "moonmind-codex-worker-0"))["status"] == "running"
+            and int(now["restarts"]) == int(crashed["restarts"]) + 1
+        ),
+        "Docker to restart the killed worker",
+        120,
+    )
+    wait_until_consuming(host)
+    assert state(host, "moonmind-codex-worker-1") == other
+
+
+def test_without_systemd_a_new_broker_secret_restarts_every_worker_container(
+    plain_host: PlainHost,
+) -> None:
+    host = plain_host.name
+    wait_until_consuming(host)
+    before = {c: state(host, c) for c in CONTAINERS}
+    ids = running_ids(host)
+
+    password = f"rotated-{secrets.token_hex(4)}"
+    plain_host.site(password)
+
+    wait_until_consuming(host)  # the workers log in with the new password
+    for shard in SHARDS:
+        name = f"moonmind-codex-worker-{shard}"
+        after = state(host, name)
+        assert after["status"] == "running"
+        assert after["started"] != before[name]["started"], f"{name} was not restarted"
+        assert after["restarts"] == before[name]["restarts"]  # restarted by the play, not a crash
+    assert running_ids(host) == ids  # the same containers: they read the secret file on start
+
+    # The same inventory again changes nothing and restarts nothing.
+    settled = {c: state(host, c) for c in CONTAINERS}
+    assert recap_changed(plain_host.site(password)) == 0
+    assert {c: state(host, c) for c in CONTAINERS} == settled
