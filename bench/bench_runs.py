@@ -239,6 +239,11 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         default=None,
         help="MOONMIND_CODEX_JOB_CPU_SHARES for the workers (default: the image's own default)",
     )
+    parser.add_argument(
+        "--job-cpuset",
+        default=None,
+        help="MOONMIND_CODEX_JOB_CPUSET for the workers, e.g. 1 (default: any core)",
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     client = docker.from_env()
@@ -251,11 +256,11 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
     volumes = [client.volumes.create(f"mmc-test-{fleet_tag}-auth-{n}") for n in range(SHARDS)]
     workers: list[Any] = []
     default_worker = None
-    worker_env = (
-        {}
-        if args.job_cpu_shares is None
-        else {"MOONMIND_CODEX_JOB_CPU_SHARES": str(args.job_cpu_shares)}
-    )
+    worker_env = {}
+    if args.job_cpu_shares is not None:
+        worker_env["MOONMIND_CODEX_JOB_CPU_SHARES"] = str(args.job_cpu_shares)
+    if args.job_cpuset is not None:
+        worker_env["MOONMIND_CODEX_JOB_CPUSET"] = args.job_cpuset
     load_before = os.getloadavg()
     try:
         for volume in volumes:
@@ -425,7 +430,8 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         f"default-queue pings: {args.rounds} rounds x {args.pings} per block, idle and "
         f"saturated blocks alternating; saturating load: {args.backlog_per_shard} phases "
         f"(`sleep {args.busy_seconds:g}`, pre-flight included) per shard per round; job "
-        f"containers' CpuShares seen: {sorted(shares_seen)} (0 = engine default 1024); "
+        f"containers' CpuShares seen: {sorted(shares_seen)} (0 = engine default 1024); job "
+        f"cores: {args.job_cpuset or 'any'}; "
         f"every shard still had work at the end of {saturated_rounds}/{len(rounds)} "
         "saturated blocks"
     )
@@ -469,6 +475,7 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         backlog_per_shard=args.backlog_per_shard,
         busy_seconds=args.busy_seconds,
         job_cpu_shares_seen=sorted(shares_seen),
+        job_cpuset=args.job_cpuset,
         ping_idle=idle,
         ping_saturated=saturated,
         per_round=rounds,

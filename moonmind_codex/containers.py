@@ -147,6 +147,7 @@ _LIMIT_FLAGS = {
     "mem_limit": "--memory",
     "pids_limit": "--pids-limit",
     "nano_cpus": "--cpus",
+    "cpuset_cpus": "--cpuset-cpus",
 }
 
 
@@ -161,6 +162,8 @@ def _limits(settings: Settings) -> dict[str, Any]:
         limits["pids_limit"] = settings.job_pids_limit
     if settings.job_cpus:
         limits["nano_cpus"] = round(settings.job_cpus * 1e9)
+    if settings.job_cpuset:
+        limits["cpuset_cpus"] = settings.job_cpuset
     return limits
 
 

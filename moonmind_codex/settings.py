@@ -66,6 +66,7 @@ MAX_ID = 2**32 - 2
 
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_CPU_LIST = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 
 
 class SettingsError(ValueError):
@@ -100,6 +101,10 @@ class Settings:
     job_memory_mb: int = 8192
     job_pids_limit: int = 4096
     job_cpus: float = 0.0
+    # The cores job-image containers may run on (docker --cpuset-cpus, e.g. "1-3"): leaving a
+    # core to the broker, the workers and the host's default-queue workers keeps their latency
+    # when every shard is busy. None: any core.
+    job_cpuset: str | None = None
     preflight_timeout_seconds: float = 30.0
     busy_retry_seconds: float = 30.0
     busy_max_retries: int = 20
@@ -407,6 +412,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_pids_limit=_int(env, "JOB_PIDS_LIMIT", Settings.job_pids_limit, 0),
         # 0 (no cap) is allowed here; the range check names the valid values.
         job_cpus=_float(env, "JOB_CPUS", Settings.job_cpus, -1),
+        job_cpuset=_optional_str(env, "JOB_CPUSET"),
         preflight_timeout_seconds=_float(
             env, "PREFLIGHT_TIMEOUT_SECONDS", Settings.preflight_timeout_seconds, 0
         ),
@@ -542,11 +548,26 @@ def _validate_job_limits(s: Settings) -> None:
                 f"{ENV_PREFIX}{name}={value} is too small for a Codex job (node, git, the "
                 f"CLI): use at least {least}, or 0 for no limit"
             )
+    if s.job_cpuset is not None and not _cpu_list_ok(s.job_cpuset):
+        raise SettingsError(
+            f"{ENV_PREFIX}JOB_CPUSET={s.job_cpuset!r} is not a list of cores: use numbers and "
+            "ranges as docker --cpuset-cpus takes them, e.g. 1-3 or 1,3 (unset: any core)"
+        )
     if s.job_cpus != 0 and not MIN_JOB_CPUS <= s.job_cpus <= MAX_JOB_CPUS:
         raise SettingsError(
             f"{ENV_PREFIX}JOB_CPUS={s.job_cpus:g} is out of range: use "
             f"{MIN_JOB_CPUS}..{MAX_JOB_CPUS:g} cores (docker run --cpus), or 0 for no cap"
         )
+
+
+def _cpu_list_ok(cpus: str) -> bool:
+    if not _CPU_LIST.match(cpus):
+        return False
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        if last and int(last) < int(first):
+            return False
+    return True
 
 
 def _validate_allowed_commands(allowed: tuple[str, ...]) -> None:

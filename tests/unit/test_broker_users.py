@@ -246,3 +246,24 @@ def test_a_yes_no_setting_that_is_neither_is_refused() -> None:
         load_settings(BASE | {"MOONMIND_CODEX_REMOTE_CONTROL": "maybe"})
     defaults = load_settings(BASE)
     assert (defaults.remote_control, defaults.declare_queues) == (False, True)
+
+
+@pytest.mark.parametrize("cpus", ["1", "1-3", "0,2", "1-2,5,7-8"])
+def test_a_job_cpuset_is_a_list_of_cores(cpus: str) -> None:
+    from moonmind_codex.containers import _limits
+
+    settings = load_settings(BASE | {"MOONMIND_CODEX_JOB_CPUSET": cpus})
+    assert settings.job_cpuset == cpus
+    assert _limits(settings)["cpuset_cpus"] == cpus
+
+
+@pytest.mark.parametrize("cpus", ["a", "1-", "3-1", "1,,2", "1 2", "1;2"])
+def test_a_job_cpuset_that_is_not_a_list_of_cores_is_refused(cpus: str) -> None:
+    with pytest.raises(SettingsError, match="JOB_CPUSET=.* is not a list of cores"):
+        load_settings(BASE | {"MOONMIND_CODEX_JOB_CPUSET": cpus})
+
+
+def test_no_job_cpuset_means_any_core() -> None:
+    from moonmind_codex.containers import _limits
+
+    assert "cpuset_cpus" not in _limits(load_settings(BASE | {"MOONMIND_CODEX_JOB_CPUSET": ""}))
