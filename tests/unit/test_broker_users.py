@@ -259,7 +259,7 @@ def test_a_job_cpuset_is_a_list_of_cores(cpus: str) -> None:
 
 @pytest.mark.parametrize("cpus", ["a", "1-", "3-1", "1,,2", "1 2", "1;2"])
 def test_a_job_cpuset_that_is_not_a_list_of_cores_is_refused(cpus: str) -> None:
-    with pytest.raises(SettingsError, match="JOB_CPUSET=.* is not a list of cores"):
+    with pytest.raises(SettingsError, match=r"JOB_CPUSET=.* is not a list of cores"):
         load_settings(BASE | {"MOONMIND_CODEX_JOB_CPUSET": cpus})
 
 
