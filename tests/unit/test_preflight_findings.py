@@ -608,6 +608,10 @@ def test_a_problems_message_adds_the_auth_mode_and_the_fix() -> None:
         f"Codex login check WARN for {SHARD}: second warning (auth mode api_key)\n"
         f"Fix: {render_fix(Fix.REPAIR, SHARD)}"
     )
+    chatgpt = judged([BLOCKED_NO_FIX], auth_mode="chatgpt")
+    assert chatgpt.message().splitlines()[0] == (
+        f"Codex login check BLOCKED for {SHARD}: broken (auth mode chatgpt)"
+    )
     unknown = judged([WARN_2], auth_mode="unknown")
     assert unknown.message().splitlines()[0] == (
         f"Codex login check WARN for {SHARD}: second warning"
@@ -670,6 +674,9 @@ def test_an_empty_probe_report_is_judged_with_every_default() -> None:
         None,
         render_fix(Fix.REPAIR, SHARD),
     )
+    # The probe names the Codex home it looked at: the finding quotes it.
+    named = evaluate({"codex_home": "/srv/codex"}, SHARD, LoginPolicy(1000, 7.0), 0.5)
+    assert named.reason == "/srv/codex is not accessible to uid 1000 (missing)"
 
 
 def test_the_judge_passes_the_policy_age_and_quarantine_through() -> None:

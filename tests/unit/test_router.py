@@ -134,6 +134,8 @@ def test_install_routing_names_the_fleets_queues_when_the_broker_declares_them()
     app = SimpleNamespace(conf=SimpleNamespace(task_routes=None))
     install_routing(app, Settings(shard_count=2, default_queue="work", declare_queues=False))
     assert [q.name for q in app.conf.task_queues] == ["work", "codex-0", "codex-1"]
+    # Durable like the broker's definitions: a client never re-declares them differently.
+    assert all(q.durable and q.exchange.durable for q in app.conf.task_queues)
     single = SimpleNamespace(conf=SimpleNamespace(task_routes=None))
     install_routing(single, Settings(queue_mode="single", declare_queues=False))
     assert [q.name for q in single.conf.task_queues] == ["celery", "codex"]
