@@ -92,7 +92,9 @@ class FleetHost:
         return path
 
     def values(self, **changes: Any) -> dict[str, Any]:
-        return {**(self.applied or BASE), **changes}
+        """The last applied values with ``changes``; the purge flag only when asked for."""
+        applied = {k: v for k, v in (self.applied or BASE).items() if k != "purge"}
+        return {**applied, **changes}
 
     def run(self, playbook: Path, *args: str, **values: Any) -> subprocess.CompletedProcess[str]:
         done = ansible_playbook(self.inventory(**values), playbook, *args)
@@ -461,7 +463,6 @@ def test_a_shard_taken_off_the_host_keeps_its_login_until_a_purge_run(fleet: Fle
 
     assert "codex_auth_3" not in volumes(fleet.name)
     assert logins(fleet.name, range(3)) == {s: kept[s] for s in range(3)}
-    fleet.applied = {**fleet.values(), "purge": False}  # later tests run without the flag
 
 
 def test_teardown_keeps_the_logins_and_only_the_purge_flag_removes_them(
@@ -472,7 +473,7 @@ def test_teardown_keeps_the_logins_and_only_the_purge_flag_removes_them(
     kept = logins(fleet.name, shards)
     assert all(kept.values())
 
-    down = fleet.run(TEARDOWN, **fleet.values())
+    down = fleet.run(TEARDOWN, **fleet.values(purge=False))
     fleet.applied = None
     assert down.returncode == 0, down.stdout[-4000:]
     left = containers(fleet.name)
