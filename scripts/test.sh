@@ -9,6 +9,7 @@ start=$SECONDS
 bash scripts/lint.sh
 echo "== pytest"
 .venv/bin/pytest
+echo "== mutation"; bash scripts/mutation.sh
 echo "== molecule"
 bash scripts/molecule-test.sh
 echo "all checks passed in $((SECONDS - start)) s"

@@ -72,7 +72,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_probe.py": 13,
     "unit/test_role_inputs.py": 8,
     "unit/test_router.py": 21,
-    "unit/test_routing.py": 10,
+    "unit/test_routing.py": 13,
     "unit/test_runs.py": 89,
     "unit/test_settings.py": 41,
     "unit/test_shape.py": 6,

@@ -69,9 +69,45 @@ def test_known_values_never_change() -> None:
     assert [shard_for_key(k, 3) for k in ("repo-a", "repo-b", "repo-c", "repo-d")] == [0, 1, 1, 2]
 
 
+def test_known_values_in_a_large_and_a_small_fleet_never_change() -> None:
+    # Many jumps per key at 1000 shards: any change to the jump arithmetic moves some of these.
+    keys = [f"org/repo-{i}" for i in range(12)]
+    assert [shard_for_key(k, 1000) for k in keys] == [
+        631,
+        725,
+        847,
+        65,
+        524,
+        457,
+        481,
+        696,
+        71,
+        674,
+        387,
+        306,
+    ]
+    assert [shard_for_key(k, 7) for k in keys] == [1, 1, 2, 2, 5, 6, 1, 3, 1, 2, 5, 3]
+
+
+def test_the_jump_formula_holds_at_the_edge_of_its_31_bit_range() -> None:
+    # A digest whose next generator state is 5 (its top 31 bits 0): the first jump is exactly
+    # 2**31 / (0 + 1), past the last of 2**31 buckets, so the key stays in bucket 0.
+    key = 9194556166681899348
+    assert (key * 2862933555777941757 + 1) % 2**64 == 5
+    assert jump_hash(key, 2**31) == 0
+    assert jump_hash(key, 2**31 + 1) == 2**31
+
+
+def test_the_benchmarks_modulo_placement_is_the_digest_modulo_n() -> None:
+    assert modulo_shard_for_key("org/repo", 1) == 0
+    assert modulo_shard_for_key("org/repo", 7) == 0x57B681C5CF8EFDC2 % 7
+    assert isinstance(modulo_shard_for_key("org/repo", 7), int)
+
+
 def test_bad_input() -> None:
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError) as caught:
         stable_digest("")
+    assert str(caught.value) == "an affinity key must be a non-empty string"
     with pytest.raises(ValueError, match="at least 1"):
         jump_hash(5, 0)
     with pytest.raises(ValueError, match="at least 1"):
