@@ -360,9 +360,13 @@ def test_a_command_off_the_allowlist_is_refused_before_anything_starts(
     message = str(caught.value)
     assert "command 'python3' is not allowed on this worker" in message, message
     assert f"MOONMIND_CODEX_ALLOWED_COMMANDS allows {', '.join(TEST_ALLOWED_COMMANDS)}" in message
-    # Nothing started and nothing was written: no container, no audit record, no log.
+    # Nothing started: no container, no phase record, no log; the audit log holds the refusal.
     assert started == []
-    assert [r for r in fleet.audit() if r["run_id"] == run_id] == []
+    records = [r for r in fleet.audit() if r["run_id"] == run_id]
+    assert [(r["event"], r["phase"], r["shard"]) for r in records] == [
+        ("codex_task_refused", "specify", 0)
+    ]
+    assert "MOONMIND_CODEX_ALLOWED_COMMANDS" in records[0]["reason"]
     assert not (fleet.state / "artifacts" / "spec_workflows" / run_id).exists()
 
 
