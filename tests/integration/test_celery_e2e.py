@@ -315,7 +315,9 @@ def test_a_volume_held_past_every_retry_fails_the_phase_with_the_holder_to_look_
     ("command", "timeout_s", "outcome", "said"),
     [
         (["sh", "-c", "echo working; exit 3"], None, "failed", "failed with exit code 3"),
-        (["sh", "-c", "echo working; sleep 60"], 2, "timed_out", "timed out"),
+        # 8 s: the timeout also covers the in-job pre-flight, which under load can take
+        # seconds before the command prints; still far below the command's 60 s.
+        (["sh", "-c", "echo working; sleep 60"], 8, "timed_out", "timed out"),
     ],
     ids=["failed", "timed-out"],
 )
