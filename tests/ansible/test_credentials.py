@@ -71,7 +71,9 @@ def _inventory(tmp: Path, secrets_dir: Path) -> Path:
 def _run(tmp: Path, secrets_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     playbook = tmp / "credentials.yml"
     playbook.write_text(PLAYBOOK)
-    return ansible_playbook(_inventory(tmp, secrets_dir), playbook, *args)
+    # The role calls its filters by collection name, as the installed collection must.
+    collections = {"ANSIBLE_COLLECTIONS_PATH": str(REPO / "playbooks" / "collections")}
+    return ansible_playbook(_inventory(tmp, secrets_dir), playbook, *args, extra_env=collections)
 
 
 @pytest.fixture(scope="module")
