@@ -201,6 +201,9 @@ def fleet_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                             "moonmind_codex_images_archive_dir": str(archives),
                             "moonmind_codex_broker_password": "not-a-secret",
                             "moonmind_codex_broker_bind_address": "127.0.0.1",
+                            # Off by default; on here, so that a remote shutdown (the quiet
+                            # stop the unit must catch) reaches the worker.
+                            "moonmind_codex_workers_remote_control": True,
                         },
                         "children": {
                             "codex_workers": {
@@ -288,8 +291,9 @@ def test_a_remote_shutdown_through_the_broker_exits_69_and_systemd_brings_the_sh
     )
     exits_before = journal(fleet_host, shard).count(EXITED_69)
 
-    # What anyone with the broker's credentials can do, with Celery's own CLI: the worker stops
-    # consuming. A shutdown has no reply, so the CLI may say that no node replied (its exit 69).
+    # What anyone with the broker's credentials could do where remote control is on, with
+    # Celery's own CLI: the worker stops consuming. A shutdown has no reply, so the CLI may say
+    # that no node replied (its exit 69).
     node = f"codex-{shard}@{fleet_host}"
     sent = in_worker_image(
         fleet_host,
