@@ -41,7 +41,7 @@ from bench.stats import (
     target_row,
     write_record,
 )
-from harness.broker import running_broker
+from harness.broker import broker_container, running_broker
 from harness.fleet import (
     WORKER_UID,
     producer_database_url,
@@ -317,14 +317,7 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
 
             # (b) default-queue latency: idle and saturated blocks, alternating.
             port = url.rsplit(":", 1)[1].split("/")[0]
-            broker = next(
-                c
-                for c in client.containers.list(filters={"label": "io.moonmind.codex.test=1"})
-                if (c.attrs["HostConfig"].get("PortBindings") or {})
-                .get("5672/tcp", [{}])[0]
-                .get("HostPort")
-                == port
-            )
+            broker = broker_container(client, url)
             meter = Meter(
                 {
                     "producer": [os.getpid()],
