@@ -39,16 +39,14 @@ from bench.stats import (
     write_record,
 )
 from harness.broker import running_broker
-from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
+from harness.fleet import STATE_DIR, WORKER_UID, producer_database_url, start_worker, wait_for_log
 from harness.logins import api_key_login
-from harness.pki import trust_dir
 from harness.secure_broker import running_secure_broker
 from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
 from moonmind_codex.settings import Settings
 
 TARGET_RATIO = 1.10
 STAMP = ["sh", "-c", "date +%s.%N"]
-IN_WORKER = Path("/var/lib/moonmind-codex")
 
 
 @dataclass
@@ -65,7 +63,7 @@ class Side:
             kwargs={"run_id": run_id, "phase": "p", "repository": "bench/repo", "command": STAMP},
         ).get(timeout=120)
         assert result["outcome"] == "succeeded", result
-        log = self.state / Path(result["log_path"]).relative_to(IN_WORKER)
+        log = self.state / Path(result["log_path"]).relative_to(STATE_DIR)
         return float(log.read_text().split()[0]) - sent
 
 
@@ -115,29 +113,10 @@ def plain_side(client: Any, work: Path, tag: str) -> Iterator[Side]:
 @contextmanager
 def secure_side(client: Any, work: Path, tag: str) -> Iterator[Side]:
     state = _state(work)
-    pki = state / "pki"
     with running_secure_broker(client, work, shard_count=1) as broker:
         producer = broker.ca.issue("signing-producer")
-        worker_id = broker.ca.issue("signing-worker")
-        trust_dir(pki / "trusted", producer.cert, worker_id.cert)
-        for source in (broker.ca.cert_path, worker_id.key, worker_id.cert):
-            (pki / source.name).write_bytes(source.read_bytes())
-        for path in [pki, *pki.rglob("*")]:
-            os.chown(path, WORKER_UID, WORKER_UID)
-        worker = _worker(
-            client,
-            tag,
-            work,
-            state,
-            broker.url("codex-shard-0"),
-            {
-                "MOONMIND_CODEX_BROKER_CA_PATH": str(IN_WORKER / "pki" / "ca.crt"),
-                "MOONMIND_CODEX_SIGNING_KEY_PATH": str(IN_WORKER / "pki" / worker_id.key.name),
-                "MOONMIND_CODEX_SIGNING_CERT_PATH": str(IN_WORKER / "pki" / worker_id.cert.name),
-                "MOONMIND_CODEX_SIGNING_TRUST_DIR": str(IN_WORKER / "pki" / "trusted"),
-                "MOONMIND_CODEX_DECLARE_QUEUES": "false",
-            },
-        )
+        worker_env = broker.signed_worker(state, producer)
+        worker = _worker(client, tag, work, state, broker.url("codex-shard-0"), worker_env)
         try:
             settings = Settings(
                 broker_url=broker.url("codex-producer"),
@@ -146,7 +125,7 @@ def secure_side(client: Any, work: Path, tag: str) -> Iterator[Side]:
                 database_url=producer_database_url(state),
                 signing_key_path=producer.key,
                 signing_cert_path=producer.cert,
-                signing_trust_dir=pki / "trusted",
+                signing_trust_dir=state / "pki" / "trusted",
                 declare_queues=False,
             )
             yield Side("on", create_app(settings), state)

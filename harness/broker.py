@@ -21,6 +21,34 @@ def _url_digest(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
+def wait_for_broker(
+    container: Any,
+    ready_line: str,
+    url: str,
+    ssl: dict[str, Any] | None = None,
+    timeout_s: float = 90,
+) -> None:
+    """Until the broker logged ``ready_line`` and accepts a login at ``url``; fail if it exits."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        container.reload()
+        logs = container.logs().decode("utf-8", "replace")
+        if ready_line in logs:
+            conn: Any = Connection(url, ssl=ssl, connect_timeout=5)  # type: ignore[no-untyped-call]
+            try:
+                conn.connect()
+                return
+            except (OSError, *conn.connection_errors):
+                pass  # the log line comes a moment before the listener accepts logins
+            finally:
+                conn.release()
+        if container.status == "exited":
+            raise RuntimeError(f"broker exited: {logs[-2000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"broker not ready after {timeout_s} s: {logs[-2000:]}")
+        time.sleep(0.5)
+
+
 def bound_port(container: Any, container_port: str) -> int:
     """The loopback port the engine bound for ``container_port`` (it chose a free one)."""
     container.reload()
@@ -74,24 +102,7 @@ def running_broker(client: Any, workdir: Path, timeout_s: float = 90) -> Iterato
             },
             labels={"io.moonmind.codex.test": "1", URL_LABEL: _url_digest(url)},
         )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            container.reload()
-            logs = container.logs().decode("utf-8", "replace")
-            if "ready; user 'moonmind' configured" in logs:
-                conn: Any = Connection(url, connect_timeout=5)  # type: ignore[no-untyped-call]
-                try:
-                    conn.connect()
-                    break
-                except (OSError, *conn.connection_errors):
-                    pass  # the log line comes a moment before the listener accepts logins
-                finally:
-                    conn.release()
-            if container.status == "exited":
-                raise RuntimeError(f"broker exited: {logs[-2000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"broker not ready after {timeout_s} s: {logs[-2000:]}")
-            time.sleep(0.5)
+        wait_for_broker(container, "ready; user 'moonmind' configured", url, timeout_s=timeout_s)
         yield url
     finally:
         if container is not None:

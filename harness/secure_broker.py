@@ -6,9 +6,9 @@ Users and permissions come from the same table the broker role writes
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from kombu.connection import Connection
-
-from harness.pki import FleetCA
+from harness.broker import bound_port, wait_for_broker
+from harness.fleet import STATE_DIR, WORKER_UID
+from harness.pki import FleetCA, Identity, trust_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "filter"))
 from moonmind_codex_broker import broker_definitions, broker_users, fleet_queue_names
 
 BROKER_IMAGE = "moonmind-codex/broker:latest"
 TLS_PORT = "5671/tcp"
-PLAIN_PORT = "5672/tcp"
 
 
 @dataclass
@@ -47,6 +46,27 @@ class SecureBroker:
             "ca_certs": str(self.ca.cert_path),
             "cert_reqs": ssl.CERT_REQUIRED,
             "server_hostname": None,
+        }
+
+    def signed_worker(self, state: Path, *trusted: Identity) -> dict[str, str]:
+        """A worker's signing identity, the fleet CA and a trust directory (the worker's own
+        certificate and ``trusted``) in ``state/pki``, owned by the worker uid; the settings that
+        point a worker container (``state`` mounted at STATE_DIR, as start_worker does) at them.
+        """
+        pki = state / "pki"
+        worker = self.ca.issue("signing-worker")
+        trust_dir(pki / "trusted", *(t.cert for t in trusted), worker.cert)
+        for source in (self.ca.cert_path, worker.key, worker.cert):
+            (pki / source.name).write_bytes(source.read_bytes())
+        for path in [pki, *pki.rglob("*")]:
+            os.chown(path, WORKER_UID, WORKER_UID)
+        inside = Path(STATE_DIR) / "pki"
+        return {
+            "MOONMIND_CODEX_BROKER_CA_PATH": str(inside / self.ca.cert_path.name),
+            "MOONMIND_CODEX_SIGNING_KEY_PATH": str(inside / worker.key.name),
+            "MOONMIND_CODEX_SIGNING_CERT_PATH": str(inside / worker.cert.name),
+            "MOONMIND_CODEX_SIGNING_TRUST_DIR": str(inside / "trusted"),
+            "MOONMIND_CODEX_DECLARE_QUEUES": "false",
         }
 
     def container_ip(self) -> str:
@@ -93,29 +113,15 @@ def running_secure_broker(
         labels={"io.moonmind.codex.test": "1"},
     )
     try:
-        deadline = time.monotonic() + timeout_s
-        broker: SecureBroker | None = None
-        while True:
-            container.reload()
-            logs = container.logs().decode("utf-8", "replace")
-            if "ready; users configured" in logs:
-                port = int(container.ports[TLS_PORT][0]["HostPort"])
-                broker = SecureBroker(container, ca, "127.0.0.1", port, passwords)
-                conn: Any = Connection(  # type: ignore[no-untyped-call]
-                    broker.url("codex-producer"), ssl=broker.ssl_options(), connect_timeout=5
-                )
-                try:
-                    conn.connect()
-                    break
-                except (OSError, *conn.connection_errors):
-                    pass  # the log line comes a moment before the listener accepts logins
-                finally:
-                    conn.release()
-            if container.status == "exited":
-                raise RuntimeError(f"broker exited: {logs[-2000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"broker not ready after {timeout_s} s: {logs[-2000:]}")
-            time.sleep(0.5)
+        port = bound_port(container, TLS_PORT)
+        broker = SecureBroker(container, ca, "127.0.0.1", port, passwords)
+        wait_for_broker(
+            container,
+            "ready; users configured",
+            broker.url("codex-producer"),
+            broker.ssl_options(),
+            timeout_s,
+        )
         yield broker
     finally:
         container.remove(force=True, v=True)

@@ -27,7 +27,7 @@ from kombu import Connection, Exchange, Queue
 
 from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
 from harness.logins import api_key_login
-from harness.pki import Identity, trust_dir
+from harness.pki import Identity
 from harness.secure_broker import SecureBroker, running_secure_broker
 from moonmind_codex.audit import read_records
 from moonmind_codex.celery_app import create_app
@@ -36,8 +36,6 @@ from moonmind_codex.settings import Settings
 
 SHARDS = 3
 SERVED = 1
-# Where the worker container sees the test's state directory (harness.fleet.start_worker).
-IN_WORKER = Path("/var/lib/moonmind-codex")
 
 
 @dataclass
@@ -121,17 +119,13 @@ def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sec
     tag = secrets.token_hex(3)
     work = tmp_path_factory.mktemp("secure")
     state = work / "state"
-    (state / "pki" / "trusted").mkdir(parents=True)
+    state.mkdir()
     with running_secure_broker(client, work, shard_count=SHARDS) as broker:
         producer_id = broker.ca.issue("signing-producer")
-        worker_id = broker.ca.issue("signing-worker")
         # Issued by the fleet CA, but not in the trust directory: not a fleet producer.
         rogue_id = broker.ca.issue("signing-rogue")
-        trust = trust_dir(state / "pki" / "trusted", producer_id.cert, worker_id.cert)
-        for source in (broker.ca.cert_path, worker_id.key, worker_id.cert):
-            (state / "pki" / source.name).write_bytes(source.read_bytes())
-        for path in (state / "pki").rglob("*"):
-            os.chown(path, WORKER_UID, WORKER_UID)
+        worker_env = broker.signed_worker(state, producer_id)
+        trust = state / "pki" / "trusted"
         os.chown(state, WORKER_UID, WORKER_UID)
         url_file = work / "broker_url"
         url_file.write_text(broker.url(f"codex-shard-{SERVED}"))
@@ -147,13 +141,7 @@ def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sec
             f"mmc-test-{tag}-sworker-{SERVED}",
             volume.name,
             shard_count=SHARDS,
-            extra_env={
-                "MOONMIND_CODEX_BROKER_CA_PATH": str(IN_WORKER / "pki" / "ca.crt"),
-                "MOONMIND_CODEX_SIGNING_KEY_PATH": str(IN_WORKER / "pki" / worker_id.key.name),
-                "MOONMIND_CODEX_SIGNING_CERT_PATH": str(IN_WORKER / "pki" / worker_id.cert.name),
-                "MOONMIND_CODEX_SIGNING_TRUST_DIR": str(IN_WORKER / "pki" / "trusted"),
-                "MOONMIND_CODEX_DECLARE_QUEUES": "false",
-            },
+            extra_env=worker_env,
         )
         try:
             logs = wait_for_log(worker, " ready.")
