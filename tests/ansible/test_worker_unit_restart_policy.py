@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.hosts import REPO, ansible_playbook, docker, remove_host, start_host
+from harness.hosts import REPO, ansible_playbook, docker, queue_consumers, remove_host, start_host
 from moonmind_codex.exitcodes import FINAL_FOR_SYSTEMD, ExitCode
 from tests.ansible.conftest import copy_images
 
@@ -239,22 +239,9 @@ def in_worker_image(host: str, script: str, *args: str) -> subprocess.CompletedP
     )  # fmt: skip
 
 
-def consumers(host: str) -> dict[str, int]:
-    """Consumers of each queue, as the fleet's RabbitMQ counts them (none while it starts)."""
-    listed = docker(
-        "exec", host, "docker", "exec", "moonmind-codex-broker",
-        "rabbitmqctl", "-q", "list_queues", "name", "consumers",
-        check=False,
-    )  # fmt: skip
-    if listed.returncode != 0:
-        return {}
-    rows = (line.split() for line in listed.stdout.splitlines())
-    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
-
-
 def wait_until_consuming(host: str, shard: int, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
-    while (found := consumers(host)).get(f"codex-{shard}") != 1:
+    while (found := queue_consumers(host)).get(f"codex-{shard}") != 1:
         assert time.monotonic() < deadline, f"codex-{shard} never had its consumer: {found}"
         time.sleep(1)
 
@@ -357,7 +344,7 @@ def test_an_operators_systemctl_stop_leaves_the_unit_inactive_without_a_restart(
     ).stdout.split()  # fmt: skip
     assert exited == ["false", str(int(ExitCode.OK))]
     assert EXITED_69 not in journal(fleet_host, shard)
-    assert consumers(fleet_host).get(f"codex-{shard}") == 0
+    assert queue_consumers(fleet_host).get(f"codex-{shard}") == 0
 
     # Started again by the operator: it consumes again.
     docker("exec", fleet_host, "systemctl", "start", f"moonmind-codex-worker@{shard}.service")
