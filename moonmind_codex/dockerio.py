@@ -40,6 +40,17 @@ def connect(settings: Settings, timeout_s: float = 10.0) -> docker.DockerClient:
     return client
 
 
+def network_exists(client: docker.DockerClient, name: str) -> bool:
+    """Whether the named network exists (``container:<id>`` needs none). Only asks."""
+    if name.startswith("container:"):
+        return True
+    try:
+        client.networks.get(name)
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
 def volume_exists(client: docker.DockerClient, name: str) -> bool:
     """Whether the named volume exists. Only asks: a missing volume is never created here."""
     try:

@@ -15,7 +15,7 @@ import docker
 
 from moonmind_codex import messages
 from moonmind_codex.containers import LABEL
-from moonmind_codex.dockerio import volume_exists
+from moonmind_codex.dockerio import network_exists, volume_exists
 from moonmind_codex.preflight import run_preflight
 from moonmind_codex.preflight_eval import PreflightResult
 from moonmind_codex.settings import Settings
@@ -74,6 +74,12 @@ def check_worker_startup(settings: Settings, client: docker.DockerClient) -> Pre
             f"auth volume {shard.volume} for shard {shard.number} does not exist on host "
             f"{shard.host}; the worker will not start (it never falls back to an ephemeral "
             "volume). " + messages.create_volume(shard)
+        )
+    if not network_exists(client, settings.job_network):
+        raise WorkerStartupError(
+            f"job network {settings.job_network} ({messages.ENV_PREFIX}JOB_NETWORK) does not "
+            f"exist on host {shard.host}; the worker will not start (it never runs jobs on "
+            "another network). " + messages.create_job_network(shard.host)
         )
     holders = other_holders(settings, client, shard.volume)
     if holders:

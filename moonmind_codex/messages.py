@@ -33,6 +33,7 @@ class Fix(Enum):
     CHECK_CLOCK = "check-clock"
     PIN_FILE_STORE = "pin-file-store"
     SIGN_IN_REJECTED = "sign-in-rejected"
+    CREATE_JOB_NETWORK = "create-job-network"
 
 
 def login_command(shard: Shard) -> str:
@@ -84,6 +85,15 @@ def create_volume(shard: Shard) -> str:
         f"ansible-playbook playbooks/site.yml --limit {shard.host} (shard {shard.number} must "
         f"be listed in that host's moonmind_codex_shards), then sign it in with "
         f"{login_command(shard)}"
+    )
+
+
+def create_job_network(host: str) -> str:
+    """For a job network (MOONMIND_CODEX_JOB_NETWORK) the host's engine does not have."""
+    return (
+        f"on host {host}, make the job network and its firewall: ansible-playbook "
+        f"playbooks/site.yml --limit {host} (role moonmind_codex_job_network), or set "
+        f"{ENV_PREFIX}JOB_NETWORK to a network that exists"
     )
 
 
@@ -190,4 +200,6 @@ def render_fix(
         return simple[fix](shard)
     if fix is Fix.START_DOCKER:
         return start_docker(shard.host)
+    if fix is Fix.CREATE_JOB_NETWORK:
+        return create_job_network(shard.host)
     return load_image(shard.host)

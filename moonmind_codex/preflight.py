@@ -131,6 +131,11 @@ def require_volume(client: docker.DockerClient, shard: Shard) -> None:
             raise _blocked("volume", detail, Fix.CREATE_VOLUME) from None
 
 
+def missing_network(exc: docker.errors.APIError, network: str) -> bool:
+    """Whether the engine refused a container because ``network`` does not exist."""
+    return f"network {network} not found" in str(exc.explanation or exc)
+
+
 @contextlib.contextmanager
 def container_start_step(settings: Settings, shard: Shard, during: str) -> Iterator[None]:
     """Creating or starting a container on the shard's volume; failures block with the fix."""
@@ -140,6 +145,19 @@ def container_start_step(settings: Settings, shard: Shard, during: str) -> Itera
         except docker.errors.ImageNotFound:
             detail = f"job image {settings.job_image} is not on host {shard.host}"
             raise _blocked("job image", detail, Fix.LOAD_IMAGE) from None
+        except docker.errors.NotFound as exc:
+            if not missing_network(exc, settings.job_network):
+                raise _blocked(
+                    "volume mount",
+                    f"a job container cannot start on volume {shard.volume}: "
+                    f"{exc.explanation or exc}",
+                    Fix.CHECK_VOLUME,
+                ) from None
+            detail = (
+                f"job network {settings.job_network} ({ENV_PREFIX}JOB_NETWORK) does not exist "
+                f"on host {shard.host}"
+            )
+            raise _blocked("job network", detail, Fix.CREATE_JOB_NETWORK) from None
         except docker.errors.APIError as exc:
             # e.g. a volume on a read-only filesystem: no job could start on it.
             detail = (

@@ -90,7 +90,9 @@ class Settings:
     job_uid: int = 1000
     job_gid: int = 1000
     job_timeout_seconds: float = 3600.0
-    job_network: str = "bridge"
+    # The jobs' own network: the role moonmind_codex_job_network makes it, with a firewall that
+    # keeps jobs away from the broker, the host and other containers (docs/security.md).
+    job_network: str = "moonmind_codex_jobs"
     # CPU weight of every job-image container (jobs, pre-flight probes, logins), against the
     # engine's default of 1024 for everything else: when the CPU is contended, the fleet's
     # control plane (broker, workers, default-queue workers) runs first; when it is not, a job

@@ -210,6 +210,17 @@ build_image() {
   fi
 }
 
+# The job containers' network as the role moonmind_codex_job_network makes it, so that workers,
+# tests and benchmarks on this machine find it; its firewall is the playbook's alone.
+ensure_job_network() {
+  local name=moonmind_codex_jobs
+  if docker network inspect "$name" >/dev/null 2>&1; then return; fi
+  docker network create --driver bridge --label io.moonmind.codex.role=job-network \
+    -o com.docker.network.bridge.name=mmc-jobs0 -o com.docker.network.bridge.enable_icc=false \
+    -o com.docker.network.bridge.enable_ip_masquerade=true "$name" >/dev/null
+  say "made network $name (without its firewall: playbooks/site.yml adds that)"
+}
+
 if [ "$do_engine" = 1 ]; then ensure_engine; fi
 if ! docker info >/dev/null 2>&1; then
   die "the Docker engine does not answer; run scripts/setup.sh without --images-only"
@@ -219,5 +230,6 @@ if [ "$do_images" = 1 ]; then
   ensure_base_image
   stage_ca_certificates
   for name in ${only//,/ }; do build_image "$name"; done
+  ensure_job_network
 fi
 say "done"

@@ -63,6 +63,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_fuzz_task_args.py": 12,
     "unit/test_gate.py": 46,
     "unit/test_job_naming.py": 2,
+    "unit/test_job_network.py": 13,
     "unit/test_messages.py": 16,
     "unit/test_mutation_floor.py": 4,
     "unit/test_phase_result.py": 2,

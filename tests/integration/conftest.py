@@ -48,6 +48,10 @@ def client() -> Any:
             engine.images.get(image)
         except docker.errors.ImageNotFound:
             pytest.fail(f"image {image} is missing; run scripts/setup.sh")
+    try:
+        engine.networks.get(Settings().job_network)
+    except docker.errors.NotFound:
+        pytest.fail(f"network {Settings().job_network} (for jobs) is missing; run scripts/setup.sh")
     return engine
 
 
