@@ -38,7 +38,6 @@ from harness.broker import running_broker
 from harness.fleet import (
     WORKER_UID,
     producer_database_url,
-    provision_workspace,
     start_worker,
     wait_for_log,
 )
@@ -90,10 +89,9 @@ def through_broker(
             direct_settings = Settings(
                 shard=0,
                 auth_volume_override=volume,
-                workspace_volume=f"mmc-bench-{tag}-ws",
+                workspace_volume_prefix=f"mmc-bench-{tag}-ws-",
                 artifacts_dir=work / "direct",
             )
-            provision_workspace(f"mmc-bench-{tag}-ws")
             running, end_to_end, direct = [], [], []
             for i in range(runs + 1):
                 sent = time.time()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moonmind_codex.workspace import run_volume_name
+
 if TYPE_CHECKING:
     from moonmind_codex.runstore import RunStore
     from moonmind_codex.settings import Settings
@@ -28,20 +30,9 @@ WORKER_DATABASE_URL = f"sqlite:///{STATE_DIR}/state/runs.sqlite3"
 ENGINE_SOCKET_MOUNT = "/run/moonmind-codex-engine"
 
 
-def provision_workspace(volume: str, job_uid: int = 1000) -> None:
-    """Create the workspace volume owned by the job uid, as the workers role does.
-
-    Jobs mount it with no_copy: a volume the engine creates on first use would be root's.
-    """
-    subprocess.run(
-        [
-            "docker", "run", "--rm", "--network=none", "--user=0:0", "--entrypoint=chown",
-            f"--volume={volume}:/workspace", JOB_IMAGE, f"{job_uid}:{job_uid}", "/workspace",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )  # fmt: skip
+def workspace_prefix(fleet_tag: str) -> str:
+    """The prefix of a test fleet's run workspace volumes (removed with the fleet's volumes)."""
+    return f"mmc-test-{fleet_tag}-ws-"
 
 
 def producer_database_url(state: Path) -> str:
@@ -69,7 +60,6 @@ def start_worker(
     proxy a test can stop) instead of the host's socket, which is then not mounted at all.
     ``tmpfs``: extra tmpfs mounts (path -> mount options), for example a small disk.
     """
-    provision_workspace(f"mmc-test-{fleet_tag}-ws")
     env = {
         "MOONMIND_CODEX_SHARD": str(shard),
         "MOONMIND_CODEX_SHARD_COUNT": str(shard_count),
@@ -78,7 +68,8 @@ def start_worker(
         "MOONMIND_CODEX_BROKER_URL_FILE": "/run/secrets/moonmind_codex_broker_url",
         "MOONMIND_CODEX_ARTIFACTS_DIR": "/var/lib/moonmind-codex/artifacts",
         "MOONMIND_CODEX_AUDIT_LOG": "/var/lib/moonmind-codex/audit/codex-audit.jsonl",
-        "MOONMIND_CODEX_WORKSPACE_VOLUME": f"mmc-test-{fleet_tag}-ws",
+        # Each run's workspace: the volume mmc-test-<tag>-ws-<run id>, made by the worker.
+        "MOONMIND_CODEX_WORKSPACE_VOLUME_PREFIX": workspace_prefix(fleet_tag),
         "MOONMIND_CODEX_WORKER_CONTAINER": name,
         "MOONMIND_CODEX_DATABASE_URL": WORKER_DATABASE_URL,
         # A phase that meets a held volume lock retries after this long (30 s in production).
@@ -163,6 +154,7 @@ class RecordedFleet:
     tag: str
     producer: Settings
     store: RunStore
+    # The prefix of the fleet's run workspace volumes (MOONMIND_CODEX_WORKSPACE_VOLUME_PREFIX).
     workspace: str
 
     def volume(self, shard: int) -> str:
@@ -199,12 +191,28 @@ class RecordedFleet:
         """(phase, attempt, status) of every recorded attempt, in order."""
         return [(a.phase, a.attempt, a.status) for a in self.store.attempts(run_id)]
 
-    def in_workspace(self, script: str) -> str:
-        """Output of ``script`` run as the job uid with the fleet's workspace at /work."""
+    def workspace_volume(self, run_id: str) -> str:
+        return run_volume_name(self.workspace, run_id)
+
+    def in_workspace(self, run_id: str, script: str, *, if_missing: str | None = None) -> str:
+        """Output of ``script`` run as the job uid with the run's workspace volume at /work.
+
+        The volume must exist (the worker makes it before the run's first job): one made here
+        by the engine would be root's and unlabelled, and the worker would refuse it. When it
+        does not, ``if_missing`` is the answer (None: an error).
+        """
+        volume = self.workspace_volume(run_id)
+        found = subprocess.run(
+            ["docker", "volume", "inspect", volume], capture_output=True, check=False, timeout=60
+        )
+        if found.returncode != 0:
+            if if_missing is None:
+                raise LookupError(f"run {run_id} has no workspace volume {volume}")
+            return if_missing
         done = subprocess.run(
             [
                 "docker", "run", "--rm", "--network", "none", "--user", "1000:1000",
-                "--entrypoint", "sh", "-v", f"{self.workspace}:/work", JOB_IMAGE, "-c", script,
+                "--entrypoint", "sh", "-v", f"{volume}:/work", JOB_IMAGE, "-c", script,
             ],
             capture_output=True,
             text=True,

@@ -42,6 +42,18 @@ def _whole_number(minimum: int, what: str) -> Callable[[str], int]:
 _shard_arg = _whole_number(0, "shard")
 _positive_int = _whole_number(1, "the shard count")
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """An argparse type: a duration in seconds from ``<whole number><s|m|h|d>``, e.g. 7d."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or not number.isascii():
+        raise argparse.ArgumentTypeError(
+            f"a duration is a whole number and a unit (s, m, h or d), e.g. 7d; got {text!r}"
+        )
+    return float(int(number, 10) * _DURATION_UNITS[unit])
+
 
 def _affinity_key(text: str) -> str:
     """An argparse type: a non-blank affinity key (repository, run id)."""
@@ -73,6 +85,19 @@ def _add_run_commands(sub: Any) -> None:
     p.add_argument("run_id")
     p = runs_sub.add_parser("cancel", help="cancel a run (its running job container is stopped)")
     p.add_argument("run_id")
+    p = runs_sub.add_parser(
+        "prune-workspaces",
+        help="remove this host's workspace volumes of runs that finished longer ago than a time",
+    )
+    p.add_argument(
+        "--older-than",
+        type=_duration,
+        required=True,
+        metavar="DURATION",
+        help="keep the workspaces of runs that finished more recently, e.g. 7d, 12h",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--json", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -454,6 +479,8 @@ def _runs(args: argparse.Namespace) -> int:
         return ExitCode.OK
     if command == "show":
         return _show_run(store, args.run_id, args.json)
+    if command == "prune-workspaces":
+        return _prune_workspaces(settings, store, args)
     from moonmind_codex.celery_app import create_app
 
     app = create_app(settings, store)
@@ -467,6 +494,31 @@ def _runs(args: argparse.Namespace) -> int:
         return ExitCode.OK
     revoked = submit.cancel_run(app, args.run_id, store)
     print(f"run {args.run_id} cancelled ({len(revoked)} open phase(s) revoked)")
+    return ExitCode.OK
+
+
+def _prune_workspaces(settings: Settings, store: Any, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from moonmind_codex.dockerio import connect
+    from moonmind_codex.run_volumes import prune_run_volumes
+
+    cutoff = datetime.now(UTC) - timedelta(seconds=args.older_than)
+    decisions = prune_run_volumes(connect(settings), settings, store, cutoff, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps([d.to_dict() for d in decisions], indent=2, sort_keys=True))
+        return ExitCode.OK
+    wide = max([len("volume"), *(len(d.volume) for d in decisions)])
+    run_wide = max([len("run"), *(len(d.run_id) for d in decisions)])
+    print(f"{'volume':{wide}} {'run':{run_wide}} {'status':10} action")
+    for d in decisions:
+        if d.removed:
+            action = "removed"
+        elif d.kept_because is None:
+            action = "would remove (dry run)"
+        else:
+            action = f"kept: {d.kept_because}"
+        print(f"{d.volume:{wide}} {d.run_id:{run_wide}} {d.status or '-':10} {action}")
     return ExitCode.OK
 
 

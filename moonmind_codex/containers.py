@@ -20,14 +20,14 @@ from docker.types import Mount
 
 from moonmind_codex.settings import Settings
 from moonmind_codex.shard import Shard
+from moonmind_codex.workspace import WORKSPACE_MOUNT
 
 CODEX_HOME = "/home/app/.codex"
 JOB_HOME = "/home/app"
-WORKSPACE_MOUNT = "/work"
 LABEL = "io.moonmind.codex."
 NAME_PREFIX = "moonmind-codex-"
 
-Role = Literal["job", "probe", "login", "repair", "move"]
+Role = Literal["job", "probe", "login", "repair", "move", "workspace"]
 
 
 def labels(**values: object) -> dict[str, str]:
@@ -55,8 +55,11 @@ class JobImageContainer:
     # Replaces the image's entry point (which takes the volume lock): only the probe, which
     # must report on a volume whatever state its lock is in.
     entrypoint: Sequence[str] | None = None
-    # A job's run workspace, mounted at /work.
+    # A job's run workspace (the run's own volume), mounted at /work.
     workspace_volume: str | None = None
+    # False only for the container that prepares a run's workspace volume: it has no business
+    # with the shard's login.
+    mount_login: bool = True
     environment: Mapping[str, str] = field(default_factory=dict)
     extra_labels: Mapping[str, object] = field(default_factory=dict)
     # Standard input carries a login (StdinOnce: closing our end is the container's EOF).
@@ -69,15 +72,17 @@ class JobImageContainer:
 def _mounts(spec: JobImageContainer) -> list[Mount]:
     # no_copy: while a volume is empty the engine would copy the image's /home/app/.codex onto
     # it, owner included, undoing the job uid the playbook gave the volume root.
-    mounts = [
-        Mount(
-            target=CODEX_HOME,
-            source=spec.shard.volume,
-            type="volume",
-            read_only=False,
-            no_copy=True,
+    mounts = []
+    if spec.mount_login:
+        mounts.append(
+            Mount(
+                target=CODEX_HOME,
+                source=spec.shard.volume,
+                type="volume",
+                read_only=False,
+                no_copy=True,
+            )
         )
-    ]
     if spec.workspace_volume is not None:
         mounts.append(
             Mount(
@@ -96,7 +101,7 @@ def _labels(spec: JobImageContainer) -> dict[str, str]:
         role=spec.role,
         shard=spec.shard.number,
         queue=spec.shard.queue,
-        volume=spec.shard.volume,
+        volume=spec.shard.volume if spec.mount_login else None,
         host=spec.shard.host,
         **spec.extra_labels,
     )

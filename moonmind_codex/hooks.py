@@ -27,6 +27,7 @@ from celery import current_task
 
 from moonmind_codex.recording import run_phase_of
 from moonmind_codex.runstore import PhaseAttempt, RunStore
+from moonmind_codex.workspace import DEFAULT_PREFIX, run_volume_name, workspace_path
 
 R = TypeVar("R")
 
@@ -45,9 +46,9 @@ class RunContext:
     queue: str | None
     shard: int | None
     host: str | None
-    # The run's working tree: directory ``workspace_path`` inside the Docker volume
-    # ``workspace_volume`` on ``host`` (jobs see it at the same path).
-    workspace_volume: str | None
+    # The run's working tree: directory ``workspace_path`` when the run's own Docker volume
+    # ``workspace_volume`` on ``host`` is mounted at /work, as its jobs mount it.
+    workspace_volume: str
     workspace_path: str
     # The latest attempt of each earlier phase, in run order, and their log files.
     phases: tuple[PhaseAttempt, ...]
@@ -58,7 +59,7 @@ class RunContext:
 
 
 def run_context(
-    store: RunStore, run_id: str, phase: str, workspace_volume: str | None
+    store: RunStore, run_id: str, phase: str, workspace_volume_prefix: str = DEFAULT_PREFIX
 ) -> RunContext:
     record = store.get_run(run_id)
     if record is None:
@@ -72,16 +73,19 @@ def run_context(
         queue=record.queue,
         shard=record.shard,
         host=record.host,
-        workspace_volume=workspace_volume,
-        workspace_path=f"/work/{run_id}",
+        workspace_volume=run_volume_name(workspace_volume_prefix, run_id),
+        workspace_path=workspace_path(run_id),
         phases=earlier,
     )
 
 
 def publish_hook(
-    store: Callable[[], RunStore], workspace_volume: str | None = "moonmind_codex_workspaces"
+    store: Callable[[], RunStore], workspace_volume_prefix: str = DEFAULT_PREFIX
 ) -> Callable[[Callable[..., R]], Callable[..., R]]:
-    """Decorate a host task so that it is called with the run's :class:`RunContext` first."""
+    """Decorate a host task so that it is called with the run's :class:`RunContext` first.
+
+    ``workspace_volume_prefix`` is the fleet's ``MOONMIND_CODEX_WORKSPACE_VOLUME_PREFIX``.
+    """
 
     def decorate(function: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(function)
@@ -94,7 +98,9 @@ def publish_hook(
                     "phase of a run (moonmind_codex.submit.submit_run), not on its own"
                 )
             run_id, phase, _ = found
-            return function(run_context(store(), run_id, phase, workspace_volume), *args, **kwargs)
+            return function(
+                run_context(store(), run_id, phase, workspace_volume_prefix), *args, **kwargs
+            )
 
         return wrapper
 

@@ -9,6 +9,9 @@ A job with ``preflight`` checks its login first, inside the same container and u
 (``moonmind_codex.gate``): a blocked verdict ends the container before the command starts, and
 the verdict's line is kept out of the phase log. Failing to create or start such a container
 (engine gone, image or volume missing) is a blocked pre-flight too: :class:`PreflightBlocked`.
+
+Each run has a workspace volume of its own (``moonmind_codex.workspace``), made ready before
+the run's first job container and mounted at ``/work`` in every job of that run only.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ from moonmind_codex.preflight import (
     require_volume,
     verdict_line,
 )
+from moonmind_codex.run_volumes import ensure_run_volume
 from moonmind_codex.settings import Settings
 from moonmind_codex.shard import Shard
+from moonmind_codex.workspace import run_volume_name
 
 REDELIVERY_NOTE = "[moonmind-codex] container "
 JobOutcome = Literal["succeeded", "failed", "timed_out", "busy", "cancelled", "blocked"]
@@ -122,14 +127,14 @@ def log_path_for(settings: Settings, run_id: str, phase: str) -> Path:
 
 
 def job_container(settings: Settings, spec: JobSpec) -> JobImageContainer:
-    """The phase's container: the run's workspace, the job network; no socket, no secrets."""
+    """The phase's container: the run's own workspace volume, the job network; no socket."""
     return JobImageContainer(
         role="job",
         shard=spec.shard,
         command=spec.command,
         name=job_container_name(spec.run_id, spec.phase, spec.attempt),
         network=settings.job_network,
-        workspace_volume=settings.workspace_volume,
+        workspace_volume=run_volume_name(settings.workspace_volume_prefix, spec.run_id),
         # Read by the image's entry point (the run's working directory) and by the command.
         environment={
             "MOONMIND_CODEX_RUN_ID": spec.run_id,
@@ -233,6 +238,9 @@ def _find_or_create(
             _reap_earlier_attempts(client, spec, name)
     if spec.preflight:
         require_volume(client, spec.shard)
+    # Before the container: mounting a missing volume would make an unlabelled, root-owned one.
+    with _start_step_of(settings, spec, "while preparing the run's workspace volume"):
+        ensure_run_volume(client, settings, spec.shard, spec.run_id)
     step = "while creating the job container"
     with _start_step_of(settings, spec, step):
         try:

@@ -26,6 +26,7 @@ from typing import Literal
 # start, and this one is costly to import).
 from moonmind_codex.policy import ANY_COMMAND, DEFAULT_ALLOWED_COMMANDS
 from moonmind_codex.shard import Shard
+from moonmind_codex.workspace import DEFAULT_PREFIX, prefix_problem
 
 ENV_PREFIX = "MOONMIND_CODEX_"
 # The most a *_FILE twin may hold: a URL with a password, a path, a number.
@@ -33,7 +34,8 @@ MAX_SETTING_FILE_BYTES = 64 * 1024
 
 # Not fields of Settings: read by scripts/setup.sh and the broker image, set by jobs.py in
 # every job container (RUN_ID, PHASE), read before parsing (ENV_FILE), or an old spelling of
-# a field (ASSIGNMENTS_DB, now DATABASE_URL).
+# a field (ASSIGNMENTS_DB, now DATABASE_URL), or no longer used (WORKSPACE_VOLUME: the one shared
+# workspace volume, replaced by a volume per run; still accepted so older fleet.env files load).
 NON_RUNTIME_NAMES = frozenset(
     {
         "EXTRA_CA_DIR",
@@ -45,6 +47,7 @@ NON_RUNTIME_NAMES = frozenset(
         "PHASE",
         "ENV_FILE",
         "ASSIGNMENTS_DB",
+        "WORKSPACE_VOLUME",
     }
 )
 
@@ -111,7 +114,8 @@ class Settings:
     busy_retry_seconds: float = 30.0
     busy_max_retries: int = 20
     last_refresh_warn_days: float = 7.0
-    workspace_volume: str = "moonmind_codex_workspaces"
+    # Each run's workspace is the Docker volume <prefix><run_id> (moonmind_codex.workspace).
+    workspace_volume_prefix: str = DEFAULT_PREFIX
     artifacts_dir: Path = Path("var/artifacts")
     audit_log: Path | None = None
     # The run store (runs, phase attempts, sticky queues): SQLite for one host, PostgreSQL
@@ -423,7 +427,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         last_refresh_warn_days=_float(
             env, "LAST_REFRESH_WARN_DAYS", Settings.last_refresh_warn_days, 0
         ),
-        workspace_volume=_str(env, "WORKSPACE_VOLUME", Settings.workspace_volume),
+        workspace_volume_prefix=_str(
+            env, "WORKSPACE_VOLUME_PREFIX", Settings.workspace_volume_prefix
+        ),
         artifacts_dir=Path(_str(env, "ARTIFACTS_DIR", str(Settings.artifacts_dir))),
         audit_log=Path(audit_raw) if audit_raw is not None else None,
         database_url=_database_url(env),
@@ -468,15 +474,17 @@ def _validate(s: Settings) -> None:
             f"{p}AUTH_VOLUME_TEMPLATE={s.auth_volume_template!r} does not make a valid Docker "
             "volume name (letters, digits, '_', '.', '-')"
         )
-    for name, value in (
-        ("AUTH_VOLUME", s.auth_volume_override),
-        ("WORKSPACE_VOLUME", s.workspace_volume),
-    ):
-        if value is not None and not _VOLUME_NAME.match(value):
-            raise SettingsError(
-                f"{p}{name}={value!r} is not a valid Docker volume name "
-                "(letters, digits, '_', '.', '-'; starting with a letter or digit)"
-            )
+    if s.auth_volume_override is not None and not _VOLUME_NAME.match(s.auth_volume_override):
+        raise SettingsError(
+            f"{p}AUTH_VOLUME={s.auth_volume_override!r} is not a valid Docker volume name "
+            "(letters, digits, '_', '.', '-'; starting with a letter or digit)"
+        )
+    problem = prefix_problem(s.workspace_volume_prefix)
+    if problem is not None:
+        raise SettingsError(
+            f"{p}WORKSPACE_VOLUME_PREFIX={s.workspace_volume_prefix!r} cannot start the run "
+            f"workspace volumes' names: {problem}, e.g. '{DEFAULT_PREFIX}'"
+        )
     for name, value in (("QUEUE_PREFIX", s.queue_prefix), ("DEFAULT_QUEUE", s.default_queue)):
         if not _QUEUE_NAME.match(value):
             raise SettingsError(f"{p}{name}={value!r} is not a valid queue name")

@@ -45,6 +45,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "integration/test_jobs.py": 12,
     "integration/test_phase_records.py": 16,
     "integration/test_preflight.py": 23,
+    "integration/test_run_workspaces.py": 4,
     "integration/test_runs_e2e.py": 13,
     "integration/test_runstore.py": 16,
     "packaging/test_distribution.py": 14,
@@ -77,6 +78,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_runs.py": 89,
     "unit/test_settings.py": 41,
     "unit/test_shape.py": 6,
+    "unit/test_workspace.py": 37,
 }
 
 

@@ -120,6 +120,7 @@ class VolumeFactory:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.created: list[str] = []
+        self.prefixes: list[str] = []
 
     def __call__(self, prefix: str = "auth", state: str = "empty") -> str:
         return self.named(unique(prefix), state)
@@ -131,7 +132,16 @@ class VolumeFactory:
         VOLUME_STATES[state](name)
         return name
 
+    def workspace_prefix(self) -> str:
+        """A fresh prefix for run workspace volumes; the volumes the code makes under it go too."""
+        prefix = unique("ws") + "-"
+        self.prefixes.append(prefix)
+        return prefix
+
     def cleanup(self) -> None:
+        for prefix in self.prefixes:
+            found = self.engine.volumes.list(filters={"name": prefix})
+            self.created += [v.name for v in found if v.name.startswith(prefix)]
         for name in self.created:
             for container in self.engine.containers.list(all=True, filters={"volume": name}):
                 container.remove(force=True)
@@ -158,7 +168,8 @@ def module_volume(client: Any) -> Iterator[VolumeFactory]:
 def settings_for(tmp_path: Path, make_volume: VolumeFactory) -> Callable[..., Settings]:
     """Settings whose shard 0 (or ``shard``) uses the given auth volume.
 
-    Each call gets its own workspace volume and the test's own artifacts directory.
+    Each call gets its own prefix of run workspace volumes and the test's own artifacts
+    directory.
     """
 
     def build(volume: str, shard: int = 0, **changes: Any) -> Settings:
@@ -167,7 +178,7 @@ def settings_for(tmp_path: Path, make_volume: VolumeFactory) -> Callable[..., Se
             "shard": shard,
             "auth_volume_override": volume,
             "host_name": "test-host",
-            "workspace_volume": make_volume("ws"),
+            "workspace_volume_prefix": make_volume.workspace_prefix(),
             "artifacts_dir": tmp_path / "artifacts",
             "audit_log": tmp_path / "audit.jsonl",
             "preflight_timeout_seconds": 60.0,

@@ -34,7 +34,7 @@ install_run_recording(app, store)
 
 
 @app.task(name="hostapp.publish")  # type: ignore[untyped-decorator]
-@publish_hook(store, workspace_volume=os.environ.get("HOSTAPP_WORKSPACE"))
+@publish_hook(store, workspace_volume_prefix=os.environ["HOSTAPP_WORKSPACE"])
 def publish(context: RunContext, title: str) -> dict[str, Any]:
     seen = {
         "title": title,

@@ -139,7 +139,7 @@ def test_bad_input_changes_nothing(
     tag = unique("badinput")
     scoped = {
         "MOONMIND_CODEX_AUTH_VOLUME_TEMPLATE": tag + "-auth-{shard}",
-        "MOONMIND_CODEX_WORKSPACE_VOLUME": tag + "-ws",
+        "MOONMIND_CODEX_WORKSPACE_VOLUME_PREFIX": tag + "-ws-",
         **env,
     }
     with watching_engine() as events:

@@ -14,6 +14,7 @@ from harness.logins import JOB_IMAGE
 from moonmind_codex.jobs import JobSpec, launch_job
 from moonmind_codex.preflight import run_preflight
 from moonmind_codex.settings import Settings
+from moonmind_codex.workspace import run_volume_name
 from tests.integration.conftest import VolumeFactory, in_volume, unique
 
 SettingsFor = Callable[..., Settings]
@@ -34,9 +35,11 @@ def job(client: Any, settings: Settings, run_id: str, phase: str, command: list[
 
 
 def workspace_files(client: Any, workspace: str, run_id: str) -> list[str]:
+    """What is in the run's directory of its own volume (``workspace``: the volumes' prefix)."""
+    volume = run_volume_name(workspace, run_id)
     listing: bytes = client.containers.run(
         JOB_IMAGE, entrypoint=["ls", "-A", f"/work/{run_id}"], command=[], remove=True,
-        volumes={workspace: {"bind": "/work", "mode": "ro"}}, network_mode="none",
+        volumes={volume: {"bind": "/work", "mode": "ro"}}, network_mode="none",
     )  # fmt: skip
     return listing.decode().split()
 
@@ -45,7 +48,7 @@ def test_a_job_and_a_repository_cannot_switch_the_store_and_the_cli_still_reads_
     client: Any, make_volume: VolumeFactory, settings_for: SettingsFor
 ) -> None:
     volume = make_volume(state="api_key")
-    settings = settings_for(volume, workspace_volume=make_volume("ws"))
+    settings = settings_for(volume)
     run_id = unique("run")
     switched = job(client, settings, run_id, "switch", ["sh", "-c", SWITCH])
     assert switched.outcome == "succeeded", switched.log_path.read_text()
@@ -100,8 +103,8 @@ def test_without_the_pin_the_switch_takes_the_shard_down_and_the_pre_flight_says
     client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, unpinned_image: str
 ) -> None:
     volume = make_volume(state="api_key")
-    workspace = make_volume("ws")
-    settings = settings_for(volume, job_image=unpinned_image, workspace_volume=workspace)
+    settings = settings_for(volume, job_image=unpinned_image)
+    workspace = settings.workspace_volume_prefix
     run_id = unique("run")
     # Unpinned but still file: a warning that names the risk, and the phase runs.
     first = job(client, settings, run_id, "switch", ["sh", "-c", SWITCH])

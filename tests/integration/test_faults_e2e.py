@@ -36,6 +36,7 @@ from harness.fleet import (
     start_default_worker,
     start_worker,
     wait_for_log,
+    workspace_prefix,
 )
 from harness.logins import JOB_IMAGE, api_key_login
 from moonmind_codex import audit
@@ -153,7 +154,8 @@ class FaultFleet(RecordedFleet):
         assert retry_run(app, run_id, self.producer, self.store) == run_id
 
     def marker(self, run_id: str) -> list[str]:
-        return self.in_workspace(f"cat /work/{run_id}/marker 2>/dev/null || true").split()
+        script = f"cat /work/{run_id}/marker 2>/dev/null || true"
+        return self.in_workspace(run_id, script, if_missing="").split()
 
     def worker(self, shard: int, label: str, **options: Any) -> Any:
         """A started, ready worker for ``shard``; the caller removes it."""
@@ -207,7 +209,7 @@ def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fau
                 url_file=url_file,
                 producer=producer,
                 store=RunStore.open(producer.database_url),
-                workspace=f"mmc-test-{tag}-ws",
+                workspace=workspace_prefix(tag),
             )
     finally:
         for leftover in client.containers.list(all=True, filters={"name": f"mmc-test-{tag}-"}):
@@ -456,7 +458,7 @@ def test_a_full_log_disk_fails_the_phase_and_the_worker_serves_the_retry(
         # An operator frees the disk and retries the run: the same worker serves it.
         freed = worker.exec_run(["sh", "-c", f"rm -rf {SMALL_ARTIFACTS}/*"], user="0")
         assert freed.exit_code == 0, freed.output
-        fleet.in_workspace(f"touch /work/{run_id}/small")
+        fleet.in_workspace(run_id, f"touch /work/{run_id}/small")
         fleet.retry(run_id)
         assert fleet.wait_status(run_id, ENDED) == "succeeded"
         assert fleet.phases(run_id) == [("big", 1, "failed"), ("big", 2, "succeeded")]

@@ -23,8 +23,10 @@ from harness.logins import FAKE_API_KEY
 from moonmind_codex.containers import create_kwargs
 from moonmind_codex.jobs import JobResult, JobSpec, job_container, job_container_name
 from moonmind_codex.jobs import launch_job as _launch_job
+from moonmind_codex.run_volumes import ensure_run_volume
 from moonmind_codex.settings import Settings
 from moonmind_codex.shard import Shard
+from moonmind_codex.workspace import run_volume_name
 from tests.integration.conftest import VolumeFactory, in_volume
 
 SettingsFor = Callable[..., Settings]
@@ -190,7 +192,8 @@ def test_job_runs_as_1000_on_the_shard_volume_and_sees_the_login(
     assert mounts["/home/app/.codex"]["Type"] == "volume"
     assert mounts["/home/app/.codex"]["Name"] == logged_in_volume
     assert mounts["/home/app/.codex"]["RW"] is True
-    assert mounts["/work"]["Name"] == settings.workspace_volume
+    # The run's own workspace volume, none shared with other runs.
+    assert mounts["/work"]["Name"] == run_volume_name(settings.workspace_volume_prefix, run_id)
     assert not any("docker.sock" in (m.get("Source") or "") for m in attrs["Mounts"])
     assert attrs["Config"]["User"] == "1000:1000"
     assert host_config["CapDrop"] == ["ALL"] and not host_config["CapAdd"]
@@ -315,7 +318,9 @@ def test_exited_container_of_an_earlier_delivery_is_reaped(
     volume = make_volume()
     settings = settings_for(volume)
     job = spec(volume, ["sh", "-c", "echo first-delivery; exit 4"], run_id=run_id, phase="review")
-    # A worker died after its job ended, before it collected the container.
+    # A worker died after its job ended, before it collected the container (it had made the
+    # run's workspace volume first, as launch_job does).
+    ensure_run_volume(client, settings, job.shard, run_id)
     leftover = client.containers.create(**create_kwargs(settings, job_container(settings, job)))
     leftover.start()
     leftover.wait(timeout=30)

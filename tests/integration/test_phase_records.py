@@ -17,6 +17,7 @@ from moonmind_codex.phase import PhaseBookkeepingError, PhaseRequest, run_phase
 from moonmind_codex.preflight import CliVerdictCache
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
+from moonmind_codex.workspace import run_volume_name
 from tests.integration.conftest import VolumeFactory, in_volume, unique
 from tests.unit.test_gate import (
     API_401,
@@ -35,11 +36,13 @@ def store_for(tmp_path: Path) -> RunStore:
 
 
 def workspace_file(client: Any, workspace: str, path: str) -> str:
+    """``<run id>/<file>`` from that run's volume (``workspace``: the volumes' prefix)."""
+    volume = run_volume_name(workspace, path.split("/", 1)[0])
     output: bytes = client.containers.run(
         JOB_IMAGE,
         entrypoint=["cat", f"/work/{path}"],
         command=[],
-        volumes={workspace: {"bind": "/work", "mode": "ro"}},
+        volumes={volume: {"bind": "/work", "mode": "ro"}},
         network_mode="none",
         remove=True,
     )
@@ -54,8 +57,8 @@ def test_redelivery_after_the_container_is_gone_returns_the_record_and_starts_no
     client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, tmp_path: Path
 ) -> None:
     volume = make_volume(state="api_key")
-    workspace = make_volume("ws")
-    settings = settings_for(volume, workspace_volume=workspace)
+    settings = settings_for(volume)
+    workspace = settings.workspace_volume_prefix
     store = store_for(tmp_path)
     run_id = unique("run")
     request = PhaseRequest(
@@ -114,8 +117,8 @@ def test_a_blocked_phase_marks_the_run_blocked_and_runs_nothing(
     client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, tmp_path: Path
 ) -> None:
     volume = make_volume(state="empty")  # never signed in
-    workspace = make_volume("ws")
-    settings = settings_for(volume, workspace_volume=workspace)
+    settings = settings_for(volume)
+    workspace = settings.workspace_volume_prefix
     store = store_for(tmp_path)
     run_id = unique("run")
     result = run_phase(
@@ -135,7 +138,8 @@ def test_a_blocked_phase_marks_the_run_blocked_and_runs_nothing(
     # The job container's own pre-flight stopped it before the command: no marker, no run dir.
     listing = client.containers.run(
         JOB_IMAGE, entrypoint=["ls", "-A", "/work"], command=[], remove=True,
-        volumes={workspace: {"bind": "/work", "mode": "ro"}}, network_mode="none",
+        volumes={run_volume_name(workspace, run_id): {"bind": "/work", "mode": "ro"}},
+        network_mode="none",
     )  # fmt: skip
     assert run_id not in listing.decode().split()
     run = store.get_run(run_id)
@@ -303,9 +307,10 @@ def phase_in(
 
 
 def ran(client: Any, workspace: str, run_id: str) -> bool:
+    volume = run_volume_name(workspace, run_id)
     listing: bytes = client.containers.run(
         JOB_IMAGE, entrypoint=["ls", "-A", "/work"], command=[], remove=True,
-        volumes={workspace: {"bind": "/work", "mode": "ro"}}, network_mode="none",
+        volumes={volume: {"bind": "/work", "mode": "ro"}}, network_mode="none",
     )  # fmt: skip
     return run_id in listing.decode().split()
 
@@ -314,8 +319,8 @@ def test_a_rejected_login_quarantines_the_shard_until_a_new_login_is_imported(
     client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, tmp_path: Path
 ) -> None:
     volume = make_volume(state="api_key")
-    workspace = make_volume("ws")
-    settings = settings_for(volume, workspace_volume=workspace)
+    settings = settings_for(volume)
+    workspace = settings.workspace_volume_prefix
     store = store_for(tmp_path)
     # The real CLI's message for a refresh token another copy of the login already redeemed.
     failed = phase_in(settings, client, store, failing_with(REFRESH_REUSED), unique("run"))
@@ -389,8 +394,8 @@ def test_a_transient_failure_does_not_quarantine_the_shard(
     message: str,
 ) -> None:
     volume = make_volume(state="api_key")
-    workspace = make_volume("ws")
-    settings = settings_for(volume, workspace_volume=workspace)
+    settings = settings_for(volume)
+    workspace = settings.workspace_volume_prefix
     store = store_for(tmp_path)
     failed = phase_in(settings, client, store, failing_with(message), unique("run"))
     assert (failed.outcome, failed.message) == ("failed", None)

@@ -29,6 +29,7 @@ from harness.fleet import (
     start_default_worker,
     start_worker,
     wait_for_log,
+    workspace_prefix,
 )
 from harness.logins import JOB_IMAGE, api_key_login
 from moonmind_codex.celery_app import create_app
@@ -48,10 +49,13 @@ class RunFleet(RecordedFleet):
     broker: Any
 
     def workspace_file(self, path: str) -> str:
-        return self.in_workspace(f"cat /work/{path} || true")
+        """``<run id>/<file>`` in that run's workspace volume ("" when missing)."""
+        run_id = path.split("/", 1)[0]
+        return self.in_workspace(run_id, f"cat /work/{path} || true", if_missing="")
 
     def write_workspace(self, path: str) -> None:
-        self.in_workspace(f"mkdir -p $(dirname /work/{path}) && touch /work/{path}")
+        run_id = path.split("/", 1)[0]
+        self.in_workspace(run_id, f"mkdir -p $(dirname /work/{path}) && touch /work/{path}")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,7 @@ def fleet(client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
     state = work / "state"
     state.mkdir()
     os.chown(state, WORKER_UID, WORKER_UID)
-    workspace = f"mmc-test-{tag}-ws"
+    workspace = workspace_prefix(tag)
     with running_broker(client, work) as url:
         broker = broker_container(client, url)
         url_file = work / "broker_url"
@@ -463,7 +467,7 @@ def test_a_host_application_submits_a_run_and_publishes_with_the_hook(
         assert seen["run_id"] == run_id and seen["title"] == "T"
         assert (seen["repository"], seen["shard"], seen["host"]) == (repository, 0, "e2e-host")
         assert (seen["workspace_volume"], seen["workspace_path"]) == (
-            fleet.workspace,
+            fleet.workspace_volume(run_id),
             f"/work/{run_id}",
         )
         assert seen["phases"] == [["implement", "succeeded"]]
