@@ -1,4 +1,5 @@
-"""Worker start-up guards: refuse to serve a shard whose volume is missing or already served.
+"""Worker start-up guards: refuse to serve a shard whose volume is missing or already served,
+or whose job network is missing (jobs never fall back to another network).
 
 A worker without its volume would otherwise run phases against nothing, and two workers on one
 volume would redeem the same rotating refresh token and log each other out.

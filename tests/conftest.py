@@ -31,6 +31,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "ansible/test_fleet_settings_reach_workers.py": 1,
     "ansible/test_hosts_without_systemd.py": 2,
     "ansible/test_images_pull_mode.py": 2,
+    "ansible/test_job_network.py": 7,
     "ansible/test_inventory_validation.py": 15,
     "ansible/test_worker_unit_restart_policy.py": 5,
     "integration/test_broker_security.py": 14,
