@@ -32,6 +32,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 NOTHING = "^$"
 # The rpc result backend's reply queue of each producer app: a random UUID.
@@ -190,6 +191,22 @@ def subject_alt_names(names: list[str]) -> list[str]:
     return entries
 
 
+def amqp_url(user: str, password: str, host: str, port: int | str, tls: bool = True) -> str:
+    """The URL a worker or producer uses: ``amqps://`` (TLS) or ``amqp://``, vhost ``/``.
+
+    User and password are percent-encoded whole (a ``/``, ``@`` or ``:`` in them must not end
+    the field); an IPv6 address gets its brackets.
+    """
+    address = str(host).strip()
+    try:
+        if ipaddress.ip_address(address).version == 6:
+            address = f"[{address}]"
+    except ValueError:
+        pass
+    scheme = "amqps" if tls else "amqp"
+    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{address}:{int(port)}//"
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -197,4 +214,5 @@ class FilterModule:
             "moonmind_codex_broker_definitions": broker_definitions,
             "moonmind_codex_fleet_queue_names": fleet_queue_names,
             "moonmind_codex_subject_alt_names": subject_alt_names,
+            "moonmind_codex_amqp_url": amqp_url,
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+BROKER_SECURITY_MODES = ("tls", "password")
 FIX_SHARDS = "set moonmind_codex_shards to a list of integers, e.g. [0, 1]"
 # Gaps listed one by one; the rest are counted (a count of 10**9 must not make 10**9 lines).
 MAX_LISTED_GAPS = 20
@@ -24,6 +25,7 @@ def inventory_errors(
     brokers: Sequence[str],
     shard_count: Any,
     external_broker_url: Any = "",
+    broker_security: Any = "tls",
 ) -> list[str]:
     """Every problem with the fleet's inventory, each naming the host/shard and the fix."""
     errors: list[str] = []
@@ -43,6 +45,7 @@ def inventory_errors(
         errors.extend(_host_errors(host, hostvars.get(host, {}), count, owners))
     errors.extend(_coverage_errors(owners, count))
     errors.extend(_broker_errors(brokers, external_broker_url))
+    errors.extend(_security_errors(external_broker_url, broker_security))
     return errors
 
 
@@ -128,6 +131,24 @@ def _broker_errors(brokers: Sequence[str], external_broker_url: Any) -> list[str
             "moonmind_codex_broker_url (amqp://user:password@host:5672//)"
         )
     return errors
+
+
+def _security_errors(external_broker_url: Any, broker_security: Any) -> list[str]:
+    """The trust mode exists and fits the broker (TLS, users and signing need a managed one)."""
+    if broker_security not in BROKER_SECURITY_MODES:
+        return [
+            f"moonmind_codex_broker_security is {broker_security!r:.80}: set it to "
+            + " or ".join(BROKER_SECURITY_MODES)
+        ]
+    external = isinstance(external_broker_url, str) and external_broker_url.strip() != ""
+    if external and broker_security == "tls":
+        return [
+            "moonmind_codex_broker_url points at a broker the fleet does not manage, but "
+            "moonmind_codex_broker_security is tls (the fleet's own TLS broker, users and "
+            "signing keys): set moonmind_codex_broker_security: password, or remove the URL and "
+            "put one host in codex_broker"
+        ]
+    return []
 
 
 def shard_owners(

@@ -9,10 +9,6 @@ unit and only then), containers, images, volumes and the logins' bytes, and the 
 The tests run in file order because converges are expensive, not because they need it; the two
 teardown tests come last since they take the fleet away.
 
-Not tested here: previewing a grown inventory (`--check` with a new shard and a higher count). It
-fails today in the login check play, which runs its container even in check mode, with the host's
-current fleet.env (the old count) and the inventory's new shard list: "shard 3 is out of range",
-exit 78. That is the login check role's to fix.
 """
 
 from __future__ import annotations
@@ -49,7 +45,8 @@ TEARDOWN = REPO / "playbooks" / "teardown.yml"
 CONFIG_DIR = "/etc/moonmind-codex"
 WORKER_IMAGE = "moonmind-codex/worker:latest"
 JOB_IMAGE = "moonmind-codex/job:latest"
-BASE: dict[str, Any] = {"shards": 3, "password": "first-secret"}
+BASE: dict[str, Any] = {"shards": 3}
+BROKER_UNIT = "moonmind-codex-broker.service"
 CHANGED_SETTING = {"moonmind_codex_busy_max_retries": 5}  # 20 by default
 # Where the host's own engine pulls from in the roll-out tests: a registry served on its loopback.
 REGISTRY_PORT = 5000
@@ -72,7 +69,6 @@ class FleetHost:
     def inventory(self, **values: Any) -> Path:
         shards = int(values["shards"])
         fleet_vars: dict[str, Any] = {
-            "moonmind_codex_broker_password": values["password"],
             "moonmind_codex_images_source": "load",
             "moonmind_codex_images_archive_dir": str(self.archives),
         }
@@ -207,7 +203,6 @@ def test_check_mode_on_a_changed_inventory_shows_the_change_and_changes_nothing(
     fleet: FleetHost,
 ) -> None:
     # A changed worker setting: fleet.env changes, so would every worker container and unit.
-    # (A grown inventory cannot be previewed yet: see the module's docstring.)
     fleet.ensure(shards=3)
     before = host_state(fleet)
 
@@ -224,6 +219,31 @@ def test_check_mode_on_a_changed_inventory_shows_the_change_and_changes_nothing(
         preview.stdout,
     ), preview.stdout[-5000:]
     assert host_state(fleet) == before
+
+
+def test_check_mode_on_a_grown_inventory_previews_the_new_shard_and_changes_nothing(
+    fleet: FleetHost,
+) -> None:
+    fleet.ensure(shards=3)
+    before = host_state(fleet)
+    credentials = sorted(p.name for p in (fleet.work / "credentials").rglob("*"))
+
+    preview = fleet.run(SITE, "--check", "--diff", **fleet.values(shards=4))
+
+    assert preview.returncode == 0, preview.stdout[-5000:] + preview.stderr[-2000:]
+    assert "failed=0" in preview.stdout.rsplit("PLAY RECAP", maxsplit=1)[-1]
+    # What it would do: a password for the new shard's broker user, its volume, its worker.
+    for task in (
+        r"moonmind_codex_credentials : One password per broker user \(made once, never printed\)",
+        r"moonmind_codex_auth_volumes : [^\]]*",
+        r"moonmind_codex_workers : Worker container per shard",
+    ):
+        assert re.search(rf"TASK \[{task}\] \**\n(?:[^\n]*\n)*?changed: ", preview.stdout), task
+    assert "+MOONMIND_CODEX_SHARD_COUNT=4" in preview.stdout
+    # The login check ran with the host's current settings, which know no shard 3, and said so.
+    assert "check mode: the login check could not run with" in preview.stdout
+    assert host_state(fleet) == before
+    assert sorted(p.name for p in (fleet.work / "credentials").rglob("*")) == credentials
 
 
 def test_growing_from_three_to_four_shards_adds_the_shard_and_keeps_every_login(
@@ -287,17 +307,33 @@ def test_only_the_shard_whose_container_drifted_is_restarted(fleet: FleetHost) -
     assert running(fleet.name, 1)["ActiveState"] == "active"
 
 
-def test_a_new_broker_secret_restarts_every_shard_and_each_consumes_again(
+def test_new_broker_passwords_restart_the_broker_and_every_shard_and_each_consumes_again(
     fleet: FleetHost,
 ) -> None:
     fleet.ensure(shards=4)
     before = starts(fleet.name, range(4))
+    broker_before = unit_properties(fleet.name, BROKER_UNIT, "InvocationID")
     before_containers = containers(fleet.name)
-    old_url = docker("exec", fleet.name, "cat", f"{CONFIG_DIR}/broker_url").stdout
+    url_files = [
+        f"{CONFIG_DIR}/broker_url",
+        *(f"{CONFIG_DIR}/broker-urls/shard-{s}" for s in range(4)),
+    ]
+    old_urls = [docker("exec", fleet.name, "cat", path).stdout for path in url_files]
 
-    fleet.converge(password=f"rotated-{secrets.token_hex(4)}")  # waits for every consumer
+    # Rotation as the runbook has it: delete the controller's passwords; the next run makes new
+    # ones, gives the broker their hashes and every worker its new URL.
+    passwords = fleet.work / "credentials" / "broker-passwords"
+    rotated = sorted(p.name for p in passwords.iterdir())
+    assert rotated == sorted(
+        ["codex-producer", "codex-app-worker", *(f"codex-shard-{s}" for s in range(4))]
+    )
+    for path in passwords.iterdir():
+        path.unlink()
+    fleet.converge()  # waits for every consumer, each logged in with its new password
 
-    assert docker("exec", fleet.name, "cat", f"{CONFIG_DIR}/broker_url").stdout != old_url
+    new_urls = [docker("exec", fleet.name, "cat", path).stdout for path in url_files]
+    assert all(new != old for new, old in zip(new_urls, old_urls, strict=True))
+    assert unit_properties(fleet.name, BROKER_UNIT, "InvocationID") != broker_before
     after = starts(fleet.name, range(4))
     assert all(after[s] != before[s] for s in range(4)), (before, after)
     # The containers are the same (the secret is a file they read): only their units restarted.
@@ -472,6 +508,13 @@ def test_teardown_keeps_the_logins_and_only_the_purge_flag_removes_them(
     shards = range(3)
     kept = logins(fleet.name, shards)
     assert all(kept.values())
+    # A run's workspace, as a worker makes it for a run's first phase.
+    workspace = "moonmind_codex_run_teardown-keeps-me"
+    docker(
+        "exec", fleet.name, "docker", "volume", "create",
+        "--label", "io.moonmind.codex.role=workspace",
+        "--label", "io.moonmind.codex.run-id=teardown-keeps-me", workspace,
+    )  # fmt: skip
 
     down = fleet.run(TEARDOWN, **fleet.values(purge=False))
     fleet.applied = None
@@ -486,4 +529,4 @@ def test_teardown_keeps_the_logins_and_only_the_purge_flag_removes_them(
     remaining = volumes(fleet.name)
     assert not any(v.startswith("codex_auth_") for v in remaining), remaining
     # Only the logins: the broker's data and the workspaces are not what the flag is about.
-    assert {"moonmind_codex_broker_data", "moonmind_codex_workspaces"} <= set(remaining)
+    assert {"moonmind_codex_broker_data", workspace} <= set(remaining)

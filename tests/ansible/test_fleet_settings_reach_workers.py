@@ -27,6 +27,8 @@ SHARDS = 2
 JOB_UID = 1001
 PREFIX = "cx"
 CONFIG_DIR = "/etc/moonmind-codex"
+# A worker container reads its own shard's broker URL, whose user publishes to no other shard.
+PRODUCER_URL = f"MOONMIND_CODEX_BROKER_URL_FILE={CONFIG_DIR}/broker_url"
 
 
 def changed(output: str, host: str) -> int:
@@ -88,7 +90,10 @@ def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     again = ansible_playbook(inventory, site)
     assert again.returncode == 0, again.stdout[-4000:]
-    assert changed(again.stdout, fresh_host) == 0  # env_file compared on the host: no drift
+    # env_file compared on the host: no drift.
+    assert changed(again.stdout, fresh_host) == 0, re.findall(
+        r"TASK \[([^\]]*)\][^\n]*\n(?:[^\n]+\n)*?changed", again.stdout
+    )
 
     # Shard 0 signed in through the CLI and fleet.env: a login refreshed 5 days ago.
     login = cli_on(
@@ -113,9 +118,11 @@ def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
 
     # The worker judges it the same, on queue cx-0, and runs the job as uid 1001.
     key = next(k for k in (f"settings/repo-{i}" for i in range(100)) if shard_for_key(k, 2) == 0)
+    # Sent as the host's producer (the CLI's broker URL), from the worker image of shard 1.
     sent = docker(
-        "exec", fresh_host, "docker", "exec", "moonmind-codex-worker-1", "moonmind-codex",
-        "enqueue", "--run-id", "settings-1", "--phase", "specify", "--repository", key,
+        "exec", fresh_host, "docker", "exec", f"--env={PRODUCER_URL}",
+        "moonmind-codex-worker-1", "moonmind-codex", "enqueue",
+        "--run-id", "settings-1", "--phase", "specify", "--repository", key,
         "--timeout", "120", "--wait", "--", "id", "-u",
     )  # fmt: skip
     result = json.loads(sent.stdout)

@@ -6,9 +6,9 @@ with two shards. There the roles write no unit, start every container themselves
 `unless-stopped` policy, and re-create and restart the worker containers whose settings changed.
 The tests check the host's engine and the broker, never the playbook's words.
 
-Not tested here: a new broker password on such a host. The broker role's restart handler runs
-only under systemd, so the broker keeps the old password while the workers, restarted with the
-new URL, are refused: they never consume again (seen on this host; the broker role's to fix).
+New broker passwords restart the broker container too (the broker role's handler has a
+Docker path besides its systemd one), so the workers, restarted with their new URLs, consume
+again.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ class PlainHost:
                     self.name,
                     SHARDS,
                     len(SHARDS),
-                    moonmind_codex_broker_password="not-a-secret",
                     moonmind_codex_images_source="load",
                     moonmind_codex_images_archive_dir=str(self.archives),
                     **(settings or {}),
@@ -163,3 +162,25 @@ def test_without_systemd_a_changed_setting_restarts_every_worker_with_it_then_no
     settled = {c: state(host, c) for c in CONTAINERS}
     assert recap_changed(plain_host.site(CHANGED_SETTING)) == 0
     assert {c: state(host, c) for c in CONTAINERS} == settled
+
+
+def test_without_systemd_new_broker_passwords_restart_the_broker_and_workers_consume_again(
+    plain_host: PlainHost,
+) -> None:
+    host = plain_host.name
+    plain_host.site()  # the base inventory, whatever an earlier test applied
+    wait_until_consuming(host)
+    before = {c: state(host, c) for c in CONTAINERS}
+    passwords = plain_host.work / "credentials" / "broker-passwords"
+    for path in passwords.iterdir():
+        path.unlink()
+
+    plain_host.site()
+
+    # Each container started again (the broker with the new users file, each worker with its
+    # new URL), by the playbook, not by a crash loop of Docker's restart policy.
+    for container in CONTAINERS:
+        after = state(host, container)
+        assert after["started"] != before[container]["started"], container
+        assert (after["status"], after["restarts"]) == ("running", before[container]["restarts"])
+    wait_until_consuming(host)

@@ -125,7 +125,11 @@ def test_good_inventory_passes_validation_then_reaches_hosts(tmp_path: Path) -> 
     assert done.returncode != 0
     report = json.loads(done.stdout)
     plays = [(p["play"]["name"], p["tasks"]) for p in report["plays"]]
-    assert [name for name, _ in plays] == ["Validate the Codex fleet inventory", "Broker host"]
+    # The next play makes the fleet's credentials, first reading the broker host's address.
+    assert [name for name, _ in plays] == [
+        "Validate the Codex fleet inventory",
+        "Fleet credentials",
+    ]
     (validation,) = plays[0][1]
     assert validation["task"]["name"] == "Check shard assignments and broker definition"
     verdict = validation["hosts"]["localhost"]
@@ -160,10 +164,21 @@ def test_filter_reports_every_problem_at_once() -> None:
 
 def test_filter_accepts_a_valid_fleet_and_external_broker() -> None:
     hostvars = {"a": {"moonmind_codex_shards": [0, 2]}, "b": {"moonmind_codex_shards": [1]}}
-    assert inventory_errors(["a", "b"], hostvars, [], 3, "amqp://u:p@mq:5672//") == []
+    external = "amqp://u:p@mq:5672//"
+    assert inventory_errors(["a", "b"], hostvars, [], 3, external, "password") == []
     assert "both moonmind_codex_broker_url and a codex_broker host" in "".join(
-        inventory_errors(["a", "b"], hostvars, ["mq"], 3, "amqp://x")
+        inventory_errors(["a", "b"], hostvars, ["mq"], 3, "amqp://x", "password")
     )
+
+
+def test_filter_refuses_an_unknown_trust_mode_or_tls_with_an_external_broker() -> None:
+    hostvars = {"a": {"moonmind_codex_shards": [0]}}
+    assert inventory_errors(["a"], hostvars, ["mq"], 1, "", "tls") == []
+    (unknown,) = inventory_errors(["a"], hostvars, ["mq"], 1, "", "TLS")
+    assert unknown == ("moonmind_codex_broker_security is 'TLS': set it to tls or password")
+    (external,) = inventory_errors(["a"], hostvars, [], 1, "amqp://u:p@mq:5672//", "tls")
+    assert "does not manage" in external
+    assert "set moonmind_codex_broker_security: password" in external
 
 
 def test_example_and_local_inventories_are_valid() -> None:

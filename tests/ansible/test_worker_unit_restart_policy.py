@@ -199,6 +199,10 @@ def fleet_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                             "moonmind_codex_shard_count": len(FLEET_SHARDS),
                             "moonmind_codex_images_source": "load",
                             "moonmind_codex_images_archive_dir": str(archives),
+                            # The password mode (one shared user, plain AMQP, unsigned
+                            # messages): these tests are about the unit, and send a remote
+                            # shutdown and pings with Celery's own client.
+                            "moonmind_codex_broker_security": "password",
                             "moonmind_codex_broker_password": "not-a-secret",
                             "moonmind_codex_broker_bind_address": "127.0.0.1",
                             # Off by default; on here, so that a remote shutdown (the quiet

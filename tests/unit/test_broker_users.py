@@ -23,6 +23,7 @@ from moonmind_codex.settings import Settings, SettingsError, load_settings
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "filter"))
 from moonmind_codex_broker import (
     FilterModule,
+    amqp_url,
     broker_definitions,
     broker_users,
     fleet_queue_names,
@@ -169,7 +170,28 @@ def test_the_filters_are_exported_to_ansible() -> None:
         "moonmind_codex_broker_definitions",
         "moonmind_codex_fleet_queue_names",
         "moonmind_codex_subject_alt_names",
+        "moonmind_codex_amqp_url",
     }
+
+
+def test_amqp_urls_encode_the_whole_password_and_bracket_ipv6() -> None:
+    assert amqp_url("codex-shard-0", "a/b@c:d%", "10.0.0.5", "5671") == (
+        "amqps://codex-shard-0:a%2Fb%40c%3Ad%25@10.0.0.5:5671//"
+    )
+    assert amqp_url("moonmind", "pw", " broker.internal ", 5672, tls=False) == (
+        "amqp://moonmind:pw@broker.internal:5672//"
+    )
+    assert amqp_url("u", "p", "fd00::5", 5671) == "amqps://u:p@[fd00::5]:5671//"
+    # What kombu reads back is what went in.
+    from kombu.utils.url import url_to_parts
+
+    parts = url_to_parts(amqp_url("codex-producer", "x/y@z", "fd00::5", 5671))
+    assert (parts.username, parts.password, parts.hostname, parts.port) == (
+        "codex-producer",
+        "x/y@z",
+        "fd00::5",
+        5671,
+    )
 
 
 def test_subject_alt_names_tell_addresses_from_names_once_each() -> None:

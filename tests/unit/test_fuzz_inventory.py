@@ -79,4 +79,4 @@ def test_good_inventories_are_accepted(count: int, workers: list[str], rnd: Any)
     for shard in range(count):
         hostvars[rnd.choice(workers)]["moonmind_codex_shards"].append(shard)
     assert inventory_errors(workers, hostvars, ["mq"], count, "") == []
-    assert inventory_errors(workers, hostvars, [], count, "amqp://u:p@mq:5672//") == []
+    assert inventory_errors(workers, hostvars, [], count, "amqp://u:p@mq:5672//", "password") == []

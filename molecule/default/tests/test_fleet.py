@@ -6,8 +6,10 @@ them runs alone after converge, in any order.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ from fleetops import (
 from moonmind_codex.routing import shard_for_key
 
 testinfra_hosts: list[str] = []  # the tests below address hosts explicitly
+# Phases are sent as the host's producer (the CLI's broker URL): a worker container's own URL
+# belongs to its shard's broker user, which may publish to no other shard's queue.
+AS_PRODUCER = "--env MOONMIND_CODEX_BROKER_URL_FILE=/etc/moonmind-codex/broker_url"
 
 
 @pytest.fixture
@@ -71,7 +76,8 @@ def key_for(shard: int) -> str:
 
 def enqueue(from_host: Any, run_id: str, shard: int) -> dict[str, Any]:
     out = from_host.check_output(
-        f"docker exec moonmind-codex-worker-0 moonmind-codex enqueue --run-id {run_id} "
+        f"docker exec {AS_PRODUCER} moonmind-codex-worker-0 moonmind-codex enqueue "
+        f"--run-id {run_id} "
         f"--phase specify --repository {key_for(shard)} --timeout 120 --wait -- "
         "sh -c 'id -u; codex login status'"
     )
@@ -140,7 +146,7 @@ def test_phase_on_a_shard_without_login_is_blocked_on_its_host() -> None:
     host_a = on(HOST_A)
     set_logins({1: False})
     result = host_a.run(
-        f"docker exec moonmind-codex-worker-0 moonmind-codex enqueue --run-id "
+        f"docker exec {AS_PRODUCER} moonmind-codex-worker-0 moonmind-codex enqueue --run-id "
         f"{unique('molecule-blocked')} --phase specify --repository {key_for(1)} "
         "--timeout 60 --wait -- true"
     )
@@ -247,3 +253,93 @@ def test_move_a_shard_to_another_host_with_its_login(tmp_path: Path, fleet_put_b
         "codex_auth_1",
         "succeeded",
     )
+
+
+# Run on host A in the worker image with the host's fleet.env (host network): what a client on
+# another host sees of the provisioned broker.
+BOUNDARY_PROBE = r"""
+import json, socket, ssl
+from dataclasses import replace
+from pathlib import Path
+from moonmind_codex.settings import load_settings
+from moonmind_codex.celery_app import create_app
+
+settings = load_settings()
+host = settings.broker_url.rsplit("@", 1)[1].rsplit(":", 1)[0]
+seen = {"broker_address": host}
+try:
+    socket.create_connection((host, 5672), 5).close()
+    seen["plain_5672"] = "open"
+except OSError as error:
+    seen["plain_5672"] = type(error).__name__
+for name, context in (
+    ("system_cas", ssl.create_default_context()),
+    ("fleet_ca", ssl.create_default_context(cafile=str(settings.broker_ca_path))),
+):
+    try:
+        context.wrap_socket(socket.create_connection((host, 5671), 5), server_hostname=host).close()
+        seen[name] = "verified"
+    except ssl.SSLError as error:
+        seen[name] = "refused: " + error.reason
+# A phase with the producer's valid password and no signature.
+unsigned = replace(
+    settings, signing_key_path=None, signing_cert_path=None, signing_trust_dir=None
+)
+app = create_app(unsigned, sticky=False)
+seen["task_id"] = str(app.send_task(
+    "moonmind_codex.codex_phase",
+    kwargs={"run_id": "RUN_ID", "phase": "only", "command": ["sh", "-c", "cat ~/.codex/*"],
+            "affinity_key": "KEY"},
+).id)
+print(json.dumps(seen))
+"""
+
+
+def test_the_provisioned_broker_is_tls_only_and_its_shards_refuse_unsigned_phases() -> None:
+    """TLS-only broker (the plain port closed to other hosts, the fleet CA needed), and an
+    unsigned phase sent with the producer's valid password runs nothing and is audited."""
+    host_a, host_b = on(HOST_A), on(HOST_B)
+    set_logins({2: True})
+    run_id = unique("molecule-unsigned")
+    probe = BOUNDARY_PROBE.replace("RUN_ID", run_id).replace("KEY", key_for(2))
+    encoded = base64.b64encode(probe.encode()).decode()
+    seen = json.loads(
+        host_a.check_output(
+            f"echo {encoded} | base64 -d | docker run --rm -i --network host --pull never "
+            "-v /etc/moonmind-codex:/etc/moonmind-codex:ro "
+            "--env-file /etc/moonmind-codex/fleet.env --entrypoint python3 "
+            "moonmind-codex/worker:latest -"
+        )
+    )
+    assert seen["broker_address"] not in ("127.0.0.1", "localhost"), seen
+    assert seen["plain_5672"] == "ConnectionRefusedError", seen
+    assert seen["system_cas"].startswith("refused: CERTIFICATE_VERIFY_FAILED"), seen
+    assert seen["fleet_ca"] == "verified", seen
+
+    audit = "/var/lib/moonmind-codex/audit/codex-audit.jsonl"
+    refusal: list[dict[str, Any]] = []
+
+    def refused() -> bool:
+        lines = host_b.run(f"cat {audit}").stdout.splitlines()
+        refusal[:] = [
+            r
+            for r in map(json.loads, lines)
+            if r.get("event") == "codex_task_refused" and r.get("task_id") == seen["task_id"]
+        ]
+        return bool(refusal)
+
+    deadline = time.monotonic() + 90
+    while not refused():
+        assert time.monotonic() < deadline, "no codex_task_refused record on host B"
+        time.sleep(1)
+    assert refusal[0]["reason"].startswith("not signed"), refusal
+    assert refusal[0]["queue"] == "codex-2", refusal
+    assert not [
+        r
+        for r in map(json.loads, host_b.run(f"cat {audit}").stdout.splitlines())
+        if r.get("run_id") == run_id and r.get("event") != "codex_task_refused"
+    ]
+    started = host_b.run(
+        f"docker ps -a --filter label=io.moonmind.codex.run-id={run_id} --format x"
+    ).stdout
+    assert started.strip() == ""

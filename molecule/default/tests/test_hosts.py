@@ -10,6 +10,7 @@ testinfra_hosts = ["ansible://codex_workers"]
 
 SHARD_COUNT = 3
 JOB_IMAGE = "moonmind-codex/job:latest"
+CONFIG_DIR = "/etc/moonmind-codex"
 
 
 def own_shards(host) -> list[int]:
@@ -91,11 +92,41 @@ def test_each_worker_consumes_its_own_queue_only(host) -> None:
         assert f"codex-{shard}@{host.backend.host} ready." in logs
 
 
-def test_broker_secret_is_a_root_only_file_not_an_env_var(host) -> None:
-    secret = host.file("/etc/moonmind-codex/broker_url")
-    assert secret.mode == 0o400 and secret.uid == 10001
+def test_each_worker_has_its_own_broker_user_over_tls_in_a_file_not_an_env_var(host) -> None:
+    """Shard N's worker reads broker-urls/shard-N (user codex-shard-N, amqps, 0400 worker uid);
+    the host's CLI reads broker_url (codex-producer); neither is in a container's environment."""
+    producer = host.file(f"{CONFIG_DIR}/broker_url")
+    assert producer.mode == 0o400 and producer.uid == 10001
+    assert producer.content_string.startswith("amqps://codex-producer:")
     for shard in own_shards(host):
+        url_file = host.file(f"{CONFIG_DIR}/broker-urls/shard-{shard}")
+        assert url_file.mode == 0o400 and url_file.uid == 10001
+        url = url_file.content_string
+        assert url.startswith(f"amqps://codex-shard-{shard}:") and url.endswith(":5671//")
         env = host.check_output(
             f"docker inspect --format '{{{{json .Config.Env}}}}' moonmind-codex-worker-{shard}"
         )
-        assert "amqp://" not in env and "molecule-test-password" not in env
+        assert f"MOONMIND_CODEX_BROKER_URL_FILE={CONFIG_DIR}/broker-urls/shard-{shard}" in env
+        assert "amqp" not in env.replace("BROKER_URL_FILE", "")
+        password = url.split("//", 1)[1].split("@", 1)[0].split(":", 1)[1]
+        assert password not in env
+    others = {f"shard-{s}" for s in range(3)} - {f"shard-{s}" for s in own_shards(host)}
+    assert not others & set(host.file(f"{CONFIG_DIR}/broker-urls").listdir())
+
+
+def test_the_signing_key_is_the_worker_uids_alone_and_every_fleet_signer_is_trusted(host) -> None:
+    key = host.file(f"{CONFIG_DIR}/signing/signer.key")
+    assert key.mode == 0o400 and key.uid == 10001
+    trusted = sorted(host.file(f"{CONFIG_DIR}/signing/trusted").listdir())
+    assert trusted == ["mmc-molecule-host-a.pem", "mmc-molecule-host-b.pem"]
+    # The host's own certificate is among them (its workers send a run's next phase).
+    own = host.file(f"{CONFIG_DIR}/signing/signer.crt").content_string
+    assert own == host.file(f"{CONFIG_DIR}/signing/trusted/{host.backend.host}.pem").content_string
+    fleet_env = host.file(f"{CONFIG_DIR}/fleet.env").content_string
+    for line in (
+        f"MOONMIND_CODEX_BROKER_CA_PATH={CONFIG_DIR}/tls/ca.crt",
+        f"MOONMIND_CODEX_SIGNING_KEY_PATH={CONFIG_DIR}/signing/signer.key",
+        f"MOONMIND_CODEX_SIGNING_TRUST_DIR={CONFIG_DIR}/signing/trusted",
+        "MOONMIND_CODEX_DECLARE_QUEUES=false",
+    ):
+        assert line in fleet_env.splitlines()
