@@ -452,8 +452,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
         # A Codex phase on shard 0 through the broker: pre-flight, job, phase log, audit, store.
         wait_for_consumer(host_a, 0)
+        # As the host's producer (its own broker user where the broker has one per role).
         enqueued = host_docker(
-            host_a, "exec", "moonmind-codex-worker-0", "moonmind-codex", "enqueue",
+            host_a, "exec", f"--env=MOONMIND_CODEX_BROKER_URL_FILE={CONFIG_DIR}/broker_url",
+            "moonmind-codex-worker-0", "moonmind-codex", "enqueue",
             f"--run-id={this.run_id}", "--phase=plan", f"--repository={key_for(0)}",
             "--timeout=120", "--wait", "--",
             "sh", "-c", f"echo {this.phase_control}; codex login status",
