@@ -44,7 +44,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "integration/test_guards_login.py": 8,
     "integration/test_images.py": 8,
     "integration/test_job_cpuset.py": 1,
-    "integration/test_jobs.py": 12,
+    "integration/test_jobs.py": 13,
     "integration/test_phase_records.py": 16,
     "integration/test_preflight.py": 23,
     "integration/test_run_workspaces.py": 4,

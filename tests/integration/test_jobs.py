@@ -271,6 +271,26 @@ def test_second_phase_on_a_busy_volume_gets_busy(
     assert again.outcome == "succeeded"
 
 
+def test_a_job_cannot_defeat_the_lock_that_guards_its_volume(
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, run_id: str
+) -> None:
+    # The job owns every file in the volume: it deletes whatever it can, plants a lock file of
+    # its own, even replaces a subdirectory; another job must still find the volume busy.
+    volume = make_volume()
+    settings = settings_for(volume)
+    defeat = (
+        "cd /home/app/.codex; rm -rf ./.moonmind-codex.lock ./* ./.[!.]* 2>/dev/null; "
+        "touch .moonmind-codex.lock; mkdir -p lock; echo defeated; " + HOLD
+    )
+    holder = spec(volume, ["sh", "-c", defeat], run_id=run_id, phase="plan")
+    first = Background(settings, holder, client)
+    wait_for_text(settings.artifacts_dir / "spec_workflows" / run_id / "plan.log", "defeated")
+    second = launch_job(settings, spec(volume, ["true"], run_id=run_id, phase="tasks"), client)
+    assert (second.outcome, second.exit_code) == ("busy", 75)
+    release(client, job_container_name(run_id, "plan"))
+    assert first.join().outcome == "succeeded"
+
+
 def test_redelivered_phase_awaits_the_running_container(
     client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, run_id: str
 ) -> None:
