@@ -99,6 +99,15 @@ def _add_run_commands(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.add_argument("--json", action="store_true")
 
+    fence = sub.add_parser("login-fence", help="copied logins: which shards share one login")
+    fence_sub = fence.add_subparsers(dest="fence_command", required=True, parser_class=_Parser)
+    p = fence_sub.add_parser("status", help="every shard's login; copies and who is fenced")
+    p.add_argument("--json", action="store_true")
+    p = fence_sub.add_parser(
+        "resolve", help="this shard keeps its login: any other shard holding it is fenced"
+    )
+    p.add_argument("--shard", type=_shard_arg, required=True)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moonmind-codex", description=__doc__.split("\n")[0] if __doc__ else "")
@@ -583,7 +592,56 @@ def _show_run(store: Any, run_id: str, as_json: bool) -> int:
     return ExitCode.OK
 
 
+def _login_fence(args: argparse.Namespace) -> int:
+    """``login-fence status`` and ``login-fence resolve --shard N`` (moonmind_codex.fence)."""
+    from moonmind_codex.phase import fence_key
+
+    settings = load_settings()
+    store = _run_store(settings)
+    if args.fence_command == "resolve":
+        shard = settings.locate_shard(args.shard)
+        verdict = store.resolve_login_fence(shard.volume)
+        if verdict is None:
+            print(f"moonmind-codex: no login of volume {shard.volume} is registered yet")
+            return ExitCode.FAILURE
+        fenced = ", ".join(f"shard {h.shard} ({h.volume}, {h.host})" for h in verdict.others)
+        print(
+            f"shard {shard.number} (volume {shard.volume}) keeps its login"
+            + (f"; fenced now: {fenced} (sign each in with its own login)" if fenced else "")
+        )
+        return ExitCode.OK
+    key = fence_key(settings)
+    rows = [
+        {
+            "shard": v.holder.shard,
+            "volume": v.volume,
+            "host": v.holder.host,
+            "status": v.status,
+            "shared_with": [
+                {"shard": h.shard, "volume": h.volume, "host": h.host} for h in v.others
+            ],
+        }
+        for v in store.login_fences()
+    ]
+    if args.json:
+        print(json.dumps({"fencing": key is not None, "logins": rows}, indent=2, sort_keys=True))
+    else:
+        if key is None:
+            print(
+                "WARNING: copied logins are not fenced: set MOONMIND_CODEX_FINGERPRINT_KEY_FILE "
+                "(the fleet's key file) for the workers"
+            )
+        for row in rows:
+            shared = ", ".join(f"shard {o['shard']} ({o['host']})" for o in row["shared_with"])
+            print(
+                f"shard {row['shard']}  {row['volume']}  {row['host']}  {row['status']}"
+                + (f"  same login as {shared}" if shared else "")
+            )
+    return ExitCode.BLOCKED if any(r["status"] == "fenced" for r in rows) else ExitCode.OK
+
+
 COMMANDS = {
+    "login-fence": _login_fence,
     "route": _route,
     "preflight": _preflight,
     "login-check": _login_check,

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from moonmind_codex import fence
 from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.preflight_eval import LoginPolicy, evaluate
 from moonmind_codex.probe import (
@@ -46,6 +47,12 @@ KNOWN_VERDICT_ENV = "MOONMIND_CODEX_GATE_KNOWN_VERDICT"
 # ``AUTH_DIGEST REASON SINCE`` of a login the server rejected (see moonmind_codex.health): the
 # gate blocks while auth.json still hashes to that digest, and goes on once a new login is in.
 QUARANTINED_ENV = "MOONMIND_CODEX_GATE_QUARANTINED"
+# "1": report the one-way ``login_digest`` of a ChatGPT login, which the worker keys with the
+# fleet's fingerprint key (never passed here) to fence copied logins (moonmind_codex.fence).
+FENCE_ENV = "MOONMIND_CODEX_GATE_FENCE"
+# JSON ``{"auth_digest", "shard", "volume", "host"}``: this volume's login is a fenced copy of
+# that shard's; the gate blocks while auth.json still hashes to ``auth_digest``.
+FENCED_ENV = "MOONMIND_CODEX_GATE_FENCED"
 # Files whose content decides what `codex login status` says (the managed layer outranks the
 # others; config.toml can switch the credential store away from auth.json).
 _CLI_INPUTS = (AUTH_FILE_NAME, "config.toml")
@@ -142,6 +149,11 @@ def check(env: Mapping[str, str], home: Path, now: datetime) -> tuple[dict[str, 
     quarantined = quarantine(env.get(QUARANTINED_ENV))
     if quarantined is not None:
         report["quarantine"] = quarantined
+    if env.get(FENCE_ENV) == "1":
+        report["login_digest"] = fence.login_digest(inputs[AUTH_FILE_NAME])
+    fenced = fence.parse_gate_value(env.get(FENCED_ENV))
+    if fenced is not None:
+        report["fence"] = fenced
     policy = LoginPolicy(
         job_uid=int(_float(env, JOB_UID_ENV, os.getuid())),
         warn_after_days=_float(env, WARN_DAYS_ENV, 5.0),

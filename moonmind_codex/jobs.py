@@ -74,6 +74,9 @@ class JobSpec:
     attempt: int = 1
     # ``AUTH_DIGEST REASON SINCE`` of a login the server rejected (the gate blocks on it).
     quarantined: str | None = None
+    # Report the login's one-way digest for the fence; ``fenced``: the copy's block (JSON).
+    fence: bool = False
+    fenced: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("run_id", "phase"):
@@ -140,7 +143,13 @@ def job_container(settings: Settings, spec: JobSpec) -> JobImageContainer:
             "MOONMIND_CODEX_RUN_ID": spec.run_id,
             "MOONMIND_CODEX_PHASE": spec.phase,
             **(
-                gate_environment(settings, spec.known_verdict, spec.quarantined)
+                gate_environment(
+                    settings,
+                    spec.known_verdict,
+                    spec.quarantined,
+                    fence=spec.fence,
+                    fenced=spec.fenced,
+                )
                 if spec.preflight
                 else {}
             ),

@@ -34,6 +34,7 @@ class Fix(Enum):
     PIN_FILE_STORE = "pin-file-store"
     SIGN_IN_REJECTED = "sign-in-rejected"
     CREATE_JOB_NETWORK = "create-job-network"
+    LOGIN_COPIED = "login-copied"
 
 
 def login_command(shard: Shard) -> str:
@@ -69,6 +70,17 @@ def sign_in_rejected(shard: Shard, reason: str, when: str) -> str:
         f"sign in again: the server rejected this login ({reason}, {when}); "
         + _sign_in(shard, f"import a new login into volume {shard.volume}")
         + "; never run `codex logout` on a shard"
+    )
+
+
+def login_copied(shard: Shard, copy_of: str) -> str:
+    """For a volume fenced because another shard registered the same login first."""
+    return (
+        f"on host {shard.host}, sign volume {shard.volume} in with a login of its own (a new "
+        f"sign-in, not a copy of another shard's auth.json): {login_command(shard)}; the fence "
+        f"lifts by itself once the volume holds another login. If the copy to drop is the one "
+        f"of {copy_of} instead, run `moonmind-codex login-fence resolve --shard {shard.number}` "
+        "on this host, then sign that shard in with its own login"
     )
 
 
@@ -179,8 +191,14 @@ def render_fix(
     *,
     age_days: float | None = None,
     rejected: tuple[str, str] | None = None,
+    copy_of: str | None = None,
 ) -> str:
-    """The text of ``fix`` for ``shard``; ``rejected`` is the server's (reason, when)."""
+    """The text of ``fix`` for ``shard``; ``rejected`` is the server's (reason, when).
+
+    ``copy_of`` names the shard that holds the same login (a fenced copy).
+    """
+    if fix is Fix.LOGIN_COPIED:
+        return login_copied(shard, copy_of or "another shard")
     if fix is Fix.SIGN_IN_REJECTED:
         reason, when = rejected or ("reason unknown", "time unknown")
         return sign_in_rejected(shard, reason, when)
@@ -198,8 +216,5 @@ def render_fix(
     }
     if fix in simple:
         return simple[fix](shard)
-    if fix is Fix.START_DOCKER:
-        return start_docker(shard.host)
-    if fix is Fix.CREATE_JOB_NETWORK:
-        return create_job_network(shard.host)
-    return load_image(shard.host)
+    for_host = {Fix.START_DOCKER: start_docker, Fix.CREATE_JOB_NETWORK: create_job_network}
+    return for_host.get(fix, load_image)(shard.host)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moonmind_codex import audit, health
+from moonmind_codex import audit, fence, health
 from moonmind_codex.dockerio import DockerUnavailable, connect
 from moonmind_codex.jobs import JobResult, JobSpec, job_container_name, launch_job, log_path_for
 from moonmind_codex.messages import Fix, login_command
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 MAX_ORDINAL = 100_000
 # One per worker process: a phase skips `codex login status` when the login is unchanged.
 _CLI_VERDICTS = CliVerdictCache()
+
+# Fencing off (no key, or a key file that cannot be used) is said once per worker process.
+_FENCE_WARNED: set[str] = set()
 
 # How a recorded final state reads as a phase outcome when it is returned again.
 _REPLAYED: dict[str, PhaseOutcome] = {
@@ -278,6 +281,13 @@ def _attempt(
     before: ShardHealth | None = _bookkeeping(
         "read the shard's health from the run store", store.shard_health, shard.volume
     )
+    key = fence_key(settings)
+    fenced = None
+    if key is not None:
+        state = _bookkeeping(
+            "read the shard's login fence from the run store", store.login_fence, shard.volume
+        )
+        fenced = fence.gate_value(state) if state is not None else None
     spec = JobSpec(
         run_id=request.run_id,
         phase=request.phase,
@@ -288,6 +298,8 @@ def _attempt(
         known_verdict=_CLI_VERDICTS.known(shard.volume),
         attempt=request.attempt,
         quarantined=before.gate_value() if before is not None else None,
+        fence=key is not None,
+        fenced=fenced,
     )
     # Why a failed attempt failed, when the job's output says (a login the server rejected).
     notes: list[str] = []
@@ -310,6 +322,17 @@ def _attempt(
         )
         if note:
             notes.append(note)
+        if key is not None:
+            copied = _bookkeeping(
+                "record the login's fingerprint in the run store",
+                _record_login,
+                store,
+                key,
+                shard,
+                job,
+            )
+            if copied:
+                notes.append(copied)
         if job.log_error is not None:
             _bookkeeping(
                 "record the job's end in the run store",
@@ -451,6 +474,78 @@ def _record_health(
         f"the server rejected the login in volume {shard.volume} ({found.reason}, "
         f"{quarantined.since_text}): shard {shard.number} is quarantined until a new login is "
         f"imported; on host {shard.host} run {login_command(shard)}"
+    )
+    log.error("%s", note)
+    return note
+
+
+def fence_key(settings: Settings) -> tuple[bytes, str] | None:
+    """The fleet's fingerprint key and its id, or None (fencing off, said once) without one."""
+    path = settings.fingerprint_key_file
+    if path is None:
+        why = (
+            "MOONMIND_CODEX_FINGERPRINT_KEY_FILE is not set: copied logins are not fenced "
+            "(see docs/runbook.md)"
+        )
+    else:
+        try:
+            key = fence.parse_key(path.read_bytes())
+        except OSError as exc:
+            why = (
+                f"the fingerprint key file {path} cannot be read ({exc.strerror}): copied "
+                "logins are not fenced until it can"
+            )
+        except fence.FenceKeyError as exc:
+            why = f"{path}: {exc}: copied logins are not fenced until it holds a key"
+        else:
+            return key, fence.key_id(key)
+    if why not in _FENCE_WARNED:
+        _FENCE_WARNED.add(why)
+        log.warning("%s", why)
+    return None
+
+
+def _holder_text(holder: fence.Holder) -> str:
+    return f"shard {holder.shard} (volume {holder.volume} on host {holder.host})"
+
+
+def _record_login(
+    store: RunStore, key: tuple[bytes, str], shard: Shard, job: JobResult
+) -> str | None:
+    """Register the fingerprint of the login the job's pre-flight saw; say when it is a copy."""
+    report = job.preflight_report or {}
+    digest = report.get("login_digest")
+    if not isinstance(digest, str) or len(digest) != 64:
+        return None  # no ChatGPT login (API key, access token, none): nothing to fence
+    try:
+        fingerprint = fence.fingerprint(key[0], digest)
+    except ValueError:
+        return None  # not hex: not the gate talking
+    auth_digest = report.get("auth_digest")
+    verdict = store.register_login(
+        shard.volume,
+        host=shard.host,
+        shard=shard.number,
+        fingerprint=fingerprint,
+        key_id=key[1],
+        auth_digest=auth_digest if isinstance(auth_digest, str) else None,
+    )
+    if not verdict.shared:
+        return None
+    if not verdict.fenced:
+        log.warning(
+            "the login of shard %s (volume %s) is also held by %s, which registered it later "
+            "and is fenced",
+            shard.number,
+            shard.volume,
+            ", ".join(_holder_text(h) for h in verdict.others),
+        )
+        return None
+    note = (
+        f"volume {shard.volume} holds the same ChatGPT login as {_holder_text(verdict.owner)}, "
+        f"which registered it first: shard {shard.number} is fenced until it is signed in "
+        f"with its own login ({login_command(shard)} on host {shard.host}) or an operator "
+        f"runs moonmind-codex login-fence resolve --shard {shard.number}"
     )
     log.error("%s", note)
     return note

@@ -29,6 +29,8 @@ from moonmind_codex.containers import JobImageContainer, create_kwargs, unique_n
 from moonmind_codex.dockerio import ENGINE_ERRORS, DockerUnavailable, connect
 from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.gate import (
+    FENCE_ENV,
+    FENCED_ENV,
     JOB_UID_ENV,
     KNOWN_VERDICT_ENV,
     QUARANTINED_ENV,
@@ -189,12 +191,19 @@ class CliVerdictCache:
 
 
 def gate_environment(
-    settings: Settings, known_verdict: str | None, quarantined: str | None = None
+    settings: Settings,
+    known_verdict: str | None,
+    quarantined: str | None = None,
+    *,
+    fence: bool = False,
+    fenced: str | None = None,
 ) -> dict[str, str]:
     """What a job container needs to check its own login first (nothing secret).
 
     ``quarantined`` is ``AUTH_DIGEST REASON SINCE`` of a login the server rejected
     (:meth:`moonmind_codex.runstore.ShardHealth.gate_value`): a digest is not the login.
+    ``fence`` asks for the login's one-way digest (never the fleet's key); ``fenced`` is
+    :func:`moonmind_codex.fence.gate_value` of a copied login.
     """
     environment = {
         "MOONMIND_CODEX_PREFLIGHT": "1",
@@ -206,6 +215,10 @@ def gate_environment(
         environment[KNOWN_VERDICT_ENV] = known_verdict
     if quarantined:
         environment[QUARANTINED_ENV] = quarantined
+    if fence:
+        environment[FENCE_ENV] = "1"
+    if fenced:
+        environment[FENCED_ENV] = fenced
     return environment
 
 

@@ -295,6 +295,31 @@ def check_quarantine(probe: Mapping[str, Any]) -> list[Finding]:
     return [Finding("server rejection", "blocked", detail, Fix.SIGN_IN_REJECTED)]
 
 
+def copied_login(probe: Mapping[str, Any]) -> str | None:
+    """Who holds the login this volume still holds, when the worker fenced it as a copy."""
+    fenced = probe.get("fence")
+    digest = probe.get("auth_digest")
+    if not isinstance(fenced, Mapping) or not isinstance(digest, str):
+        return None
+    if fenced.get("auth_digest") != digest:
+        return None  # another login was imported since: the worker judges it afresh
+    return (
+        f"shard {fenced.get('shard')} (volume {fenced.get('volume')} on host {fenced.get('host')})"
+    )
+
+
+def check_fence(probe: Mapping[str, Any]) -> list[Finding]:
+    """A copy of a login another shard registered first is blocked until it changes."""
+    holder = copied_login(probe)
+    if holder is None:
+        return []
+    detail = (
+        f"this volume holds the same ChatGPT login as {holder}, which registered it first: "
+        "two copies of one login log each other out (each refresh replaces the refresh token)"
+    )
+    return [Finding("copied login", "blocked", detail, Fix.LOGIN_COPIED)]
+
+
 def check_cli_status(status_run: Mapping[str, Any], auth_mode: object = None) -> Finding:
     """The real CLI's own verdict (``codex login status``)."""
     summary = status_run.get("summary", "not run")
@@ -319,6 +344,7 @@ def verdict(
     age_days: float | None,
     duration_s: float,
     rejected: tuple[str, str] | None = None,
+    copy_of: str | None = None,
 ) -> PreflightResult:
     """The worst finding decides; the first of equals gives the reason and the fix."""
     worst = max(findings, key=lambda f: _SEVERITY[f.status])
@@ -334,7 +360,9 @@ def verdict(
     else:
         reason = worst.detail
         fix = worst.fix or Fix.RETRY
-        remediation = messages.render_fix(fix, shard, age_days=age_days, rejected=rejected)
+        remediation = messages.render_fix(
+            fix, shard, age_days=age_days, rejected=rejected, copy_of=copy_of
+        )
     return PreflightResult(
         status=status,
         reason=reason,
@@ -354,6 +382,7 @@ def evaluate(
     findings = [
         # First: no repair helps a login the server rejected.
         *check_quarantine(probe),
+        *check_fence(probe),
         *check_directory(
             probe.get("dir") or {}, probe.get("codex_home", "the Codex home"), policy.job_uid
         ),
@@ -370,4 +399,5 @@ def evaluate(
         age_days=float(age) if isinstance(age, int | float) else None,
         duration_s=duration_s,
         rejected=rejection(probe),
+        copy_of=copied_login(probe),
     )

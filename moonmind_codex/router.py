@@ -9,6 +9,10 @@ Non-Codex tasks get ``None`` back, so the app's other routes and its default que
 The affinity key, in order: ``affinity_key`` kwarg or ``moonmind_codex_affinity`` header (a
 per-call override), else the ``repository`` kwarg, else the ``run_id`` kwarg.
 
+Failover (``MOONMIND_CODEX_FAILOVER``, off by default): when a run gets its first queue and
+the store reports the key's shard quarantined or fenced, a healthy shard is chosen
+(:mod:`moonmind_codex.failover`); that choice is then sticky like any other.
+
 Sticky runs: a run keeps the queue of its first Codex phase, through the assignment store (one
 SQLite file per producer host by default) or, for producers on several hosts, by passing the
 ``queue`` of an earlier phase's result in the ``moonmind_codex_queue`` header, which wins over
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moonmind_codex.assignments import AssignmentStore
+from moonmind_codex.failover import failover_shard
 from moonmind_codex.routing import shard_for_key, shard_queue
 from moonmind_codex.settings import Settings
 
@@ -127,10 +132,19 @@ class CodexRouter:
                 f"Codex task {name} has no affinity key: pass run_id= (and preferably "
                 "repository=) as keyword arguments, or affinity_key= to choose the shard"
             )
-        queue = route_key(key, self.settings).queue
+        queue = self._first_queue(key)
         if self.store is not None and isinstance(run_id, str) and run_id:
             queue = self.store.assign(run_id, queue)
         return {"queue": queue, "routing_key": queue}
+
+    def _first_queue(self, key: str) -> str:
+        """The key's queue; with failover on, a healthy shard's when the key's is not."""
+        decision = route_key(key, self.settings)
+        unavailable_shards = getattr(self.store, "unavailable_shards", None)
+        if not self.settings.failover or decision.shard is None or unavailable_shards is None:
+            return decision.queue
+        shard = failover_shard(key, decision.shard, self.settings.shard_count, unavailable_shards())
+        return shard_queue(self.settings.queue_prefix, shard)
 
 
 def install_routing(app: Any, settings: Settings, store: AssignmentStore | None = None) -> None:

@@ -36,6 +36,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from moonmind_codex import fence
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Phase attempt states: the first two are open, the rest final for that attempt.
@@ -134,6 +136,38 @@ class ShardHealthEventRecord(Base):
     run_id: Mapped[str | None] = mapped_column(String(128))
     phase: Mapped[str | None] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoginFingerprintRecord(Base):
+    """One keyed fingerprint of a login one auth volume presented (moonmind_codex.fence)."""
+
+    __tablename__ = "login_fingerprints"
+    __table_args__ = (
+        UniqueConstraint("fingerprint", "volume", name="uq_login_fingerprint_volume"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    volume: Mapped[str] = mapped_column(String(255), index=True)
+    host: Mapped[str | None] = mapped_column(String(255))
+    shard: Mapped[int | None] = mapped_column(Integer)
+    auth_digest: Mapped[str | None] = mapped_column(String(64))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+def _holder(row: LoginFingerprintRecord) -> fence.Holder:
+    return fence.Holder(
+        volume=row.volume,
+        host=row.host,
+        shard=row.shard,
+        order=row.id,
+        resolved_at=None if row.resolved_at is None else _aware(row.resolved_at),
+        auth_digest=row.auth_digest,
+        first_seen=_aware(row.first_seen),
+    )
 
 
 def _aware(moment: datetime) -> datetime:
@@ -603,6 +637,105 @@ class RunStore:
                 )
                 for row in session.scalars(query)
             ]  # fmt: skip
+
+    # Copied logins fenced (moonmind_codex.fence decides; the gate blocks a fenced login).
+
+    def register_login(
+        self,
+        volume: str,
+        *,
+        host: str | None,
+        shard: int | None,
+        fingerprint: str,
+        key_id: str,
+        auth_digest: str | None,
+    ) -> fence.FenceVerdict:
+        """``volume`` presents the login with ``fingerprint``: record it, judge it."""
+        for attempt in range(2):
+            try:
+                with self._transaction() as session:
+                    row = self._fingerprint_row(session, fingerprint, volume)
+                    now = utcnow()
+                    if row is None:
+                        row = LoginFingerprintRecord(
+                            fingerprint=fingerprint, key_id=key_id, volume=volume,
+                            first_seen=now,
+                        )  # fmt: skip
+                        session.add(row)
+                    row.host, row.shard, row.auth_digest = host, shard, auth_digest
+                    row.key_id, row.last_seen = key_id, now
+                    session.flush()
+                    return self._judge(session, row)
+            except IntegrityError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def login_fence(self, volume: str) -> fence.FenceVerdict | None:
+        """How ``volume``'s latest registered login stands; None when none was registered."""
+        with self._transaction() as session:
+            row = self._latest_fingerprint(session, volume)
+            return None if row is None else self._judge(session, row)
+
+    def resolve_login_fence(self, volume: str) -> fence.FenceVerdict | None:
+        """An operator's choice: ``volume`` keeps its latest login; other holders are fenced."""
+        with self._transaction() as session:
+            row = self._latest_fingerprint(session, volume)
+            if row is None:
+                return None
+            row.resolved_at = utcnow()
+            session.flush()
+            return self._judge(session, row)
+
+    def login_fences(self) -> list[fence.FenceVerdict]:
+        """Every volume's latest login, judged (for status)."""
+        with self._transaction() as session:
+            volumes = session.scalars(select(LoginFingerprintRecord.volume).distinct()).all()
+            found = []
+            for volume in sorted(volumes):
+                row = self._latest_fingerprint(session, volume)
+                if row is not None:
+                    found.append(self._judge(session, row))
+            return found
+
+    def unavailable_shards(self) -> set[int]:
+        """Shards that should get no new run: quarantined, or holding a fenced login copy."""
+        with self._transaction() as session:
+            query = select(ShardHealthRecord.shard).where(ShardHealthRecord.status == "quarantined")
+            found = {n for n in session.scalars(query) if n is not None}
+        fenced = (v.holder.shard for v in self.login_fences() if v.fenced)
+        return found | {n for n in fenced if n is not None}
+
+    @staticmethod
+    def _fingerprint_row(
+        session: Session, fingerprint: str, volume: str
+    ) -> LoginFingerprintRecord | None:
+        return session.scalars(
+            select(LoginFingerprintRecord).where(
+                LoginFingerprintRecord.fingerprint == fingerprint,
+                LoginFingerprintRecord.volume == volume,
+            )
+        ).one_or_none()
+
+    @staticmethod
+    def _latest_fingerprint(session: Session, volume: str) -> LoginFingerprintRecord | None:
+        return session.scalars(
+            select(LoginFingerprintRecord)
+            .where(LoginFingerprintRecord.volume == volume)
+            .order_by(LoginFingerprintRecord.last_seen.desc(), LoginFingerprintRecord.id.desc())
+            .limit(1)
+        ).one_or_none()
+
+    @staticmethod
+    def _judge(session: Session, row: LoginFingerprintRecord) -> fence.FenceVerdict:
+        """Judged among the holders of the same fingerprint made with the same key."""
+        holders = session.scalars(
+            select(LoginFingerprintRecord).where(
+                LoginFingerprintRecord.fingerprint == row.fingerprint,
+                LoginFingerprintRecord.key_id == row.key_id,
+            )
+        ).all()
+        return fence.judge(row.volume, [_holder(h) for h in holders])
 
     @staticmethod
     def _run_and_attempts(

@@ -141,6 +141,11 @@ class Settings:
     # Whether this process declares the queues it uses. A provisioned broker declares them
     # itself (its definitions) and its users may not: the role sets false there.
     declare_queues: bool = True
+    # A file holding the fleet's random key for login fingerprints (the same on every host):
+    # copied logins are fenced only when it is set (moonmind_codex.fence). Read by workers.
+    fingerprint_key_file: Path | None = None
+    # A new run whose shard is quarantined or fenced goes to a healthy shard (then sticks).
+    failover: bool = False
 
     @property
     def signing(self) -> bool:
@@ -356,7 +361,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """
     env = process_environment() if env is None else env
     known = {f.name.upper() for f in Settings.__dataclass_fields__.values()}
-    known |= {"AUTH_VOLUME"}
+    known |= {"AUTH_VOLUME", "FINGERPRINT_KEY"}
     for key in env:
         if key.startswith(ENV_PREFIX):
             full_name = key[len(ENV_PREFIX) :]
@@ -443,9 +448,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         signing_trust_dir=_optional_path(env, "SIGNING_TRUST_DIR"),
         remote_control=_bool(env, "REMOTE_CONTROL", Settings.remote_control),
         declare_queues=_bool(env, "DECLARE_QUEUES", Settings.declare_queues),
+        fingerprint_key_file=_fingerprint_key_file(env),
+        failover=_bool(env, "FAILOVER", Settings.failover),
     )
     _validate(settings)
     return settings
+
+
+def _fingerprint_key_file(env: Mapping[str, str]) -> Path | None:
+    """The key stays in its file: only the path is a setting."""
+    if ENV_PREFIX + "FINGERPRINT_KEY" in env:
+        raise SettingsError(
+            f"{ENV_PREFIX}FINGERPRINT_KEY is not read: put the key in a file readable by the "
+            f"workers only and set {ENV_PREFIX}FINGERPRINT_KEY_FILE to its path"
+        )
+    key = ENV_PREFIX + "FINGERPRINT_KEY_FILE"
+    raw = (env.get(key) or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith("/"):
+        raise SettingsError(f"{key}={raw!r:.200} must be an absolute path")
+    return Path(raw)
 
 
 def _database_url(env: Mapping[str, str]) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, make_url, text
@@ -45,7 +47,7 @@ def test_migrations_create_the_schema_and_run_again_as_a_no_op(store: RunStore) 
     migrate(store.engine)  # a second start-up: nothing to do, nothing breaks
     with store.engine.connect() as connection:
         assert (
-            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
         )
 
 
@@ -197,3 +199,67 @@ def test_a_rejected_login_quarantines_its_shard_until_a_new_login_lifts_it(
         new,
     )
     assert len(store.shard_health_events("codex_auth_1")) == 3
+
+
+def register(store: RunStore, volume: str, shard: int, fingerprint: str, **kw: str) -> Any:
+    return store.register_login(
+        volume,
+        host=kw.get("host", f"host-{shard}"),
+        shard=shard,
+        fingerprint=fingerprint,
+        key_id=kw.get("key_id", "k" * 16),
+        auth_digest=kw.get("auth_digest", f"{shard}" * 64),
+    )
+
+
+def test_a_copied_login_is_fenced_on_the_later_volume_until_it_changes_or_is_resolved(
+    store: RunStore,
+) -> None:
+    same, own = "f" * 64, "e" * 64
+    assert store.login_fence("vol_a") is None and store.login_fences() == []
+    first = register(store, "vol_a", 0, same, host="host-x")
+    assert (first.status, first.shared) == ("clear", False)
+    # Another shard on another host presents the same login: reported on both, later one fenced.
+    copy = register(store, "vol_b", 1, same, host="host-y")
+    assert (copy.status, copy.owner.volume, copy.owner.host) == ("fenced", "vol_a", "host-x")
+    assert copy.holder.auth_digest == "1" * 64
+    again = register(store, "vol_a", 0, same, host="host-x")  # the first one presents it again
+    assert again.status == "clear" and [h.volume for h in again.others] == ["vol_b"]
+    assert store.unavailable_shards() == {1}
+    fenced = store.login_fence("vol_b")
+    assert fenced is not None and fenced.fenced
+    assert [(v.volume, v.status) for v in store.login_fences()] == [
+        ("vol_a", "clear"),
+        ("vol_b", "fenced"),
+    ]
+    # The same fingerprint under another fleet key is not comparable: not a copy.
+    other_key = register(store, "vol_c", 2, same, key_id="j" * 16)
+    assert other_key.status == "clear"
+    # The operator decides vol_b keeps it: vol_a is now the fenced one.
+    resolved = store.resolve_login_fence("vol_b")
+    assert resolved is not None and resolved.status == "clear"
+    assert store.login_fence("vol_a").fenced  # type: ignore[union-attr]
+    assert store.unavailable_shards() == {0}
+    assert store.resolve_login_fence("vol_none") is None
+    # vol_a signed in with a login of its own: its latest login is clear, nothing is fenced.
+    time.sleep(0.01)
+    mine = register(store, "vol_a", 0, own, host="host-x")
+    assert mine.status == "clear"
+    assert store.login_fence("vol_a").status == "clear"  # type: ignore[union-attr]
+    assert store.unavailable_shards() == set()
+
+
+def test_quarantined_shards_are_unavailable_for_new_runs(store: RunStore) -> None:
+    store.quarantine("vol_q", host="h", shard=2, reason="401 unauthorized", auth_digest="a" * 64)
+    assert store.unavailable_shards() == {2}
+    store.lift_quarantine("vol_q", quarantined_digest="a" * 64, auth_digest="b" * 64)
+    assert store.unavailable_shards() == set()
+
+
+def test_a_store_at_revision_0002_is_upgraded_with_the_fence_table(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    migrate(engine, "0002")
+    assert "login_fingerprints" not in inspect(engine).get_table_names()
+    upgraded = RunStore.open(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    assert "login_fingerprints" in inspect(upgraded.engine).get_table_names()
+    assert register(upgraded, "vol_a", 0, "f" * 64).status == "clear"

@@ -160,10 +160,10 @@ def test_db_upgrade_migrates_and_names_the_revision(
     database = tmp_path / "state" / "runs.sqlite3"
     monkeypatch.setenv("MOONMIND_CODEX_DATABASE_URL", f"sqlite:///{database}")
     code, out, _ = run(capsys, "db", "upgrade")
-    assert code == 0 and out.strip() == "run store at revision 0002"
+    assert code == 0 and out.strip() == "run store at revision 0003"
     assert database.is_file()
     code, out, _ = run(capsys, "db", "upgrade")  # again: nothing to do
-    assert code == 0 and "0002" in out
+    assert code == 0 and "0003" in out
 
 
 def test_database_url_that_is_not_supported_is_a_settings_error(

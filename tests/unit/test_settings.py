@@ -118,7 +118,9 @@ def test_own_container_id_from_mountinfo(tmp_path: Path) -> None:
 
 
 def _env_name(field_name: str) -> str:
-    return "AUTH_VOLUME" if field_name == "auth_volume_override" else field_name.upper()
+    # The fingerprint key is only ever a file: its setting is the _FILE twin's path.
+    special = {"auth_volume_override": "AUTH_VOLUME", "fingerprint_key_file": "FINGERPRINT_KEY"}
+    return special.get(field_name, field_name.upper())
 
 
 def test_every_setting_is_documented_and_every_documented_one_exists() -> None:
@@ -134,6 +136,26 @@ def test_every_setting_is_documented_and_every_documented_one_exists() -> None:
             load_settings({f"MOONMIND_CODEX_{name}": "x"})
         except SettingsError as exc:
             assert "is not a moonmind-codex setting" not in str(exc), name
+
+
+def test_the_fingerprint_key_is_a_file_path_and_failover_a_switch() -> None:
+    s = load_settings({})
+    assert (s.fingerprint_key_file, s.failover) == (None, False)
+    s = load_settings(
+        {
+            "MOONMIND_CODEX_FINGERPRINT_KEY_FILE": "/etc/moonmind-codex/fingerprint_key",
+            "MOONMIND_CODEX_FAILOVER": "true",
+        }
+    )
+    assert s.fingerprint_key_file == Path("/etc/moonmind-codex/fingerprint_key")
+    assert s.failover is True
+    assert load_settings({"MOONMIND_CODEX_FINGERPRINT_KEY_FILE": " "}).fingerprint_key_file is None
+    with pytest.raises(SettingsError, match="FINGERPRINT_KEY_FILE='key' must be an absolute path"):
+        load_settings({"MOONMIND_CODEX_FINGERPRINT_KEY_FILE": "key"})
+    with pytest.raises(SettingsError, match="FINGERPRINT_KEY is not read: put the key in a file"):
+        load_settings({"MOONMIND_CODEX_FINGERPRINT_KEY": "secret"})
+    with pytest.raises(SettingsError, match="FAILOVER='maybe' is not a yes/no value"):
+        load_settings({"MOONMIND_CODEX_FAILOVER": "maybe"})
 
 
 def test_busy_retry_settings() -> None:
