@@ -111,7 +111,11 @@ _TRANSIENT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         _rule(
             r"stream disconnected before completion|connection failed:"
-            r"|error while reading the server response|^\s*reconnecting\.\.\. \d+/\d+"
+            r"|error while reading the server response"
+            # 0.169 prints its retries as "ERROR: Reconnecting... 2/5", and without DNS
+            # "ERROR: Reconnecting... waiting for network" until it is stopped.
+            r"|^\s*(error:\s*)?reconnecting\.\.\. (\d+/\d+|waiting for network)"
+            r"|failed to lookup address information"
             r"|request timed out|error sending request for url"
         ),
         NETWORK,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from typing import Literal
 
 # The shard value lives in its own module (the job image's pre-flight imports it at every job
 # start, and this one is costly to import).
-from moonmind_codex.policy import ANY_COMMAND, DEFAULT_ALLOWED_COMMANDS
+from moonmind_codex.policy import ANY_COMMAND, DEFAULT_ALLOWED_COMMANDS, command_allowed
 from moonmind_codex.shard import Shard
 from moonmind_codex.workspace import DEFAULT_PREFIX, prefix_problem
 
@@ -50,6 +51,13 @@ NON_RUNTIME_NAMES = frozenset(
         "WORKSPACE_VOLUME",
     }
 )
+
+# A minimal Codex call that exercises a login (and lets the CLI refresh it): no repository,
+# no session files left in the auth volume, a read-only sandbox, no colour codes in the log.
+DEFAULT_KEEPALIVE_COMMAND = (
+    "codex", "exec", "--skip-git-repo-check", "--ephemeral", "--sandbox", "read-only",
+    "--color", "never", "Reply with OK.",
+)  # fmt: skip
 
 # Rendered by the moonmind_codex_workers role on every worker host (no secrets in it).
 DEFAULT_ENV_FILE = Path("/etc/moonmind-codex/fleet.env")
@@ -114,6 +122,16 @@ class Settings:
     busy_retry_seconds: float = 30.0
     busy_max_retries: int = 20
     last_refresh_warn_days: float = 7.0
+    # Keep-alives (moonmind_codex.keepalive): an idle shard whose ChatGPT login was last
+    # refreshed longer ago than keepalive_after_days gets one minimal Codex call on its queue.
+    keepalive_enabled: bool = True
+    keepalive_command: tuple[str, ...] = DEFAULT_KEEPALIVE_COMMAND
+    keepalive_after_days: float = 7.0
+    keepalive_idle_minutes: float = 30.0
+    keepalive_retry_hours: float = 12.0
+    keepalive_stagger_minutes: float = 60.0
+    keepalive_check_seconds: float = 300.0
+    keepalive_timeout_seconds: float = 600.0
     # Each run's workspace is the Docker volume <prefix><run_id> (moonmind_codex.workspace).
     workspace_volume_prefix: str = DEFAULT_PREFIX
     artifacts_dir: Path = Path("var/artifacts")
@@ -432,6 +450,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         last_refresh_warn_days=_float(
             env, "LAST_REFRESH_WARN_DAYS", Settings.last_refresh_warn_days, 0
         ),
+        keepalive_enabled=_bool(env, "KEEPALIVE_ENABLED", Settings.keepalive_enabled),
+        keepalive_command=_command(env, "KEEPALIVE_COMMAND", Settings.keepalive_command),
+        keepalive_after_days=_float(env, "KEEPALIVE_AFTER_DAYS", Settings.keepalive_after_days, 0),
+        keepalive_idle_minutes=_float(
+            env, "KEEPALIVE_IDLE_MINUTES", Settings.keepalive_idle_minutes, 0
+        ),
+        keepalive_retry_hours=_float(
+            env, "KEEPALIVE_RETRY_HOURS", Settings.keepalive_retry_hours, 0
+        ),
+        # 0 (no stagger) is allowed here; the range check says so.
+        keepalive_stagger_minutes=_float(
+            env, "KEEPALIVE_STAGGER_MINUTES", Settings.keepalive_stagger_minutes, -1
+        ),
+        keepalive_check_seconds=_float(
+            env, "KEEPALIVE_CHECK_SECONDS", Settings.keepalive_check_seconds, 0
+        ),
+        keepalive_timeout_seconds=_float(
+            env, "KEEPALIVE_TIMEOUT_SECONDS", Settings.keepalive_timeout_seconds, 0
+        ),
         workspace_volume_prefix=_str(
             env, "WORKSPACE_VOLUME_PREFIX", Settings.workspace_volume_prefix
         ),
@@ -535,10 +572,53 @@ def _validate(s: Settings) -> None:
             f"{p}DATABASE_URL_FILE twin, not in the environment"
         )
     _validate_job_limits(s)
+    _validate_keepalive(s)
     _validate_transport(s)
     if not s.codex_task_patterns:
         raise SettingsError(f"{p}CODEX_TASK_PATTERNS is empty; give at least one glob pattern")
     _validate_allowed_commands(s.allowed_commands)
+
+
+def _command(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A command line, split as a POSIX shell would (quotes group words; nothing is run)."""
+    raw = _optional_str(env, name)
+    if raw is None:
+        return default
+    try:
+        words = tuple(shlex.split(raw))
+    except ValueError as exc:
+        raise SettingsError(
+            f"{ENV_PREFIX}{name}={raw!r:.200} cannot be split into words ({exc}); quote it "
+            "as a shell would, e.g. codex exec --skip-git-repo-check 'Reply with OK.'"
+        ) from None
+    if not words or not words[0] or any("\0" in word for word in words):
+        raise SettingsError(
+            f"{ENV_PREFIX}{name}={raw!r:.200} is not a command; give one such as codex exec "
+            "--skip-git-repo-check 'Reply with OK.'"
+        )
+    return words
+
+
+def _validate_keepalive(s: Settings) -> None:
+    """Keep-alive thresholds that must fit together, and a command the workers would run."""
+    p = ENV_PREFIX
+    if s.keepalive_stagger_minutes < 0:
+        raise SettingsError(
+            f"{p}KEEPALIVE_STAGGER_MINUTES={s.keepalive_stagger_minutes:g} must be >= 0 "
+            "(0: every shard fires at its horizon)"
+        )
+    if s.keepalive_timeout_seconds >= s.keepalive_retry_hours * 3600:
+        raise SettingsError(
+            f"{p}KEEPALIVE_TIMEOUT_SECONDS={s.keepalive_timeout_seconds:g} must be shorter than "
+            f"{p}KEEPALIVE_RETRY_HOURS={s.keepalive_retry_hours:g} (in seconds): a keep-alive "
+            "still open after the retry interval is taken as lost"
+        )
+    if s.keepalive_enabled and not command_allowed(s.keepalive_command, s.allowed_commands):
+        raise SettingsError(
+            f"{p}KEEPALIVE_COMMAND starts with {s.keepalive_command[0]!r:.80}, which "
+            f"{p}ALLOWED_COMMANDS does not allow: workers would refuse every keep-alive; "
+            f"use a codex command, allow its first word, or set {p}KEEPALIVE_ENABLED=false"
+        )
 
 
 def _validate_transport(s: Settings) -> None:

@@ -69,6 +69,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_fence.py": 23,
     "unit/test_gate.py": 46,
     "unit/test_job_naming.py": 2,
+    "unit/test_keepalive.py": 40,
     "unit/test_job_network.py": 13,
     "unit/test_messages.py": 16,
     "unit/test_mutation_floor.py": 4,
