@@ -78,6 +78,9 @@ def start_worker(
         "MOONMIND_CODEX_BUSY_MAX_RETRIES": str(BUSY_MAX_RETRIES),
         # What the tests' phases run (production allows codex, specify and git).
         "MOONMIND_CODEX_ALLOWED_COMMANDS": ",".join(TEST_ALLOWED_COMMANDS),
+        # No keep-alive runs or probe containers beside a test's own (the keep-alive test
+        # turns them on).
+        "MOONMIND_CODEX_KEEPALIVE_ENABLED": "false",
         **(extra_env or {}),
     }
     volumes = {

@@ -8,12 +8,13 @@ import re
 import sys
 from datetime import UTC, datetime
 
-from celery.signals import worker_shutting_down
+from celery.signals import worker_ready, worker_shutting_down
 
 from moonmind_codex.celery_app import create_app
 from moonmind_codex.dockerio import DockerUnavailable, connect
 from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.guards import WorkerStartupError, check_worker_startup
+from moonmind_codex.keepalive_scheduler import for_worker
 from moonmind_codex.settings import Settings
 
 log = logging.getLogger("moonmind_codex.worker")
@@ -93,9 +94,20 @@ def run_worker(settings: Settings) -> int:
     app = create_app(settings, sticky=False)
     stopped_by: list[str] = []
 
+    # This shard's keep-alives (moonmind_codex.keepalive): a thread of this main process,
+    # started once the pool and the consumer run, sending through this shard's own queue.
+    keepalive = for_worker(settings, app)
+
+    @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _start_keepalive(**_: object) -> None:
+        if keepalive is not None:
+            keepalive.start()
+
     @worker_shutting_down.connect(weak=False)  # type: ignore[untyped-decorator]
     def _note_signal(sig: str = "", **_: object) -> None:
         stopped_by.append(sig)
+        if keepalive is not None:
+            keepalive.stop(timeout_s=0)
 
     try:
         app.worker_main(

@@ -45,6 +45,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "integration/test_images.py": 8,
     "integration/test_job_cpuset.py": 1,
     "integration/test_jobs.py": 13,
+    "integration/test_keepalive_e2e.py": 2,
     "integration/test_login_fence_e2e.py": 3,
     "integration/test_phase_records.py": 16,
     "integration/test_preflight.py": 23,
