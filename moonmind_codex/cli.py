@@ -225,18 +225,28 @@ def _preflight(args: argparse.Namespace) -> int:
 
 
 def _login_check(args: argparse.Namespace) -> int:
-    from moonmind_codex.preflight import run_preflights
+    from moonmind_codex.dockerio import DockerUnavailable
+    from moonmind_codex.preflight import job_image_versions, run_preflights
 
     settings = load_settings()
     shards = list(dict.fromkeys(args.shards))
     for shard in shards:  # every shard checked before the engine is asked about any
         settings.check_shard(shard)
     results = run_preflights(settings, shards)
+    try:
+        images = job_image_versions(settings, shards)
+    except DockerUnavailable:  # each result already says the engine is down
+        images = {
+            s: {"job_image": settings.job_image_for(s), "codex_version": None} for s in shards
+        }
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], sort_keys=True, indent=2))
+        rows = [{**r.to_dict(), **images[r.shard.number]} for r in results]
+        print(json.dumps(rows, sort_keys=True, indent=2))
     else:
         for result in results:
+            image = images[result.shard.number]
             print(result.message())
+            print(f"  job image {image['job_image']} (Codex CLI {image['codex_version'] or '?'})")
     return ExitCode.BLOCKED if any(r.blocked for r in results) else ExitCode.OK
 
 

@@ -122,7 +122,7 @@ def _log_config(spec: JobImageContainer) -> dict[str, Any] | None:
 def create_kwargs(settings: Settings, spec: JobImageContainer) -> dict[str, Any]:
     """Keyword arguments for ``client.containers.create`` (detached)."""
     kwargs: dict[str, Any] = {
-        "image": settings.job_image,
+        "image": settings.job_image_for(spec.shard.number),
         "command": list(spec.command),
         "name": spec.name,
         "user": _user(settings, spec),
@@ -188,7 +188,7 @@ def api_create_config(client: Any, settings: Settings, spec: JobImageContainer) 
         **_limits(settings),
     )
     config: dict[str, Any] = client.api.create_container_config(
-        settings.job_image,
+        settings.job_image_for(spec.shard.number),
         list(spec.command),
         user=_user(settings, spec),
         environment={"HOME": JOB_HOME, **spec.environment},
@@ -235,7 +235,7 @@ def docker_run_argv(
         args += ["--label", f"{key}={value}"]
     if spec.entrypoint is not None:
         args += ["--entrypoint", spec.entrypoint[0]]
-    args.append(settings.job_image)
+    args.append(settings.job_image_for(spec.shard.number))
     if spec.entrypoint is not None:
         args += list(spec.entrypoint[1:])
     return [*args, *spec.command]

@@ -25,7 +25,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from moonmind_codex.containers import JobImageContainer, create_kwargs, unique_name
+from moonmind_codex.containers import LABEL, JobImageContainer, create_kwargs, unique_name
 from moonmind_codex.dockerio import ENGINE_ERRORS, DockerUnavailable, connect
 from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.gate import (
@@ -145,7 +145,8 @@ def container_start_step(settings: Settings, shard: Shard, during: str) -> Itera
         try:
             yield
         except docker.errors.ImageNotFound:
-            detail = f"job image {settings.job_image} is not on host {shard.host}"
+            image = settings.job_image_for(shard.number)
+            detail = f"job image {image} is not on host {shard.host}"
             raise _blocked("job image", detail, Fix.LOAD_IMAGE) from None
         except docker.errors.NotFound as exc:
             if not missing_network(exc, settings.job_network):
@@ -246,8 +247,8 @@ def read_verdict(
     if report is None or report.get("gate") not in ("go", "blocked"):
         if exit_code == ExitCode.CANTCREAT:
             detail = (
-                f"uid {settings.job_uid} cannot open the job lock in volume {shard.volume} "
-                "(the volume root is not writable by the job uid)"
+                f"uid {settings.job_uid} cannot open the root of volume {shard.volume} to "
+                "lock it (the volume root is not the job uid's: its owner or mode changed)"
             )
             finding = Finding("directory writable", "blocked", detail, Fix.REPAIR)
         else:
@@ -266,6 +267,29 @@ def read_verdict(
             shard, Finding("pre-flight", "blocked", detail, Fix.LOAD_IMAGE), duration_s
         )
     return result, report
+
+
+# Set from the Dockerfile's CODEX_VERSION build argument: which Codex CLI an image carries.
+CODEX_VERSION_LABEL = LABEL + "codex-version"
+
+
+def job_image_versions(settings: Settings, shards: list[int]) -> dict[int, dict[str, str | None]]:
+    """Each shard's job image and the Codex CLI version it carries (None: not on this host)."""
+    images = {shard: settings.job_image_for(shard) for shard in shards}
+    versions: dict[str, str | None] = {}
+    client = connect(settings)
+    try:
+        for image in set(images.values()):
+            try:
+                versions[image] = client.images.get(image).labels.get(CODEX_VERSION_LABEL)
+            except docker.errors.ImageNotFound:
+                versions[image] = None
+    finally:
+        client.close()
+    return {
+        shard: {"job_image": image, "codex_version": versions[image]}
+        for shard, image in images.items()
+    }
 
 
 def run_preflight(

@@ -98,6 +98,8 @@ class Settings:
     auth_volume_override: str | None = None
     host_name: str = field(default_factory=socket.gethostname)
     job_image: str = "moonmind-codex/job:latest"
+    # A canary: these shards run another job image (another Codex CLI), the rest job_image.
+    shard_job_images: Mapping[int, str] = field(default_factory=dict)
     job_uid: int = 1000
     job_gid: int = 1000
     job_timeout_seconds: float = 3600.0
@@ -205,6 +207,10 @@ class Settings:
             volume=self.volume_for_shard(number),
             host=self.host_name,
         )
+
+    def job_image_for(self, shard: int) -> str:
+        """The job image of ``shard``'s containers: its canary image, or the fleet's."""
+        return self.shard_job_images.get(shard, self.job_image)
 
     @property
     def served_shard(self) -> Shard:
@@ -432,6 +438,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_volume_override=_optional_str(env, "AUTH_VOLUME"),
         host_name=_str(env, "HOST_NAME", socket.gethostname()),
         job_image=_str(env, "JOB_IMAGE", Settings.job_image),
+        shard_job_images=parse_shard_job_images(_optional_str(env, "SHARD_JOB_IMAGES")),
         job_uid=_int(env, "JOB_UID", Settings.job_uid, 1, MAX_ID),
         job_gid=_int(env, "JOB_GID", Settings.job_gid, 1, MAX_ID),
         job_timeout_seconds=_float(env, "JOB_TIMEOUT_SECONDS", Settings.job_timeout_seconds, 0),
@@ -490,6 +497,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     _validate(settings)
     return settings
+
+
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*")
+
+
+def parse_shard_job_images(raw: str | None) -> dict[int, str]:
+    """``SHARD=IMAGE`` pairs, comma-separated (``2=moonmind-codex/job:canary``)."""
+    name = f"{ENV_PREFIX}SHARD_JOB_IMAGES"
+    images: dict[int, str] = {}
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        shard_text, sep, image = (part.strip() for part in item.partition("="))
+        if not sep or not shard_text.isdigit() or not _IMAGE_NAME.fullmatch(image):
+            raise SettingsError(
+                f"{name}: {item.strip()!r:.120} is not SHARD=IMAGE; give comma-separated pairs "
+                "such as '2=moonmind-codex/job:canary' (a shard number, an image name)"
+            )
+        shard = int(shard_text)
+        if shard in images:
+            raise SettingsError(f"{name}: shard {shard} is given twice; give each shard once")
+        images[shard] = image
+    return images
 
 
 def _fingerprint_key_file(env: Mapping[str, str]) -> Path | None:
@@ -571,12 +601,19 @@ def _validate(s: Settings) -> None:
             "postgresql+psycopg://USER@HOST/DB (several hosts); put a password in the "
             f"{p}DATABASE_URL_FILE twin, not in the environment"
         )
+    outside = sorted(n for n in s.shard_job_images if not 0 <= n < s.shard_count)
+    if outside:
+        raise SettingsError(
+            f"{p}SHARD_JOB_IMAGES names shard {outside[0]}, out of range for "
+            f"{p}SHARD_COUNT={s.shard_count}; use shards in 0..{s.shard_count - 1}"
+        )
     _validate_job_limits(s)
-    _validate_keepalive(s)
     _validate_transport(s)
     if not s.codex_task_patterns:
         raise SettingsError(f"{p}CODEX_TASK_PATTERNS is empty; give at least one glob pattern")
     _validate_allowed_commands(s.allowed_commands)
+    # After the allowlist itself: the keep-alive's command is checked against it.
+    _validate_keepalive(s)
 
 
 def _command(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

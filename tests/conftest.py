@@ -81,6 +81,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_probe.py": 13,
     "unit/test_role_inputs.py": 8,
     "unit/test_secret_files.py": 6,
+    "unit/test_shard_job_images.py": 9,
     "unit/test_router.py": 21,
     "unit/test_routing.py": 13,
     "unit/test_runs.py": 89,

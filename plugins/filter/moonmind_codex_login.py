@@ -9,7 +9,7 @@ def login_row(result: dict[str, Any]) -> str:
     return (
         f"{result.get('shard', '?')!s:<6} {result.get('volume', '?'):<17} "
         f"{result.get('host', '?'):<20} {result.get('status', '?'):<8} "
-        f"{result.get('reason', '')}"
+        f"{result.get('codex_version') or '?':<9} {result.get('reason', '')}"
     )
 
 

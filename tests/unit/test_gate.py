@@ -149,7 +149,7 @@ def test_a_blocked_verdict_names_the_shard_and_the_fix() -> None:
     [
         (None, 1, "printed no readable verdict (exit code 1)"),
         (b"[moonmind-codex] pre-flight not json", 1, "printed no readable verdict"),
-        (None, 73, "cannot open the job lock in volume codex_auth_0"),
+        (None, 73, "cannot open the root of volume codex_auth_0 to"),
     ],
 )
 def test_no_readable_verdict_blocks_with_the_reason(
