@@ -11,5 +11,6 @@ echo "== yamllint";     "$venv/yamllint" --strict .
 echo "== ansible-lint"; "$venv/ansible-lint" --profile production
 if command -v shellcheck >/dev/null 2>&1; then
   echo "== shellcheck"; shellcheck scripts/*.sh .ci/run images/job/moonmind-codex-job \
-    images/job/moonmind-codex-probe images/broker/moonmind-codex-broker
+    images/job/moonmind-codex-probe images/broker/moonmind-codex-broker \
+    roles/moonmind_codex_job_network/files/moonmind-codex-job-firewall
 fi
