@@ -382,7 +382,11 @@ def test_phase_on_a_volume_without_login_is_blocked(fleet: Fleet, client: Any) -
             )
         # The engine's own record: one job container, whose entry point checked the login
         # first and ended with BLOCKED (2); the command (which would have exited 0) never ran.
-        events = watch.containers({"io.moonmind.codex.run-id": run_id})
+        # (The run's workspace volume is prepared first by a container of its own, role
+        # "workspace", which runs no command of the run and mounts no login.)
+        events = watch.containers(
+            {"io.moonmind.codex.run-id": run_id, "io.moonmind.codex.role": "job"}
+        )
     assert [e["status"] for e in events if e["status"] in ("create", "start")] == [
         "create",
         "start",

@@ -201,7 +201,9 @@ def test_job_runs_as_1000_on_the_shard_volume_and_sees_the_login(
     assert host_config["Privileged"] is False
     assert host_config["NetworkMode"] == settings.job_network
     labels = dict(attrs["Config"]["Labels"])
-    labels.pop(LABEL + "source-digest")  # the image's own label, inherited
+    # The image's own labels, inherited: its source digest and the CLI versions it carries.
+    for inherited in ("source-digest", "codex-version", "specify-version"):
+        labels.pop(LABEL + inherited)
     assert {k: v for k, v in labels.items() if k.startswith(LABEL)} == {
         LABEL + "role": "job",
         LABEL + "run-id": run_id,
