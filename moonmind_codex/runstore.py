@@ -13,6 +13,7 @@ the container or the recorded end, and never starts the job a second time.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -263,7 +265,7 @@ def _attempt(row: PhaseAttemptRecord) -> PhaseAttempt:
 
 
 def _prepare_sqlite_file(database: Path) -> None:
-    """Create the database file (and its directory) owned like the directory that holds it.
+    """Create the database file, its migration lock file and directory, owned like their parent.
 
     Workers (uid 10001) and the operator's CLI (root) share one SQLite file in the workers'
     state directory: a file root created would be read-only for the workers. SQLite itself
@@ -276,13 +278,17 @@ def _prepare_sqlite_file(database: Path) -> None:
         parent = parent.parent
     owner = parent.stat()
     for directory in reversed(missing):
-        directory.mkdir(mode=0o750)
+        try:
+            directory.mkdir(mode=0o750)
+        except FileExistsError:
+            continue  # another process starting at the same moment made it
         if os.geteuid() == 0:
             os.chown(directory, owner.st_uid, owner.st_gid)
-    if not database.exists():
-        database.touch(mode=0o640)
-        if os.geteuid() == 0:
-            os.chown(database, owner.st_uid, owner.st_gid)
+    for path in (database, _sqlite_migration_lock_path(database)):
+        if not path.exists():
+            path.touch(mode=0o640)
+            if os.geteuid() == 0:
+                os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def make_engine(url: str) -> Engine:
@@ -304,14 +310,48 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+# Any fixed number: every process migrating one PostgreSQL database queues on this lock.
+_MIGRATION_LOCK_KEY = 0x6D6D635F636F6478
+
+
+def _sqlite_migration_lock_path(database: Path) -> Path:
+    # Not the database file itself: closing any descriptor of it would drop the POSIX locks
+    # SQLite holds on it in this process.
+    return database.with_name(database.name + ".migrate-lock")
+
+
+@contextmanager
+def _one_migration_at_a_time(engine: Engine) -> Iterator[None]:
+    """Serialise migrations across processes (workers of one host start together).
+
+    Two processes creating the schema at once would both see an empty database and the second
+    would fail on a table the first just made.
+    """
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield  # PostgreSQL takes its advisory lock inside the migration's own transaction
+        return
+    lock_path = _sqlite_migration_lock_path(Path(database))
+    descriptor = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` with the packaged Alembic migrations."""
+    """Bring the schema to ``revision`` with the packaged migrations, one process at a time."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with _one_migration_at_a_time(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+            )
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

@@ -52,7 +52,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "integration/test_preflight.py": 23,
     "integration/test_run_workspaces.py": 4,
     "integration/test_runs_e2e.py": 13,
-    "integration/test_runstore.py": 21,
+    "integration/test_runstore.py": 23,
     "packaging/test_distribution.py": 14,
     "unit/test_audit.py": 4,
     "unit/test_broker_users.py": 34,

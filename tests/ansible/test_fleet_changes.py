@@ -339,7 +339,14 @@ def test_new_broker_passwords_restart_the_broker_and_every_shard_and_each_consum
     # The containers are the same (the secret is a file they read): only their units restarted.
     workers = {n: i for n, i in containers(fleet.name).items() if "worker" in n}
     assert workers == {n: i for n, i in before_containers.items() if "worker" in n}
-    assert all(running(fleet.name, s)["NRestarts"] == "0" for s in range(4))
+    # Between the broker's restart and theirs a worker still holding its old password may be
+    # refused and restarted by systemd (Restart=on-failure): harmless, so not counted. What must
+    # hold is that every shard's process started after the broker took the new passwords.
+    since = "ExecMainStartTimestampMonotonic"
+    broker_started = int(unit_properties(fleet.name, BROKER_UNIT, since)[since])
+    for shard in range(4):
+        assert running(fleet.name, shard)["ActiveState"] == "active"
+        assert int(unit_properties(fleet.name, unit_name(shard), since)[since]) > broker_started
 
 
 def start_registry(fleet: FleetHost) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunStore]:
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a database with no schema yet."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'state' / 'runs.sqlite3'}"
     else:
@@ -35,9 +37,39 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunStore]:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
         url = make_url(base).set(database=name).render_as_string(hide_password=False)
-    opened = RunStore.open(url)
+    return url
+
+
+@pytest.fixture
+def store(empty_database: str) -> Iterator[RunStore]:
+    opened = RunStore.open(empty_database)
     yield opened
     opened.engine.dispose()
+
+
+def _open_when_all_are_ready(url: str, ready: Any) -> None:
+    ready.wait(60)
+    RunStore.open(url).engine.dispose()
+
+
+def test_workers_starting_together_migrate_one_database_once(empty_database: str) -> None:
+    # The shards of a host start at the same moment, each migrating the shared database.
+    context = multiprocessing.get_context("spawn")
+    ready = context.Barrier(6)
+    processes = [
+        context.Process(target=_open_when_all_are_ready, args=(empty_database, ready))
+        for _ in range(6)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+    assert [p.exitcode for p in processes] == [0] * 6
+    engine = make_engine(empty_database)
+    with engine.connect() as connection:
+        versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    engine.dispose()
+    assert [v[0] for v in versions] == ["0003"]
 
 
 def test_migrations_create_the_schema_and_run_again_as_a_no_op(store: RunStore) -> None:
