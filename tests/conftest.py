@@ -14,6 +14,7 @@ unless CI is set, where every module under the given paths must still be collect
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_bench_records.py": 31,
     "unit/test_authfile.py": 78,
     "unit/test_cli_args.py": 21,
-    "unit/test_collection_guard.py": 6,
+    "unit/test_collection_guard.py": 7,
     "unit/test_fuzz_authfile.py": 9,
     "unit/test_fuzz_cli.py": 8,
     "unit/test_fuzz_inventory.py": 4,
@@ -110,16 +111,23 @@ def _under(module: str, roots: list[Path]) -> bool:
 
 
 def collection_problems(
-    collected: dict[str, int], roots: list[Path], exact_counts: bool
+    collected: dict[str, int],
+    roots: list[Path],
+    exact_counts: bool,
+    ignored: Sequence[Path] = (),
 ) -> list[str]:
-    """What is wrong with a collection of ``collected`` tests per module (pure)."""
+    """What is wrong with a collection of ``collected`` tests per module (pure).
+
+    Modules under an ``ignored`` path (``--ignore``) are another run's: CI runs ``tests/ansible``
+    beside ``pytest tests --ignore=tests/ansible``, and each run checks its own part.
+    """
     problems = [
         f"{module} is not listed in tests/conftest.py (add it with its test count)"
         for module in sorted(collected)
         if module not in MINIMUM_TESTS_PER_MODULE
     ]
     for module, minimum in sorted(MINIMUM_TESTS_PER_MODULE.items()):
-        if not _under(module, roots):
+        if not _under(module, roots) or _under(module, list(ignored)):
             continue
         found = collected.get(module, 0)
         if found == 0:
@@ -143,7 +151,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     roots = _selected_roots(session.config)
     # Node ids (file::test) select single tests: only whole modules and folders are counted.
     whole = [r for r, arg in zip(roots, session.config.args, strict=True) if "::" not in arg]
-    problems = collection_problems(collected, whole, exact_counts=not selected_subset)
+    ignored = [Path(path).resolve() for path in session.config.getoption("ignore") or []]
+    problems = collection_problems(collected, whole, not selected_subset, ignored)
     if problems:
         raise pytest.UsageError("test collection is incomplete: " + "; ".join(problems))
 

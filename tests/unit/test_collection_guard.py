@@ -39,6 +39,21 @@ def test_partial_runs_check_the_modules_under_their_paths() -> None:
     assert problems and all(p.startswith("integration/") for p in problems)
 
 
+def test_a_run_beside_an_ignored_folder_checks_everything_else() -> None:
+    # CI: `pytest tests/ansible` beside `pytest tests --ignore=tests/ansible`.
+    ansible = TESTS / "ansible"
+    rest = {m: n for m, n in FULL.items() if not m.startswith("ansible/")}
+    assert collection_problems(rest, [TESTS], exact_counts=True, ignored=[ansible]) == []
+    without_jobs = {m: n for m, n in rest.items() if m != "integration/test_jobs.py"}
+    assert collection_problems(without_jobs, [TESTS], exact_counts=True, ignored=[ansible]) == [
+        "integration/test_jobs.py collected no test (deleted, renamed or failed to import)"
+    ]
+    # Ignoring a folder does not excuse an unlisted module anywhere.
+    assert collection_problems(
+        {**rest, "ansible/test_new.py": 1}, [TESTS], exact_counts=True, ignored=[ansible]
+    ) == ["ansible/test_new.py is not listed in tests/conftest.py (add it with its test count)"]
+
+
 def test_a_listed_module_exists_on_disk() -> None:
     assert sorted(p.relative_to(TESTS).as_posix() for p in TESTS.glob("*/test_*.py")) == sorted(
         MINIMUM_TESTS_PER_MODULE
