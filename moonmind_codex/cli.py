@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from moonmind_codex import __version__
 from moonmind_codex.exitcodes import ExitCode
-from moonmind_codex.settings import Settings, SettingsError, load_settings
+from moonmind_codex.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,6 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--shard", type=_shard_arg, action="append", required=True, dest="shards")
     p.add_argument("--json", action="store_true", help="one JSON array of results")
+
+    p = sub.add_parser(
+        "status",
+        help="every shard's health, last keep-alive, last run and runs in flight, from the run "
+        "store (exit 0 when every shard is available, 2 when any is quarantined or fenced)",
+    )
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "metrics",
+        help="the fleet's status as Prometheus metrics (text exposition format) on standard output",
+    )
+    p.add_argument(
+        "--textfile",
+        type=Path,
+        metavar="PATH",
+        help="write them to PATH instead, atomically and mode 0644 (node_exporter's textfile "
+        "collector: a .prom file in its directory)",
+    )
 
     p = sub.add_parser("worker", help="run the Celery worker of one shard")
     p.add_argument("--shard", type=_shard_arg, help="default: MOONMIND_CODEX_SHARD")
@@ -650,7 +669,66 @@ def _login_fence(args: argparse.Namespace) -> int:
     return ExitCode.BLOCKED if any(r["status"] == "fenced" for r in rows) else ExitCode.OK
 
 
+def _read_fleet_status(settings: Settings) -> Any:
+    """The fleet's status from the run store, opened read-only (nothing created or migrated)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from moonmind_codex.fleet_status import fleet_status
+    from moonmind_codex.runstore import RunStore, unavailable
+
+    shards = [settings.locate_shard(n) for n in range(settings.shard_count)]
+    numbers = [s.number for s in shards]
+    store = RunStore.open_existing(settings.database_url)
+    try:
+        return fleet_status(
+            shards,
+            healths=store.shard_healths(),
+            fences=store.login_fences(),
+            latest_runs=store.latest_runs_by_shard(numbers),
+            latest_keepalives=store.latest_keepalives(numbers),
+            open_runs=store.open_runs(),
+            counts=store.run_counts(),
+        )
+    except SQLAlchemyError as exc:  # the database went away, or a table is missing
+        raise unavailable(settings.database_url, exc) from None
+    finally:
+        store.engine.dispose()
+
+
+def _status(args: argparse.Namespace) -> int:
+    from moonmind_codex.fleet_status import render_table, to_json
+
+    status = _read_fleet_status(load_settings())
+    if args.json:
+        print(json.dumps(to_json(status), indent=2, sort_keys=True))
+    else:
+        print(render_table(status))
+    return ExitCode.OK if status.available else ExitCode.BLOCKED
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from moonmind_codex.fleet_status import metric_families
+    from moonmind_codex.metrics import exposition, write_textfile
+
+    text = exposition(metric_families(_read_fleet_status(load_settings())))
+    if args.textfile is None:
+        sys.stdout.write(text)
+        return ExitCode.OK
+    try:
+        write_textfile(args.textfile, text)
+    except OSError as exc:
+        print(
+            f"moonmind-codex: cannot write {args.textfile} ({exc.strerror or exc}); give a path "
+            "in a writable directory (node_exporter's --collector.textfile.directory)",
+            file=sys.stderr,
+        )
+        return ExitCode.FAILURE
+    return ExitCode.OK
+
+
 COMMANDS = {
+    "status": _status,
+    "metrics": _metrics,
     "login-fence": _login_fence,
     "route": _route,
     "preflight": _preflight,
@@ -672,6 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from moonmind_codex.login import LoginDataError, LoginError
     from moonmind_codex.router import RoutingError
     from moonmind_codex.runs import RunDefinitionError
+    from moonmind_codex.runstore import StoreUnavailable
     from moonmind_codex.submit import RunNotFound
 
     # The expected endings: one line on stderr and a status from exitcodes, never a traceback.
@@ -685,6 +764,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
+    except StoreUnavailable as exc:
+        print(
+            f"moonmind-codex: {exc}; check {ENV_PREFIX}DATABASE_URL (or its _FILE twin)",
+            file=sys.stderr,
+        )
+        return ExitCode.UNAVAILABLE
     except RunNotFound as exc:
         print(
             f"moonmind-codex: no run {exc.args[0]} in the run store "

@@ -44,10 +44,15 @@ FINAL_FOR_SYSTEMD: tuple[ExitCode, ...] = (
 DOCUMENTED: dict[ExitCode, str] = {
     ExitCode.OK: "success (a pre-flight said ok or warn)",
     ExitCode.FAILURE: "the operation ran and failed; the message says why",
-    ExitCode.BLOCKED: "a pre-flight login check is blocked; the message gives the fix",
+    ExitCode.BLOCKED: (
+        "a pre-flight login check is blocked, or (status) a shard is quarantined or fenced; the "
+        "message gives the fix"
+    ),
     ExitCode.USAGE: "bad command-line arguments",
     ExitCode.DATAERR: "bad input data (an auth file that is not a login, a bad run id)",
-    ExitCode.UNAVAILABLE: "the Docker engine or the broker is unavailable; retry when it is back",
+    ExitCode.UNAVAILABLE: (
+        "the Docker engine, the broker or the run store is unavailable; retry when it is back"
+    ),
     ExitCode.SOFTWARE: "internal error (a bug): please report it",
     ExitCode.CANTCREAT: "the auth volume is not writable by the job uid (repair it)",
     ExitCode.TEMPFAIL: "the auth volume is busy (a job holds its lock); retry later",

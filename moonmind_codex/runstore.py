@@ -29,16 +29,21 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     create_engine,
     event,
+    func,
+    make_url,
     select,
     text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from moonmind_codex import fence
+from moonmind_codex.fleet_status import OPEN_RUN_STATES, RunView
+from moonmind_codex.keepalive import RUN_ID_PREFIX, run_id_prefix
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -368,6 +373,35 @@ class RunStore:
         engine = make_engine(url)
         if upgrade:
             migrate(engine)
+        return cls(engine)
+
+    @classmethod
+    def open_existing(cls, url: str) -> RunStore:
+        """Open a store that exists at the latest schema; create, migrate and change nothing.
+
+        For readers (``status``, ``metrics``): a mistyped URL must not read as an empty, healthy
+        fleet. Raises :class:`StoreUnavailable`, whose message never holds a password.
+        """
+        shown = redacted_url(url)
+        if url.startswith("sqlite"):
+            database = url.split("///", 1)[1] if "///" in url else ""
+            if database and database != ":memory:" and not Path(database).is_file():
+                raise StoreUnavailable(f"no run store at {shown} (the file does not exist)")
+        try:
+            engine = make_engine(url)
+            with engine.connect() as connection:
+                revision = connection.execute(
+                    text("SELECT version_num FROM alembic_version")
+                ).scalar()
+        except SQLAlchemyError as exc:
+            raise unavailable(url, exc) from None
+        head = _head_revision()
+        if revision != head:
+            engine.dispose()
+            raise StoreUnavailable(
+                f"the run store at {shown} is at schema revision {revision}, this moonmind-codex "
+                f"reads {head}: run `moonmind-codex db upgrade`"
+            )
         return cls(engine)
 
     @contextmanager
@@ -746,6 +780,63 @@ class RunStore:
         fenced = (v.holder.shard for v in self.login_fences() if v.fenced)
         return found | {n for n in fenced if n is not None}
 
+    # Fleet status (moonmind_codex.fleet_status shapes what these return).
+
+    def shard_healths(self) -> list[ShardHealth]:
+        """Every volume's recorded health, by volume."""
+        query = select(ShardHealthRecord).order_by(ShardHealthRecord.volume)
+        with self._transaction() as session:
+            return [_health(row) for row in session.scalars(query)]
+
+    def open_runs(self) -> list[RunView]:
+        """Every pending or running run (keep-alives too), oldest first."""
+        query = (
+            select(RunRecord)
+            .where(RunRecord.status.in_(OPEN_RUN_STATES))
+            .order_by(RunRecord.created_at, RunRecord.id)
+        )
+        with self._transaction() as session:
+            return [_run_view(row) for row in session.scalars(query)]
+
+    def latest_runs_by_shard(self, shards: Sequence[int]) -> dict[int, RunView]:
+        """The latest run (not a keep-alive) a phase of which reached each of ``shards``."""
+        found = {}
+        with self._transaction() as session:
+            for shard in shards:
+                row = session.scalars(
+                    select(RunRecord)
+                    .where(RunRecord.shard == shard, ~_is_keepalive(RunRecord.id))
+                    .order_by(RunRecord.created_at.desc(), RunRecord.id.desc())
+                    .limit(1)
+                ).one_or_none()
+                if row is not None:
+                    found[shard] = _run_view(row)
+        return found
+
+    def latest_keepalives(self, shards: Sequence[int]) -> dict[int, RunView]:
+        """The latest keep-alive run of each of ``shards`` (``keepalive-<shard>-...``)."""
+        found = {}
+        with self._transaction() as session:
+            for shard in shards:
+                row = session.scalars(
+                    select(RunRecord)
+                    .where(RunRecord.id.startswith(run_id_prefix(shard), autoescape=True))
+                    .order_by(RunRecord.created_at.desc(), RunRecord.id.desc())
+                    .limit(1)
+                ).one_or_none()
+                if row is not None:
+                    found[shard] = _run_view(row)
+        return found
+
+    def run_counts(self) -> dict[tuple[str, bool], int]:
+        """How many runs have each status: ``{(status, is a keep-alive): number}``."""
+        keepalive = case((_is_keepalive(RunRecord.id), 1), else_=0).label("keepalive")
+        query = select(RunRecord.status, keepalive, func.count()).group_by(
+            RunRecord.status, keepalive
+        )
+        with self._transaction() as session:
+            return {(status, bool(flag)): number for status, flag, number in session.execute(query)}
+
     @staticmethod
     def _fingerprint_row(
         session: Session, fingerprint: str, volume: str
@@ -798,6 +889,66 @@ class RunStore:
                 PhaseAttemptRecord.attempt == attempt,
             )
         ).one_or_none()
+
+
+class StoreUnavailable(Exception):
+    """The run store cannot be read; the message names where (no password) and why."""
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password (in the URL or its query) shown as ``***``."""
+    try:
+        parsed = make_url(url)
+    except SQLAlchemyError:
+        return "(a URL that cannot be parsed)"
+    query = {
+        key: ("***" if "password" in key.lower() else value) for key, value in parsed.query.items()
+    }
+    return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def unavailable(url: str, exc: SQLAlchemyError) -> StoreUnavailable:
+    """The error for a store at ``url`` that failed with ``exc`` (no password in it)."""
+    return StoreUnavailable(f"cannot read the run store at {redacted_url(url)}: {_why(exc, url)}")
+
+
+def _why(exc: SQLAlchemyError, url: str) -> str:
+    """The driver's own first line (not SQLAlchemy's SQL and links), with no password in it."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    why = lines[0] if lines else type(cause).__name__
+    try:
+        parsed = make_url(url)
+    except SQLAlchemyError:
+        return why
+    secrets = [parsed.password, *(v for k, v in parsed.query.items() if "password" in k.lower())]
+    for secret in secrets:
+        if isinstance(secret, str) and secret:
+            why = why.replace(secret, "***")
+    return why
+
+
+def _head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def _is_keepalive(column: Any) -> Any:
+    return column.startswith(RUN_ID_PREFIX, autoescape=True)
+
+
+def _run_view(row: RunRecord) -> RunView:
+    return RunView(
+        run_id=row.id,
+        status=row.status,
+        queue=row.queue,
+        shard=row.shard,
+        host=row.host,
+        created_at=_aware(row.created_at),
+        started_at=None if row.started_at is None else _aware(row.started_at),
+        finished_at=None if row.finished_at is None else _aware(row.finished_at),
+    )
 
 
 def latest(attempts: Sequence[PhaseAttempt]) -> PhaseAttempt | None:
