@@ -139,16 +139,16 @@ class FleetStatus:
 def _totals(counts: Mapping[tuple[str, bool], int], keepalive: bool) -> dict[str, int]:
     totals = dict.fromkeys(RUN_STATUSES, 0)
     for (status, is_alive), number in sorted(counts.items()):
-        if is_alive == keepalive:
-            totals[status] = totals.get(status, 0) + number
+        if is_alive == keepalive:  # one (status, kind) is one entry: no sum needed
+            totals[status] = number
     return totals
 
 
-def _shard_of(run: RunView, by_queue: Mapping[str, list[int]]) -> int | None:
+def _shard_of(run: RunView, by_queue: Mapping[str | None, list[int]]) -> int | None:
     """The shard a run is on: its recorded one, else the one shard its queue feeds."""
     if run.shard is not None:
         return run.shard
-    feeds = by_queue.get(run.queue or "", [])
+    feeds = by_queue.get(run.queue, [])
     return feeds[0] if len(feeds) == 1 else None
 
 
@@ -171,7 +171,7 @@ def fleet_status(
     fence_of = {v.volume: v for v in fences}
     runs_of = latest_runs or {}
     keepalives_of = latest_keepalives or {}
-    by_queue: dict[str, list[int]] = {}
+    by_queue: dict[str | None, list[int]] = {}
     for shard in shards:
         by_queue.setdefault(shard.queue, []).append(shard.number)
     in_flight: dict[int, int] = {}
@@ -235,11 +235,12 @@ def problem(row: ShardStatus) -> str | None:
     return "; ".join(found) or None
 
 
-def _run_cell(run: RunView | None, with_id: bool) -> str:
-    if run is None:
-        return "-"
-    named = f"{run.run_id} " if with_id else ""
-    return f"{named}{run.status} {when_text(run.when)}"
+def _run_cell(run: RunView | None) -> str:
+    return "-" if run is None else f"{run.status} {when_text(run.when)}"
+
+
+def _named_run_cell(run: RunView | None) -> str:
+    return "-" if run is None else f"{run.run_id} {_run_cell(run)}"
 
 
 def _totals_text(totals: Mapping[str, int]) -> str:
@@ -260,8 +261,8 @@ def table_rows(status: FleetStatus) -> list[tuple[str, ...]]:
                 row.volume,
                 row.host or "-",
                 row.health,
-                _run_cell(row.last_keepalive, with_id=False),
-                _run_cell(row.last_run, with_id=True),
+                _run_cell(row.last_keepalive),
+                _named_run_cell(row.last_run),
                 str(row.in_flight),
             )
         )
@@ -273,8 +274,7 @@ def render_table(status: FleetStatus) -> str:
     rows = table_rows(status)
     widths = [max(len(cells[n]) for cells in rows) for n in range(len(HEADER))]
     lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
-        for cells in rows
+        "  ".join(cell.ljust(widths[n]) for n, cell in enumerate(cells)).rstrip() for cells in rows
     ]
     for row in status.shards:
         text = problem(row)
@@ -287,10 +287,6 @@ def render_table(status: FleetStatus) -> str:
 
 def _holder_dict(holder: Holder) -> dict[str, Any]:
     return {"shard": holder.shard, "volume": holder.volume, "host": holder.host}
-
-
-def _run_dict(run: RunView | None) -> dict[str, Any] | None:
-    return None if run is None else run.to_dict()
 
 
 def to_json(status: FleetStatus) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -420,7 +421,14 @@ def test_a_run_is_dated_by_its_latest_recorded_moment() -> None:
     assert finished.to_dict() == {"run_id": "r", "status": "failed", "at": "2026-11-27T14:00:00Z"}
 
 
-def test_times_are_shown_in_utc() -> None:
+def test_times_are_shown_in_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert when_text(NOW) == "2026-11-27T12:00:00Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
     assert when_text(None) == "-"
     assert when_text(datetime(2026, 1, 2, 5, 4, 3, tzinfo=timezone(timedelta(hours=2)))) == (
         "2026-01-02T03:04:03Z"
