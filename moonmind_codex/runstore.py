@@ -296,11 +296,14 @@ def _prepare_sqlite_file(database: Path) -> None:
                 os.chown(path, owner.st_uid, owner.st_gid)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+def make_engine(url: str, *, prepare: bool = True) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys.
+
+    ``prepare``: create a missing SQLite file, its directory and its migration lock file.
+    """
     if url.startswith("sqlite"):
         database = url.split("///", 1)[1] if "///" in url else ""
-        if database and database != ":memory:":
+        if prepare and database and database != ":memory:":
             _prepare_sqlite_file(Path(database))
         engine = create_engine(url, connect_args={"timeout": 30})
 
@@ -387,13 +390,16 @@ class RunStore:
             database = url.split("///", 1)[1] if "///" in url else ""
             if database and database != ":memory:" and not Path(database).is_file():
                 raise StoreUnavailable(f"no run store at {shown} (the file does not exist)")
+        engine: Engine | None = None
         try:
-            engine = make_engine(url)
+            engine = make_engine(url, prepare=False)
             with engine.connect() as connection:
                 revision = connection.execute(
                     text("SELECT version_num FROM alembic_version")
                 ).scalar()
         except SQLAlchemyError as exc:
+            if engine is not None:
+                engine.dispose()
             raise unavailable(url, exc) from None
         head = _head_revision()
         if revision != head:

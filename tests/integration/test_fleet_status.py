@@ -266,6 +266,7 @@ def test_a_store_that_cannot_be_read_is_named_without_its_password(
         empty = tmp_path / "empty.sqlite3"
         empty.touch()
         unavailable(cli("metrics", url=f"sqlite:///{empty}"), "alembic_version")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.sqlite3"]  # no lock file
         return
     with_password = make_url(database).set(password="s3cret-pw")
     wrong = with_password.set(database="no_such_database").render_as_string(hide_password=False)
