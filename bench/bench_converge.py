@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import bench_record, format_target, machine, target_row, write_record
-from harness.hosts import remove_host, start_host
+from harness.hosts import fleet_inventory, remove_host, start_host, write_inventory
 
 REPO = Path(__file__).resolve().parents[1]
 # Unique per invocation: two runs, or a leftover of a killed one, never share a host container.
@@ -46,32 +46,17 @@ def destroy() -> None:
 
 
 def inventory(directory: Path, shards: int) -> Path:
-    path = directory / f"hosts-{shards}.yml"
-    path.write_text(
-        json.dumps(
-            {
-                "all": {
-                    "vars": {
-                        "ansible_connection": "community.docker.docker",
-                        "ansible_become": False,
-                        "ansible_python_interpreter": "/usr/bin/python3",
-                        "moonmind_codex_shard_count": shards,
-                        "moonmind_codex_images_source": "load",
-                        "moonmind_codex_images_archive_dir": str(REPO / "var" / "image-archives"),
-                        "moonmind_codex_broker_password": "bench-not-a-secret",
-                        "moonmind_codex_broker_bind_address": "127.0.0.1",
-                    },
-                    "children": {
-                        "codex_workers": {
-                            "hosts": {HOST: {"moonmind_codex_shards": list(range(shards))}}
-                        },
-                        "codex_broker": {"hosts": {HOST: {}}},
-                    },
-                }
-            }
-        )
+    return write_inventory(
+        directory / f"hosts-{shards}.yml",
+        fleet_inventory(
+            HOST,
+            list(range(shards)),
+            shards,
+            moonmind_codex_images_source="load",
+            moonmind_codex_images_archive_dir=str(REPO / "var" / "image-archives"),
+            moonmind_codex_broker_password="bench-not-a-secret",  # noqa: S106 (throw-away host)
+        ),
     )
-    return path
 
 
 def converge(inv: Path) -> tuple[float, int]:

@@ -7,13 +7,15 @@ starts its hosts with the same.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
 REPO = Path(__file__).resolve().parents[1]
 HOST_IMAGE = "moonmind-codex/host:latest"
@@ -51,27 +53,30 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start_host(name: str, timeout_s: float = 90) -> None:
-    """Boot a host container named ``name`` and wait until its own Docker engine answers."""
+def _run_host(name: str, *image_and_command: str) -> None:
     remove_host(name)
     docker(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--hostname",
-        name,
-        *HOST_FLAGS,
-        "-v",
-        f"{name}-docker:/var/lib/docker",
-        HOST_IMAGE,
-    )
-    docker("exec", name, "systemctl", "is-system-running", "--wait", check=False)
+        "run", "-d", "--name", name, "--hostname", name, *HOST_FLAGS,
+        "-v", f"{name}-docker:/var/lib/docker", *image_and_command,
+    )  # fmt: skip
+
+
+def _wait_for_engine(name: str, timeout_s: float, log: str | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while docker("exec", name, "docker", "info", check=False).returncode != 0:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the Docker engine of host {name} did not start")
+            detail = ""
+            if log is not None:
+                detail = ": " + docker("exec", name, "tail", "-20", log, check=False).stdout
+            raise RuntimeError(f"the Docker engine of host {name} did not start{detail}")
         time.sleep(1)
+
+
+def start_host(name: str, timeout_s: float = 90) -> None:
+    """Boot a host container named ``name`` and wait until its own Docker engine answers."""
+    _run_host(name, HOST_IMAGE)
+    docker("exec", name, "systemctl", "is-system-running", "--wait", check=False)
+    _wait_for_engine(name, timeout_s)
 
 
 def remove_host(name: str) -> None:
@@ -113,51 +118,57 @@ def start_host_without_systemd(name: str, timeout_s: float = 90) -> None:
     then ``sleep``, so the roles take their Docker restart-policy path. dockerd runs as the
     platform notes say for such machines (and as the docker role starts it there).
     """
-    remove_host(name)
-    docker(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--hostname",
-        name,
-        *HOST_FLAGS,
-        "-v",
-        f"{name}-docker:/var/lib/docker",
-        "--entrypoint",
-        "sleep",
-        HOST_IMAGE,
-        "infinity",
-    )
+    _run_host(name, "--entrypoint", "sleep", HOST_IMAGE, "infinity")
     docker("exec", "-d", name, "sh", "-c", "exec dockerd >/var/log/dockerd.log 2>&1")
-    deadline = time.monotonic() + timeout_s
-    while docker("exec", name, "docker", "info", check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            log = docker("exec", name, "tail", "-20", "/var/log/dockerd.log", check=False).stdout
-            raise RuntimeError(f"the Docker engine of host {name} did not start: {log}")
-        time.sleep(1)
+    _wait_for_engine(name, timeout_s, log="/var/log/dockerd.log")
+
+
+# How the controller reaches a host container: through the outer engine, as root inside it.
+HOST_CONNECTION: Final[dict[str, object]] = {
+    "ansible_connection": "community.docker.docker",
+    "ansible_become": False,
+    "ansible_python_interpreter": "/usr/bin/python3",
+}
+
+
+def hosts_inventory(hosts: Sequence[str], **host_vars: object) -> dict[str, object]:
+    """An inventory of ``hosts`` in no group (playbooks that apply single roles)."""
+    return {"all": {"vars": {**HOST_CONNECTION, **host_vars}, "hosts": {h: {} for h in hosts}}}
+
+
+def fleet_inventory_of(
+    workers: Mapping[str, Sequence[int]], broker: str, shard_count: int, **fleet_vars: object
+) -> dict[str, object]:
+    """A fleet's inventory: each worker host with its shards, and the broker host."""
+    return {
+        "all": {
+            "vars": {**HOST_CONNECTION, "moonmind_codex_shard_count": shard_count, **fleet_vars},
+            "children": {
+                "codex_workers": {
+                    "hosts": {h: {"moonmind_codex_shards": list(s)} for h, s in workers.items()}
+                },
+                "codex_broker": {"hosts": {broker: {}}},
+            },
+        }
+    }
 
 
 def fleet_inventory(
     host: str, shards: list[int], shard_count: int, **fleet_vars: object
 ) -> dict[str, object]:
     """An inventory of one host that is both the broker and the worker host of ``shards``."""
-    return {
-        "all": {
-            "vars": {
-                "ansible_connection": "community.docker.docker",
-                "ansible_become": False,
-                "ansible_python_interpreter": "/usr/bin/python3",
-                "moonmind_codex_shard_count": shard_count,
-                "moonmind_codex_broker_bind_address": "127.0.0.1",
-                **fleet_vars,
-            },
-            "children": {
-                "codex_workers": {"hosts": {host: {"moonmind_codex_shards": shards}}},
-                "codex_broker": {"hosts": {host: {}}},
-            },
-        }
-    }
+    return fleet_inventory_of(
+        {host: shards},
+        host,
+        shard_count,
+        **{"moonmind_codex_broker_bind_address": "127.0.0.1", **fleet_vars},
+    )
+
+
+def write_inventory(path: Path, inventory: Mapping[str, object]) -> Path:
+    """``inventory`` as ``path`` (JSON is YAML, and Ansible reads it as such)."""
+    path.write_text(json.dumps(inventory))
+    return path
 
 
 def recap_changed(output: str) -> int:

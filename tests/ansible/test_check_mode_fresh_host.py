@@ -6,12 +6,11 @@ units, volumes or containers yet.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from harness.hosts import REPO, ansible_playbook, docker
+from harness.hosts import REPO, ansible_playbook, docker, fleet_inventory_of, write_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -19,27 +18,16 @@ pytestmark = pytest.mark.integration
 def test_check_mode_on_a_new_host_runs_through_and_changes_nothing(
     fresh_host: str, tmp_path: Path
 ) -> None:
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        json.dumps(
-            {
-                "all": {
-                    "vars": {
-                        "ansible_connection": "community.docker.docker",
-                        "ansible_become": False,
-                        "ansible_python_interpreter": "/usr/bin/python3",
-                        "moonmind_codex_shard_count": 2,
-                        "moonmind_codex_images_source": "load",
-                        "moonmind_codex_images_archive_dir": str(tmp_path / "archives"),
-                        "moonmind_codex_broker_password": "not-a-secret",
-                    },
-                    "children": {
-                        "codex_workers": {"hosts": {fresh_host: {"moonmind_codex_shards": [0, 1]}}},
-                        "codex_broker": {"hosts": {fresh_host: {}}},
-                    },
-                }
-            }
-        )
+    inventory = write_inventory(
+        tmp_path / "hosts.yml",
+        fleet_inventory_of(
+            {fresh_host: [0, 1]},
+            fresh_host,
+            2,
+            moonmind_codex_images_source="load",
+            moonmind_codex_images_archive_dir=str(tmp_path / "archives"),
+            moonmind_codex_broker_password="not-a-secret",
+        ),
     )
     archives = tmp_path / "archives"
     archives.mkdir()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.hosts import REPO, ansible_playbook, docker
+from harness.hosts import REPO, ansible_playbook, docker, fleet_inventory, write_inventory
 from moonmind_codex.routing import shard_for_key
 from tests.unit.helpers import chatgpt_auth
 
@@ -57,33 +57,21 @@ def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
     fresh_host: str, tmp_path: Path, host_images: Callable[..., Path]
 ) -> None:
     archives = host_images(fresh_host, tmp_path / "archives", "worker", "job", "broker")
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        json.dumps(
-            {
-                "all": {
-                    "vars": {
-                        "ansible_connection": "community.docker.docker",
-                        "ansible_become": False,
-                        "ansible_python_interpreter": "/usr/bin/python3",
-                        "moonmind_codex_shard_count": SHARDS,
-                        "moonmind_codex_images_source": "load",
-                        "moonmind_codex_images_archive_dir": str(archives),
-                        "moonmind_codex_broker_password": "not-a-secret",
-                        "moonmind_codex_broker_bind_address": "127.0.0.1",
-                        "moonmind_codex_last_refresh_warn_days": 3,
-                        "moonmind_codex_job_uid": JOB_UID,
-                        "moonmind_codex_job_gid": JOB_UID,
-                        "moonmind_codex_queue_prefix": PREFIX,
-                        "moonmind_codex_workers_allowed_commands": ["codex", "id"],
-                    },
-                    "children": {
-                        "codex_workers": {"hosts": {fresh_host: {"moonmind_codex_shards": [0, 1]}}},
-                        "codex_broker": {"hosts": {fresh_host: {}}},
-                    },
-                }
-            }
-        )
+    inventory = write_inventory(
+        tmp_path / "hosts.yml",
+        fleet_inventory(
+            fresh_host,
+            [0, 1],
+            SHARDS,
+            moonmind_codex_images_source="load",
+            moonmind_codex_images_archive_dir=str(archives),
+            moonmind_codex_broker_password="not-a-secret",
+            moonmind_codex_last_refresh_warn_days=3,
+            moonmind_codex_job_uid=JOB_UID,
+            moonmind_codex_job_gid=JOB_UID,
+            moonmind_codex_queue_prefix=PREFIX,
+            moonmind_codex_workers_allowed_commands=["codex", "id"],
+        ),
     )
     site = REPO / "playbooks" / "site.yml"
     done = ansible_playbook(inventory, site)

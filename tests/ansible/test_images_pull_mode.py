@@ -8,7 +8,6 @@ pulls over plain HTTP only from loopback addresses without extra daemon configur
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import subprocess
 import sys
@@ -18,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.hosts import ansible_playbook, docker
+from harness.hosts import (
+    ansible_playbook,
+    docker,
+    hosts_inventory,
+    recap_changed,
+    write_inventory,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -90,13 +95,7 @@ def run_images_role(
     host: str, host_vars: dict[str, object], roles: list[str], tmp_path: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
     """ansible-playbook applying ``roles`` to ``host`` alone (its own engine via docker exec)."""
-    inventory = tmp_path / "hosts.yml"
-    connection = {
-        "ansible_connection": "community.docker.docker",
-        "ansible_become": False,
-        "ansible_python_interpreter": "/usr/bin/python3",
-    }
-    inventory.write_text(json.dumps({"all": {"hosts": {host: {**connection, **host_vars}}}}))
+    inventory = write_inventory(tmp_path / "hosts.yml", hosts_inventory([host], **host_vars))
     playbook = tmp_path / "images.yml"
     playbook.write_text(json.dumps([{"hosts": "all", "roles": roles}]))
     return ansible_playbook(inventory, playbook, *args)
@@ -104,9 +103,7 @@ def run_images_role(
 
 def changed_count(done: subprocess.CompletedProcess[str]) -> int:
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    found = re.findall(r"changed=(\d+)", done.stdout.rsplit("PLAY RECAP", maxsplit=1)[-1])
-    assert found, done.stdout[-2000:]
-    return sum(int(n) for n in found)
+    return recap_changed(done.stdout)
 
 
 def image_ids(*names: str, host: str | None = None) -> list[str]:

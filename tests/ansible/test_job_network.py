@@ -28,7 +28,15 @@ from pathlib import Path
 import docker
 import pytest
 
-from harness.hosts import ansible_playbook, recap_changed, remove_host, start_host, wait_until
+from harness.hosts import (
+    ansible_playbook,
+    hosts_inventory,
+    recap_changed,
+    remove_host,
+    start_host,
+    wait_until,
+    write_inventory,
+)
 from harness.hosts import docker as outer_docker
 from moonmind_codex.guards import WorkerStartupError, check_worker_startup
 from moonmind_codex.jobs import JobSpec, PreflightBlocked, launch_job
@@ -224,21 +232,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 "--entrypoint", "chown", "-v", f"{volume}:/v", JOB_IMAGE, "1000:1000", "/v",
             )  # fmt: skip
         remote_ip = outer_ip(remote)
-        inventory = tmp / "hosts.yml"
-        inventory.write_text(
-            json.dumps(
-                {
-                    "all": {
-                        "vars": {
-                            "ansible_connection": "community.docker.docker",
-                            "ansible_become": False,
-                            "ansible_python_interpreter": "/usr/bin/python3",
-                            "moonmind_codex_job_network_broker_addresses": [remote_ip],
-                        },
-                        "hosts": {host: {}},
-                    }
-                }
-            )
+        inventory = write_inventory(
+            tmp / "hosts.yml",
+            hosts_inventory([host], moonmind_codex_job_network_broker_addresses=[remote_ip]),
         )
         playbook = tmp / "job_network.yml"
         playbook.write_text(

@@ -54,10 +54,12 @@ from harness.hosts import (
     REPO,
     ansible_playbook,
     docker,
+    fleet_inventory_of,
     queue_consumers,
     remove_host,
     start_host,
     wait_until,
+    write_inventory,
 )
 from moonmind_codex.routing import shard_for_key
 from tests.ansible.conftest import copy_images
@@ -290,32 +292,16 @@ class Run:
 
     def inventory(self, shards_a: list[int], shards_b: list[int]) -> Path:
         host_a, host_b = self.hosts
-        inventory = {
-            "all": {
-                "vars": {
-                    "ansible_connection": "community.docker.docker",
-                    "ansible_become": False,
-                    "ansible_python_interpreter": "/usr/bin/python3",
-                    "moonmind_codex_shard_count": SHARDS,
-                    "moonmind_codex_broker_password": self.broker_password,
-                    "moonmind_codex_images_source": "load",
-                    "moonmind_codex_images_archive_dir": str(self.archives),
-                    "moonmind_codex_workers_allowed_commands": ["codex", "sh"],
-                },
-                "children": {
-                    "codex_workers": {
-                        "hosts": {
-                            host_a: {"moonmind_codex_shards": shards_a},
-                            host_b: {"moonmind_codex_shards": shards_b},
-                        }
-                    },
-                    "codex_broker": {"hosts": {host_a: {}}},
-                },
-            }
-        }
-        path = self.work / f"hosts-{'-'.join(map(str, shards_a))}.yml"
-        path.write_text(json.dumps(inventory))
-        return path
+        inventory = fleet_inventory_of(
+            {host_a: shards_a, host_b: shards_b},
+            host_a,
+            SHARDS,
+            moonmind_codex_broker_password=self.broker_password,
+            moonmind_codex_images_source="load",
+            moonmind_codex_images_archive_dir=str(self.archives),
+            moonmind_codex_workers_allowed_commands=["codex", "sh"],
+        )
+        return write_inventory(self.work / f"hosts-{'-'.join(map(str, shards_a))}.yml", inventory)
 
     def play(self, inventory: Path, playbook: str, *args: str) -> str:
         done = ansible_playbook(inventory, PLAYBOOKS / playbook, *args)

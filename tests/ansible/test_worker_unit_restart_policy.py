@@ -34,7 +34,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.hosts import REPO, ansible_playbook, docker, queue_consumers, remove_host, start_host
+from harness.hosts import (
+    REPO,
+    ansible_playbook,
+    docker,
+    fleet_inventory,
+    hosts_inventory,
+    queue_consumers,
+    remove_host,
+    start_host,
+    write_inventory,
+)
 from moonmind_codex.exitcodes import FINAL_FOR_SYSTEMD, ExitCode
 from tests.ansible.conftest import copy_images
 
@@ -107,21 +117,7 @@ def test_bad_settings_end_the_unit_failed_while_engine_down_is_restarted(
         "exec", fresh_host, "docker", "create", "--name", "moonmind-codex-worker-1",
         "--entrypoint", "sh", WORKER_IMAGE, "-c", "exit 69",
     )  # fmt: skip
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        json.dumps(
-            {
-                "all": {
-                    "vars": {
-                        "ansible_connection": "community.docker.docker",
-                        "ansible_become": False,
-                        "ansible_python_interpreter": "/usr/bin/python3",
-                    },
-                    "hosts": {fresh_host: {}},
-                }
-            }
-        )
-    )
+    inventory = write_inventory(tmp_path / "hosts.yml", hosts_inventory([fresh_host]))
     playbook = tmp_path / "units.yml"
     playbook.write_text(
         json.dumps(
@@ -187,37 +183,23 @@ def fleet_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         start_host(name)
         archives = copy_images(name, tmp / "archives", "worker", "job", "broker")
-        inventory = tmp / "hosts.yml"
-        inventory.write_text(
-            json.dumps(
-                {
-                    "all": {
-                        "vars": {
-                            "ansible_connection": "community.docker.docker",
-                            "ansible_become": False,
-                            "ansible_python_interpreter": "/usr/bin/python3",
-                            "moonmind_codex_shard_count": len(FLEET_SHARDS),
-                            "moonmind_codex_images_source": "load",
-                            "moonmind_codex_images_archive_dir": str(archives),
-                            # The password mode (one shared user, plain AMQP, unsigned
-                            # messages): these tests are about the unit, and send a remote
-                            # shutdown and pings with Celery's own client.
-                            "moonmind_codex_broker_security": "password",
-                            "moonmind_codex_broker_password": "not-a-secret",
-                            "moonmind_codex_broker_bind_address": "127.0.0.1",
-                            # Off by default; on here, so that a remote shutdown (the quiet
-                            # stop the unit must catch) reaches the worker.
-                            "moonmind_codex_workers_remote_control": True,
-                        },
-                        "children": {
-                            "codex_workers": {
-                                "hosts": {name: {"moonmind_codex_shards": FLEET_SHARDS}}
-                            },
-                            "codex_broker": {"hosts": {name: {}}},
-                        },
-                    }
-                }
-            )
+        inventory = write_inventory(
+            tmp / "hosts.yml",
+            fleet_inventory(
+                name,
+                FLEET_SHARDS,
+                len(FLEET_SHARDS),
+                moonmind_codex_images_source="load",
+                moonmind_codex_images_archive_dir=str(archives),
+                # The password mode (one shared user, plain AMQP, unsigned messages): these
+                # tests are about the unit, and send a remote shutdown and pings with Celery's
+                # own client.
+                moonmind_codex_broker_security="password",
+                moonmind_codex_broker_password="not-a-secret",
+                # Off by default; on here, so that a remote shutdown (the quiet stop the unit
+                # must catch) reaches the worker.
+                moonmind_codex_workers_remote_control=True,
+            ),
         )
         done = ansible_playbook(inventory, REPO / "playbooks" / "site.yml")
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
