@@ -28,7 +28,7 @@ class WorkerStartupError(RuntimeError):
 
 _CONTAINER_ID = re.compile(r"/containers/([0-9a-f]{64})/")
 # Docker's default hostname for a container: the first 12 hex digits of its id.
-_SHORT_ID = re.compile(r"^[0-9a-f]{12,64}$")
+_SHORT_ID = re.compile(r"[0-9a-f]{12,64}")
 
 
 def own_container_id(mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
@@ -52,7 +52,7 @@ def _is_self(container: Any, settings: Settings) -> bool:
     # Outside host networking the hostname defaults to the short container id; a host name
     # such as "abc" must not pass for the prefix of some other container's id.
     hostname = socket.gethostname()
-    return bool(_SHORT_ID.match(hostname) and container.id.startswith(hostname))
+    return bool(_SHORT_ID.fullmatch(hostname) and container.id.startswith(hostname))
 
 
 def other_holders(settings: Settings, client: docker.DockerClient, volume: str) -> list[Any]:

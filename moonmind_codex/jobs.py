@@ -56,7 +56,7 @@ JobOutcome = Literal["succeeded", "failed", "timed_out", "busy", "cancelled", "b
 
 __all__ = ["JobResult", "JobSpec", "PreflightBlocked", "launch_job"]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class JobSpec:
     def __post_init__(self) -> None:
         for name in ("run_id", "phase"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not _ID.match(value):
+            if not isinstance(value, str) or not _ID.fullmatch(value):
                 raise ValueError(
                     f"{name} {value!r} is not valid: use 1-128 letters, digits, '_', '.' or '-', "
                     "starting with a letter or digit"

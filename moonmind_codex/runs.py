@@ -30,8 +30,8 @@ MAX_ARG_LENGTH = 65536
 # A task phase's kwargs travel as JSON (the run store, the broker): JSON values only, this deep.
 MAX_KWARGS_DEPTH = 32
 _MAX_JSON_INT = 2**63
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,254}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,254}")
 _PHASE_KEYS = frozenset({"name", "command", "task", "kwargs", "timeout_s"})
 _RUN_KEYS = frozenset({"run_id", "repository", "affinity_key", "phases"})
 
@@ -87,7 +87,7 @@ class RunDefinition:
 
 
 def check_id(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise RunDefinitionError(
             f"{what} {value!r:.80} is not valid: use 1-128 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
@@ -219,7 +219,7 @@ def _phase(data: object, position: int) -> PhaseDefinition:
             name=name, command=check_command(data["command"], where), timeout_s=timeout_s
         )
     task = data["task"]
-    if not isinstance(task, str) or not _TASK_NAME.match(task):
+    if not isinstance(task, str) or not _TASK_NAME.fullmatch(task):
         raise RunDefinitionError(f"{where}task must be a Celery task name such as app.publish")
     kwargs = data.get("kwargs")
     kwargs = {} if kwargs is None else kwargs

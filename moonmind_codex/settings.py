@@ -75,9 +75,9 @@ MAX_CPU_SHARES = 262144
 # The largest uid/gid Linux gives a user ((uid_t)-1 is "no user").
 MAX_ID = 2**32 - 2
 
-_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-_CPU_LIST = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+_CPU_LIST = re.compile(r"\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*")
 
 
 class SettingsError(ValueError):
@@ -559,12 +559,12 @@ def _validate(s: Settings) -> None:
             "shard gets its own volume, e.g. 'codex_auth_{shard}'"
         )
     sample = s.auth_volume_template.replace("{shard}", "0")
-    if not _VOLUME_NAME.match(sample):
+    if not _VOLUME_NAME.fullmatch(sample):
         raise SettingsError(
             f"{p}AUTH_VOLUME_TEMPLATE={s.auth_volume_template!r} does not make a valid Docker "
             "volume name (letters, digits, '_', '.', '-')"
         )
-    if s.auth_volume_override is not None and not _VOLUME_NAME.match(s.auth_volume_override):
+    if s.auth_volume_override is not None and not _VOLUME_NAME.fullmatch(s.auth_volume_override):
         raise SettingsError(
             f"{p}AUTH_VOLUME={s.auth_volume_override!r} is not a valid Docker volume name "
             "(letters, digits, '_', '.', '-'; starting with a letter or digit)"
@@ -576,7 +576,7 @@ def _validate(s: Settings) -> None:
             f"workspace volumes' names: {problem}, e.g. '{DEFAULT_PREFIX}'"
         )
     for name, value in (("QUEUE_PREFIX", s.queue_prefix), ("DEFAULT_QUEUE", s.default_queue)):
-        if not _QUEUE_NAME.match(value):
+        if not _QUEUE_NAME.fullmatch(value):
             raise SettingsError(f"{p}{name}={value!r} is not a valid queue name")
     if s.queue_prefix == s.default_queue:
         raise SettingsError(
@@ -711,7 +711,7 @@ def _validate_job_limits(s: Settings) -> None:
 
 
 def _cpu_list_ok(cpus: str) -> bool:
-    if not _CPU_LIST.match(cpus):
+    if not _CPU_LIST.fullmatch(cpus):
         return False
     for part in cpus.split(","):
         first, _, last = part.partition("-")

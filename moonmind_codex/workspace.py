@@ -22,8 +22,8 @@ MAX_PREFIX_LENGTH = 64
 ROLE = "workspace"
 
 # A run id (moonmind_codex.runs): only characters a Docker volume name may hold.
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def prefix_problem(prefix: str) -> str | None:

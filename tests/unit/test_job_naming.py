@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-from moonmind_codex.jobs import job_container_name
+import pytest
+
+from moonmind_codex.jobs import JobSpec, job_container_name
+from moonmind_codex.shard import Shard
 
 
 def test_redeliveries_of_an_attempt_share_a_name_and_a_retry_gets_its_own() -> None:
@@ -25,3 +28,12 @@ def test_names_of_different_phases_and_runs_never_meet() -> None:
         for attempt in (1, 2)
     }
     assert len(names) == 12  # slugs may collide ("R" and "r"); the digest keeps them apart
+
+
+@pytest.mark.parametrize(
+    ("run_id", "phase"), [("run-1\n", "plan"), ("run-1", "plan\n"), ("", "plan"), ("r", "-x")]
+)
+def test_a_job_spec_refuses_a_run_id_or_phase_that_is_not_a_name(run_id: str, phase: str) -> None:
+    # A trailing newline too: it would end up in the container name and the labels.
+    with pytest.raises(ValueError, match="is not valid: use 1-128 letters"):
+        JobSpec(run_id, phase, ["codex"], Shard(0, "codex-0", "codex_auth_0", "h"), 60.0)

@@ -103,6 +103,16 @@ def second(phase: object) -> dict[str, Any]:
             "'timeout_s']",
         ),
         (second(["a"]), "phases[1] must be a mapping with a name and a command"),
+        # A trailing newline is not part of a name ('$' alone would accept it).
+        ({"run_id": "run-1\n"}, f"run_id 'run-1\\n' is not valid: {ID_RULE}"),
+        (
+            second({"name": "plan\n", "command": ["x"]}),
+            f"phases[1].name 'plan\\n' is not valid: {ID_RULE}",
+        ),
+        (
+            second({"name": "a", "task": "app.publish\n"}),
+            "phases[1].task must be a Celery task name such as app.publish",
+        ),
         ({"repository": ""}, f"repository {TEXT_RULE}"),
         ({"affinity_key": "a\tb"}, f"affinity_key {TEXT_RULE}"),
         (
