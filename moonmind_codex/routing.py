@@ -17,7 +17,14 @@ def stable_digest(key: str) -> int:
     """A 64-bit integer that is the same for ``key`` in every process, host and release."""
     if not isinstance(key, str) or key == "":
         raise ValueError("an affinity key must be a non-empty string")
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"the affinity key {key!r:.80} is not valid text (it holds a lone surrogate): "
+            "use the repository or run id as UTF-8"
+        ) from None
+    return int.from_bytes(hashlib.sha256(encoded).digest()[:8], "big")
 
 
 def jump_hash(key: int, buckets: int) -> int:

@@ -108,6 +108,13 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError) as caught:
         stable_digest("")
     assert str(caught.value) == "an affinity key must be a non-empty string"
+    with pytest.raises(ValueError) as caught:
+        shard_for_key("org/\ud800repo", 3)
+    assert str(caught.value) == (
+        "the affinity key 'org/\\ud800repo' is not valid text (it holds a lone surrogate): "
+        "use the repository or run id as UTF-8"
+    )
+    assert not isinstance(caught.value, UnicodeError)
     with pytest.raises(ValueError, match="at least 1"):
         jump_hash(5, 0)
     with pytest.raises(ValueError, match="at least 1"):
