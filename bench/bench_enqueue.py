@@ -26,13 +26,11 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import (
-    bench_record,
     distribution,
+    finish,
     format_distribution,
-    format_target,
     machine,
     target_row,
-    write_record,
 )
 from harness.broker import running_broker
 from harness.fleet import (
@@ -164,18 +162,14 @@ def main() -> int:
             "enqueue -> job running p50 (s)", d_broker["p50"], TARGET_P50_S, "<=", "{:.2f} s"
         ),
     ]
-    for row in targets:
-        print(format_target(row))
-    data = bench_record(
+    return finish(
         targets,
+        args.json,
         machine=details,
         through_broker=d_broker,
         direct=d_direct,
         enqueue_to_result=d_total,
     )
-    if args.json:
-        write_record(args.json, data)
-    return 0 if data["target_met"] else 1
 
 
 if __name__ == "__main__":

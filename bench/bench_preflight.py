@@ -19,13 +19,11 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import (
-    bench_record,
     distribution,
+    finish,
     format_distribution,
-    format_target,
     machine,
     target_row,
-    write_record,
 )
 from harness.logins import api_key_login
 from moonmind_codex.preflight import run_preflight
@@ -84,12 +82,7 @@ def main() -> int:
         f"p95 {d_full['p95'] / d_bare['p95']:.2f}x"
     )
     targets = [target_row("pre-flight p50 (s)", d_full["p50"], TARGET_P50_S, "<=", "{:.2f} s")]
-    for row in targets:
-        print(format_target(row))
-    data = bench_record(targets, machine=details, preflight=d_full, bare_cli=d_bare)
-    if args.json:
-        write_record(args.json, data)
-    return 0 if data["target_met"] else 1
+    return finish(targets, args.json, machine=details, preflight=d_full, bare_cli=d_bare)
 
 
 if __name__ == "__main__":

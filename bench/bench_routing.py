@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.stats import bench_record, format_target, target_row, write_record
+from bench.stats import finish, target_row
 from moonmind_codex.routing import modulo_shard_for_key, shard_for_key
 
 # Distance of jump hash's moved fraction from the ideal 1/(n+1), percentage points, at most.
@@ -81,12 +81,7 @@ def main() -> int:
             f"{n:>3}->{n + 1:<4} {ideal:8.4f} {jump:8.4f} {modulo:8.4f} {delta_points:+10.2f}p "
             f"{modulo / jump:11.1f}x {lo:9.3f} {hi:9.3f}"
         )
-    for row in targets:
-        print(format_target(row))
-    data = bench_record(targets, keys=len(keys), rows=rows)
-    if args.json:
-        write_record(args.json, data)
-    return 0 if data["target_met"] else 1
+    return finish(targets, args.json, keys=len(keys), rows=rows)
 
 
 if __name__ == "__main__":

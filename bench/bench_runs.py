@@ -32,14 +32,12 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import (
-    bench_record,
     distribution,
+    finish,
     format_distribution,
-    format_target,
     machine,
     percentile,
     target_row,
-    write_record,
 )
 from harness.broker import broker_container, running_broker
 from harness.fleet import (
@@ -452,10 +450,9 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
             "default-queue ping p50, Codex saturated / idle", ratio, TARGET_RATIO, "<=", "{:.2f}x"
         )
     ]
-    for row in targets:
-        print(format_target(row))
-    data = bench_record(
+    return finish(
         targets,
+        args.json,
         machine=details,
         load_average_before=load_before,
         load_average_after=load_after,
@@ -479,9 +476,6 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         ratio_saturated_idle_p95=ratio_p95,
         per_round_ratio_median=statistics.median(round_ratios),
     )
-    if args.json:
-        write_record(args.json, data)
-    return 0 if data["target_met"] else 1
 
 
 if __name__ == "__main__":

@@ -30,13 +30,11 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import (
-    bench_record,
     distribution,
+    finish,
     format_distribution,
-    format_target,
     machine,
     target_row,
-    write_record,
 )
 from harness.broker import running_broker
 from harness.fleet import STATE_DIR, WORKER_UID, producer_database_url, start_worker, wait_for_log
@@ -171,10 +169,9 @@ def main() -> int:
             "enqueue -> job running p50, TLS+signing on / off", ratio, TARGET_RATIO, "<=", "{:.2f}x"
         )
     ]
-    for row in targets:
-        print(format_target(row))
-    data = bench_record(
+    return finish(
         targets,
+        args.json,
         machine=details,
         load_average_before=list(load_before),
         load_average_after=list(os.getloadavg()),
@@ -182,9 +179,6 @@ def main() -> int:
         tls_signing_off=off,
         tls_signing_on=on,
     )
-    if args.json:
-        write_record(args.json, data)
-    return 0 if data["target_met"] else 1
 
 
 if __name__ == "__main__":

@@ -134,3 +134,13 @@ def bench_record(targets: list[dict[str, Any]], **results: Any) -> dict[str, Any
 
 def write_record(path: str | Path, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def finish(targets: list[dict[str, Any]], json_path: str | Path | None, **results: Any) -> int:
+    """A benchmark's end: print each target's line, write the record, exit 0 only if all met."""
+    for row in targets:
+        print(format_target(row))
+    data = bench_record(targets, **results)
+    if json_path:
+        write_record(json_path, data)
+    return 0 if data["target_met"] else 1

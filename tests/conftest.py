@@ -58,7 +58,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "packaging/test_distribution.py": 14,
     "unit/test_audit.py": 4,
     "unit/test_broker_users.py": 34,
-    "unit/test_bench_records.py": 31,
+    "unit/test_bench_records.py": 32,
     "unit/test_authfile.py": 78,
     "unit/test_cli_args.py": 21,
     "unit/test_collection_guard.py": 7,

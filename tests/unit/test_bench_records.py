@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from bench.stats import COMPARISONS, bench_record, target_row
+from bench.stats import COMPARISONS, bench_record, finish, target_row
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
@@ -92,6 +92,27 @@ def test_target_row_judges_measured_against_target(
     assert record["target_met"] is met
     with pytest.raises(ValueError, match="comparison"):
         target_row("t", measured, target, "<", "{}")
+
+
+def test_finish_prints_each_target_writes_the_record_and_exits_by_the_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    met = target_row("fast", 1.0, 2.0, "<=", "{:.1f} s")
+    missed = target_row("ratio", 1.3, 1.05, "<=", "{:.2f}x")
+    path = tmp_path / "r.json"
+    assert finish([met], path, machine={"cpu": "x"}, samples=3) == 0
+    assert json.loads(path.read_text()) == {
+        "machine": {"cpu": "x"},
+        "targets": [met],
+        "target_met": True,
+        "samples": 3,
+    }
+    assert finish([met, missed], None, machine={"cpu": "x"}) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "target: fast <= 2.0: 1.0 s MET",
+        "target: fast <= 2.0: 1.0 s MET",
+        "target: ratio <= 1.05: 1.30x NOT MET",
+    ]
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
