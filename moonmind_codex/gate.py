@@ -32,6 +32,7 @@ from moonmind_codex.preflight_eval import LoginPolicy, evaluate
 from moonmind_codex.probe import (
     AUTH_FILE_NAME,
     MANAGED_CONFIG,
+    auth_digest,
     codex_home,
     gather,
     run_codex_status,
@@ -103,11 +104,6 @@ def known_verdict(raw: str | None) -> tuple[str, str] | None:
     if len(key) != 64 or not summary:
         return None
     return key, summary
-
-
-def auth_digest(content: bytes | None) -> str | None:
-    """SHA-256 of auth.json's bytes: says whether the login changed, and cannot be undone."""
-    return None if content is None else hashlib.sha256(content).hexdigest()
 
 
 def quarantine(raw: str | None) -> dict[str, str] | None:

@@ -22,6 +22,10 @@ Due when, in this order of refusals:
   offset (shard ``n`` of ``N`` waits ``stagger * n / N`` longer, so shards signed in together do
   not all fire together). A login without ``last_refresh`` is due; one dated in the future (a
   clock is wrong) is not: the CLI would not refresh it either.
+
+Once the login is read, a login that is a fenced copy of another shard's (the same auth.json
+the fence judged) gets none: its pre-flight would block, and a refresh would revoke the login
+of the shard that owns it. A new sign-in (another auth.json) is due again by the rules above.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class ShardActivity:
     # When this shard's latest keep-alive was created.
     last_keepalive_at: datetime | None = None
     quarantined: bool = False
+    # The auth.json digest of a login fenced on this shard (a later copy of another shard's).
+    fenced_auth_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ class LoginState:
 
     auth_mode: str | None
     last_refresh: datetime | None
+    # SHA-256 of auth.json's bytes (which login it is, not the login).
+    auth_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,16 @@ def decide(  # noqa: PLR0911 - one return per reason, in the order the docstring
         return Decision(False, refusal)
     if login is None:
         return Decision(False, "the shard is idle: read its login", needs_login=True)
+    fenced = activity.fenced_auth_digest
+    if fenced is not None and login.auth_digest == fenced:
+        # The gate would block it; and were it let through, its refresh would revoke the login
+        # of the shard that owns the original.
+        return Decision(
+            False,
+            "the login is a fenced copy of another shard's: sign this shard in with its own "
+            "login, or resolve the fence (moonmind-codex login-fence)",
+            recheck_at=now + policy.retry_after,
+        )
     if login.auth_mode not in REFRESHING_MODES:
         return Decision(
             False,

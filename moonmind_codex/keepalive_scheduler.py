@@ -90,6 +90,7 @@ def shard_activity(store: RunStore, shard: Shard) -> ShardActivity:
             .limit(1)
         ).one_or_none()
     health = store.shard_health(shard.volume)
+    fence_verdict = store.login_fence(shard.volume)
     last_keepalive = _aware(keepalive.created_at) if keepalive is not None else None
     return ShardActivity(
         last_activity=_latest(created, started, finished),
@@ -101,6 +102,11 @@ def shard_activity(store: RunStore, shard: Shard) -> ShardActivity:
         ),
         last_keepalive_at=last_keepalive,
         quarantined=health is not None and health.quarantined,
+        fenced_auth_digest=(
+            fence_verdict.holder.auth_digest
+            if fence_verdict is not None and fence_verdict.fenced
+            else None
+        ),
     )
 
 
@@ -115,7 +121,12 @@ def login_from_report(report: dict[str, Any]) -> LoginState:
         except ValueError:
             refreshed = None
     mode = inspection.get("auth_mode")
-    return LoginState(auth_mode=mode if isinstance(mode, str) else None, last_refresh=refreshed)
+    digest = report.get("auth_digest")
+    return LoginState(
+        auth_mode=mode if isinstance(mode, str) else None,
+        last_refresh=refreshed,
+        auth_digest=digest if isinstance(digest, str) else None,
+    )
 
 
 def read_login(settings: Settings, shard: Shard) -> LoginState | None:

@@ -10,6 +10,7 @@ known phrase, because ``codex login status`` echoes part of an API key.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -176,6 +177,11 @@ def credential_store(home: Path, project: Path | None) -> dict[str, Any]:
     return {"effective": effective, "source": source, "pinned": pinned, "layers": layers}
 
 
+def auth_digest(content: bytes | None) -> str | None:
+    """SHA-256 of auth.json's bytes: says whether the login changed, and cannot be undone."""
+    return None if content is None else hashlib.sha256(content).hexdigest()
+
+
 def gather(
     home: Path, now: datetime, run_status: bool = True, project: Path | None = None
 ) -> dict[str, Any]:
@@ -190,6 +196,7 @@ def gather(
     auth_path = home / AUTH_FILE_NAME
     file_info = _stat(auth_path)
     inspection: dict[str, Any] | None = None
+    digest: str | None = None
     if file_info.get("exists"):
         try:
             raw = auth_path.read_bytes()
@@ -202,6 +209,7 @@ def gather(
         else:
             file_info["readable"] = True
             inspection = inspect_auth_json(raw, now).to_dict()
+            digest = auth_digest(raw)
             del raw
     return {
         "probe_version": PROBE_VERSION,
@@ -212,6 +220,8 @@ def gather(
         "dir": dir_info,
         "auth_file": file_info,
         "inspection": inspection,
+        # Which login this is (a fence or quarantine names the one it judged), not the login.
+        "auth_digest": digest,
         "credential_store": credential_store(home, project),
         "codex_status": run_codex_status() if run_status else None,
     }

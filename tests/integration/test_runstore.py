@@ -13,7 +13,10 @@ import pytest
 from sqlalchemy import inspect, make_url, text
 
 from harness.postgres import running_postgres
+from moonmind_codex.keepalive import ShardActivity
+from moonmind_codex.keepalive_scheduler import shard_activity
 from moonmind_codex.runstore import RunStore, make_engine, migrate
+from moonmind_codex.shard import Shard
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +298,18 @@ def test_a_store_at_revision_0002_is_upgraded_with_the_fence_table(tmp_path: Pat
     upgraded = RunStore.open(f"sqlite:///{tmp_path / 'old.sqlite3'}")
     assert "login_fingerprints" in inspect(upgraded.engine).get_table_names()
     assert register(upgraded, "vol_a", 0, "f" * 64).status == "clear"
+
+
+def test_the_keepalive_scheduler_reads_the_fence_and_quarantine_of_its_shard(
+    store: RunStore,
+) -> None:
+    shard = Shard(1, "codex-1", "vol_b", "host-y")
+    assert shard_activity(store, shard) == ShardActivity()  # nothing recorded: idle, clear
+    register(store, "vol_a", 0, "f" * 64, host="host-x")
+    register(store, "vol_b", 1, "f" * 64, host="host-y", auth_digest="b" * 64)
+    activity = shard_activity(store, shard)
+    assert (activity.fenced_auth_digest, activity.quarantined) == ("b" * 64, False)
+    owner = shard_activity(store, Shard(0, "codex-0", "vol_a", "host-x"))
+    assert owner.fenced_auth_digest is None
+    store.quarantine("vol_b", host="host-y", shard=1, reason="401", auth_digest="b" * 64)
+    assert shard_activity(store, shard).quarantined

@@ -18,7 +18,6 @@ from moonmind_codex.gate import (
     KNOWN_VERDICT_ENV,
     QUARANTINED_ENV,
     VERDICT_PREFIX,
-    auth_digest,
     known_verdict,
     quarantine,
     verdict_key,
@@ -40,7 +39,7 @@ from moonmind_codex.preflight import (
     verdict_line,
 )
 from moonmind_codex.preflight_eval import check_quarantine
-from moonmind_codex.probe import PROBE_VERSION
+from moonmind_codex.probe import PROBE_VERSION, auth_digest
 from moonmind_codex.settings import Settings
 
 AUTH = b'{"OPENAI_API_KEY": "sk-test"}'

@@ -209,6 +209,25 @@ def test_the_login_comes_from_the_probe_report_without_tokens() -> None:
     garbled = {"inspection": {"auth_mode": 3, "last_refresh": "yesterday"}}
     assert login_from_report(garbled) == LoginState(None, None)
     assert login_from_report({}) == LoginState(None, None)
+    assert login_from_report({**report, "auth_digest": "ab" * 32}).auth_digest == "ab" * 32
+    assert login_from_report({**report, "auth_digest": 7}).auth_digest is None
+
+
+def test_a_fenced_copy_gets_no_keepalive_until_the_shard_is_signed_in_again() -> None:
+    copy = ShardActivity(last_activity=NOW - 2 * HOUR, fenced_auth_digest="c" * 64)
+    fenced = verdict(copy, LoginState("chatgpt", NOW - 8 * DAY, auth_digest="c" * 64))
+    assert fenced == Decision(
+        False,
+        "the login is a fenced copy of another shard's: sign this shard in with its own login, "
+        "or resolve the fence (moonmind-codex login-fence)",
+        recheck_at=NOW + 12 * HOUR,
+    )
+    # Another auth.json (a new sign-in) is judged by the usual rules.
+    own = verdict(copy, LoginState("chatgpt", NOW - 8 * DAY, auth_digest="d" * 64))
+    assert own.due and "refreshed 8.00 days ago" in own.reason
+    assert verdict(copy, LoginState("chatgpt", NOW - 8 * DAY)).due  # digest unknown: not a copy
+    # The fence is judged once the login is read, never before.
+    assert verdict(copy, None).needs_login
 
 
 def test_settings_give_the_policy_and_are_checked() -> None:

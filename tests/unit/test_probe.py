@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ def test_gather_reports_modes_and_inspection(tmp_path: Path, fake_codex: Path) -
     assert report["dir"]["mode"] == "0700" and report["dir"]["writable"] is True
     assert report["auth_file"]["mode"] == "0600" and report["auth_file"]["readable"] is True
     assert report["inspection"]["auth_mode"] == "chatgpt"
+    assert report["auth_digest"] == hashlib.sha256((home / "auth.json").read_bytes()).hexdigest()
     assert report["codex_status"]["summary"] == "Logged in using an API key"
     assert report["codex_status"]["exit_code"] == 0
     assert_no_secret(json.dumps(report))
@@ -50,6 +52,7 @@ def test_gather_without_auth_file(tmp_path: Path, fake_codex: Path) -> None:
     report = probe.gather(home, NOW, run_status=False)
     assert report["auth_file"] == {"exists": False}
     assert report["inspection"] is None
+    assert report["auth_digest"] is None
 
 
 def test_gather_missing_dir(tmp_path: Path) -> None:
