@@ -77,6 +77,9 @@ def fleet(client: Any, tmp_path: Path) -> Iterator[KeepaliveFleet]:
         for leftover in client.containers.list(all=True, filters={"name": f"mmc-test-{tag}-"}):
             leftover.remove(force=True)
         for leftover in client.volumes.list(filters={"name": f"mmc-test-{tag}-"}):
+            # A job container the worker started (its own name) may still hold the volume.
+            for user in client.containers.list(all=True, filters={"volume": leftover.name}):
+                user.remove(force=True)
             leftover.remove(force=True)
 
 
@@ -128,7 +131,10 @@ def test_an_idle_signed_in_shard_gets_one_keepalive_through_its_queue(
     store = RunStore.open(producer_database_url(fleet.state))
 
     # Scheduled: the shard is idle and its login older than the horizon.
-    sent = _wait("a keep-alive run", lambda: _keepalives(store), 60)
+    # Sent: the record is made first, its queue and chain id once the chain is published.
+    sent = _wait(
+        "a keep-alive run, sent", lambda: [r for r in _keepalives(store) if r.chain_id], 60
+    )
     assert len(sent) == 1
     run = sent[0]
     assert run.queue == "codex-0"
