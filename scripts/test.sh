@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Everything CI runs: lint, then two lanes side by side, each in the order that fails fastest.
 #   hosts lane: tests/ansible (real ansible-playbook runs on systemd + Docker host containers,
-#               each with its own engine), then Molecule;
+#               each with its own engine);
 #   local lane: every other test folder (unit, real Docker/RabbitMQ/Codex CLI integration on
-#               this machine's engine, packaging), then mutation testing of the pure modules.
+#               this machine's engine, packaging), then mutation testing of the pure modules,
+#               then Molecule (after the timing-sensitive integration tests, so the two
+#               heaviest host workloads never overlap them).
 # The lanes share no Docker object (host containers are mmc-test-*/mmc-molecule-*, integration
 # objects have their own unique names) and mostly wait on engines and brokers, so they overlap
 # well even on two cores. The local lane prints as it goes; the hosts lane's log follows it.
@@ -17,16 +19,16 @@ hosts_log=var/ci/hosts-lane.log
 
 hosts_lane() {
   echo "== pytest tests/ansible"
-  .venv/bin/pytest --durations=15 tests/ansible || return
-  echo "== molecule"
-  bash scripts/molecule-test.sh
+  .venv/bin/pytest --durations=15 tests/ansible
 }
 
 local_lane() {
   echo "== pytest (all but tests/ansible, which the hosts lane runs)"
   .venv/bin/pytest --durations=15 tests --ignore=tests/ansible || return
   echo "== mutation"
-  bash scripts/mutation.sh
+  bash scripts/mutation.sh || return
+  echo "== molecule"
+  bash scripts/molecule-test.sh
 }
 
 hosts_lane >"$hosts_log" 2>&1 &
