@@ -136,10 +136,16 @@ def volumes(host: str) -> list[str]:
     return sorted(docker("exec", host, "docker", "volume", "ls", "-q").stdout.split())
 
 
+# Made and removed by the running workers themselves (a keep-alive check reads a login with a
+# probe container), never by a playbook: not part of the state a run must leave alone.
+TRANSIENT = ("moonmind-codex-probe-", "moonmind-codex-job-", "moonmind-codex-workspace-")
+
+
 def containers(host: str) -> dict[str, str]:
-    """Name -> id of every container on the host's engine."""
+    """Name -> id of every lasting container on the host's engine."""
     out = docker("exec", host, "docker", "ps", "-a", "--format", "{{.Names}} {{.ID}}").stdout
-    return dict(line.split() for line in out.splitlines() if line.strip())
+    found = dict(line.split() for line in out.splitlines() if line.strip())
+    return {name: cid for name, cid in found.items() if not name.startswith(TRANSIENT)}
 
 
 def image_id(host: str, image: str) -> str:
