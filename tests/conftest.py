@@ -91,7 +91,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_runs.py": 92,
     "unit/test_settings.py": 42,
     "unit/test_shape.py": 6,
-    "unit/test_workspace.py": 37,
+    "unit/test_workspace.py": 38,
 }
 
 

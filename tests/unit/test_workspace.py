@@ -11,6 +11,7 @@ from moonmind_codex.settings import SettingsError, load_settings
 from moonmind_codex.workspace import (
     DEFAULT_PREFIX,
     keep_reason,
+    prefix_problem,
     run_of_volume,
     run_volume_name,
     workspace_path,
@@ -51,6 +52,23 @@ def test_a_prefix_that_cannot_start_a_volume_name_is_refused(prefix: str) -> Non
         run_volume_name(prefix, "r")
 
 
+def test_refusals_say_exactly_what_a_name_may_hold() -> None:
+    rule = "use letters, digits, '_', '.' or '-', starting with a letter or digit"
+    assert prefix_problem("-x") == rule
+    assert prefix_problem("x" * 64) is None  # the longest prefix allowed
+    assert prefix_problem("x" * 65) == "use at most 64 characters"
+    with pytest.raises(ValueError) as caught:
+        run_volume_name(DEFAULT_PREFIX, "r\n")
+    assert str(caught.value) == (
+        "run id 'r\\n' is not valid: use 1-128 letters, digits, '_', '.' or '-', starting "
+        "with a letter or digit"
+    )
+    with pytest.raises(ValueError) as caught:
+        run_volume_name("a b", "r")
+    assert str(caught.value) == f"workspace volume prefix 'a b' is not valid: {rule}"
+    assert keep_reason(None, False, None, CUTOFF) == "the run is not in the run store"
+
+
 def test_volumes_outside_the_prefix_belong_to_no_run_of_this_fleet() -> None:
     assert run_of_volume("fleet-a-", "fleet-b-r1") is None
     assert run_of_volume("fleet-a-", "fleet-a-") is None  # no run id after the prefix
@@ -79,7 +97,7 @@ CUTOFF = NOW - timedelta(days=7)
 @pytest.mark.parametrize(
     ("status", "final", "finished_at", "kept"),
     [
-        (None, False, None, "not in the run store"),
+        (None, False, None, "the run is not in the run store"),
         ("pending", False, None, "the run is pending"),
         ("running", False, NOW - timedelta(days=30), "the run is running"),
         ("failed", True, None, "has no finish time"),
