@@ -37,6 +37,7 @@ from moonmind_codex.gate import (
     TIMEOUT_ENV,
     VERDICT_PREFIX,
     WARN_DAYS_ENV,
+    quarantine,
 )
 from moonmind_codex.messages import Fix
 from moonmind_codex.preflight_eval import (
@@ -313,8 +314,44 @@ def run_preflight(
         if own_client and client is not None:
             with contextlib.suppress(*ENGINE_ERRORS):
                 client.close()
+    report.update(recorded_verdicts(settings, shard))
     policy = LoginPolicy(job_uid=settings.job_uid, warn_after_days=settings.last_refresh_warn_days)
     return evaluate(report, shard, policy, time.monotonic() - started)
+
+
+def recorded_verdicts(settings: Settings, shard: Shard) -> dict[str, Any]:
+    """What the run store holds against this shard's login, as the job's gate receives it.
+
+    A quarantine (the server rejected the login) and a fence (the login is a later copy of
+    another shard's) block the shard's phases while auth.json is the login they judged; the
+    stand-alone check reports the same, so ``preflight`` and ``login-check`` never call a shard
+    ok that its next phase would find blocked. No run store yet (a fleet that has never run a
+    phase) or one that cannot be read: nothing recorded to add.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from moonmind_codex import fence
+    from moonmind_codex.runstore import RunStore, StoreUnavailable
+
+    try:
+        store = RunStore.open_existing(settings.database_url)
+    except StoreUnavailable:
+        return {}
+    found: dict[str, Any] = {}
+    try:
+        health = store.shard_health(shard.volume)
+        quarantined = quarantine(health.gate_value() if health is not None else None)
+        if quarantined is not None:
+            found["quarantine"] = quarantined
+        verdict = store.login_fence(shard.volume)
+        fenced = fence.parse_gate_value(fence.gate_value(verdict) if verdict else None)
+        if fenced is not None:
+            found["fence"] = fenced
+    except SQLAlchemyError:
+        return {}
+    finally:
+        store.engine.dispose()
+    return found
 
 
 def run_preflights(

@@ -51,7 +51,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "integration/test_keepalive_e2e.py": 2,
     "integration/test_login_fence_e2e.py": 3,
     "integration/test_phase_records.py": 16,
-    "integration/test_preflight.py": 23,
+    "integration/test_preflight.py": 24,
     "integration/test_run_workspaces.py": 4,
     "integration/test_runs_e2e.py": 13,
     "integration/test_runstore.py": 25,

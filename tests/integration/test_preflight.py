@@ -19,9 +19,10 @@ import pytest
 from harness.logins import FAKE_API_KEY, JOB_IMAGE
 from moonmind_codex.preflight import run_preflight
 from moonmind_codex.preflight_eval import PreflightResult
+from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings, SettingsError
-from tests.integration.conftest import VolumeFactory, in_volume, unique
-from tests.unit.helpers import assert_no_secret
+from tests.integration.conftest import VolumeFactory, in_volume, unique, write_auth
+from tests.unit.helpers import assert_no_secret, chatgpt_auth
 
 SettingsFor = Callable[..., Settings]
 PROBE_LABEL = "io.moonmind.codex.role=probe"
@@ -280,3 +281,35 @@ def test_repeated_checks_leave_no_container(
         assert check(settings, client).status == "ok"
     after = {c.id for c in client.containers.list(all=True, filters={"label": PROBE_LABEL})}
     assert after <= before  # (other people's probes may come and go meanwhile)
+
+
+def test_the_stand_alone_check_reports_what_the_run_store_holds_against_the_login(
+    client: Any, make_volume: VolumeFactory, settings_for: SettingsFor, tmp_path: Path
+) -> None:
+    # preflight and login-check say what the shard's next phase would find: a login the server
+    # rejected, or a fenced copy, is blocked while auth.json is still that login.
+    volume, owner = make_volume("auth", "chatgpt"), make_volume("auth", "chatgpt")
+    digest = in_volume(volume, "sha256sum /home/app/.codex/auth.json").split()[0]
+    url = f"sqlite:///{tmp_path / 'store' / 'runs.sqlite3'}"
+    settings = settings_for(volume, database_url=url)
+    assert check(settings, client).status == "ok"  # no run store yet: nothing recorded
+
+    store = RunStore.open(url)
+    store.quarantine(volume, host="test-host", shard=0, reason="refresh_token_reused",
+                     auth_digest=digest)  # fmt: skip
+    rejected = check(settings, client)
+    assert_blocked(rejected, settings, "the server rejected this login (refresh_token_reused, ",
+                   "sign in again: the server rejected this login")  # fmt: skip
+    store.lift_quarantine(volume, quarantined_digest=digest, auth_digest="f" * 64)
+    assert check(settings, client).status == "ok"
+
+    # A later copy of shard 1's login: fenced while it is that auth.json, clear once it changes.
+    for name, shard, auth in ((owner, 1, "e" * 64), (volume, 0, digest)):
+        store.register_login(name, host="test-host", shard=shard, fingerprint="c" * 64,
+                             key_id="k" * 16, auth_digest=auth)  # fmt: skip
+    fenced = check(settings, client)
+    assert fenced.status == "blocked", fenced.message()
+    assert f"same ChatGPT login as shard 1 (volume {owner} on host test-host)" in fenced.reason
+    write_auth(volume, chatgpt_auth(last_refresh_days=1))  # signed in again: another login
+    assert check(settings, client).status == "ok"
+    store.engine.dispose()
