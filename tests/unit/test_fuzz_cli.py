@@ -29,7 +29,7 @@ from tests.unit.fuzz_strategies import SECRET_PREFIX, json_values, secrets
 REFUSED = {ExitCode.USAGE, ExitCode.DATAERR, ExitCode.CONFIG}
 SHARD_COMMANDS = ["preflight", "login-check", "worker", "login", "repair", "export-login",
                   "clear-login"]  # fmt: skip
-COMMANDS = [*SHARD_COMMANDS, "route", "enqueue", "runs", "db"]
+COMMANDS = [*SHARD_COMMANDS, "route", "enqueue", "runs", "db", "status", "metrics", "login-fence"]
 
 
 class Reached(Exception):
@@ -52,6 +52,7 @@ def isolated(stdin: bytes) -> Iterator[tuple[io.TextIOWrapper, io.StringIO]]:
             "moonmind_codex.worker.run_worker",
             "moonmind_codex.celery_app.create_app",
             "moonmind_codex.cli._run_store",
+            "moonmind_codex.runstore.RunStore.open_existing",
         ):
             stack.enter_context(mock.patch(target, stub))
         stack.enter_context(mock.patch("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin))))
