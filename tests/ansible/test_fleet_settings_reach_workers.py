@@ -119,6 +119,30 @@ def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
     log = docker("exec", fresh_host, "cat", result["log_path"]).stdout
     assert log.splitlines()[0] == str(JOB_UID)
 
+    # The server rejects shard 0's login (recorded in the run store, as a failed phase would):
+    # the login check reports it blocked, as the shard's next phase would find it.
+    digest = docker(
+        "exec", fresh_host, "docker", "run", "--rm", "--network=none", "--user=0:0",
+        "--entrypoint=sha256sum", "--volume=codex_auth_0:/c:ro", "moonmind-codex/job:latest",
+        "/c/auth.json",
+    ).stdout.split()[0]  # fmt: skip
+    quarantined = docker(
+        "exec", fresh_host, "docker", "exec", "moonmind-codex-worker-0", "/opt/moonmind-codex/bin/python", "-c",
+        "import sys; from moonmind_codex.runstore import RunStore;"
+        "from moonmind_codex.settings import load_settings; s = load_settings();"
+        "RunStore.open(s.database_url).quarantine(s.served_shard.volume, host=s.host_name,"
+        " shard=0, reason='refresh_token_reused', auth_digest=sys.argv[1])",
+        digest,
+    )  # fmt: skip
+    assert quarantined.returncode == 0, quarantined.stderr
+    rejected = ansible_playbook(inventory, REPO / "playbooks" / "login_check.yml")
+    assert rejected.returncode == 0, rejected.stdout[-3000:]
+    assert re.search(
+        rf"0\s+codex_auth_0\s+{fresh_host}\s+blocked\b.*the server rejected this login "
+        r"\(refresh_token_reused",
+        rejected.stdout,
+    ), rejected.stdout[-3000:]
+
     labels = docker(
         "exec", fresh_host, "docker", "ps", "--filter", "label=io.moonmind.codex.role=worker",
         "--format", '{{.Label "io.moonmind.codex.queue"}}',
