@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 help:
 	@echo "make deploy      install the engine, build images, run playbooks/site.yml on $(INVENTORY)"
-	@echo "make teardown    stop and remove workers and broker; volumes (logins) are kept"
+	@echo "make teardown    stop and remove workers, the job network and broker; volumes (logins) are kept"
 	@echo "make login-check print the per-shard login table"
 	@echo "make test        everything CI runs: lint, unit, integration, Ansible, Molecule"
 	@echo "make bench       benchmarks under bench/ (results printed and written to bench/results/)"

@@ -529,6 +529,14 @@ def test_teardown_keeps_the_logins_and_only_the_purge_flag_removes_them(
         "--label", "io.moonmind.codex.run-id=teardown-keeps-me", workspace,
     )  # fmt: skip
 
+    def networks() -> list[str]:
+        return docker(
+            "exec", fleet.name, "docker", "network", "ls", "--format", "{{.Name}}"
+        ).stdout.split()
+
+    assert "moonmind_codex_jobs" in networks()
+    assert "MOONMIND-JOBS-FORWARD" in docker("exec", fleet.name, "iptables", "-S").stdout
+
     down = fleet.run(TEARDOWN, **fleet.values(purge=False))
     fleet.applied = None
     assert down.returncode == 0, down.stdout[-4000:]
@@ -536,6 +544,16 @@ def test_teardown_keeps_the_logins_and_only_the_purge_flag_removes_them(
     assert not any(name.startswith("moonmind-codex-") for name in left), left
     assert all(running(fleet.name, s)["ActiveState"] == "inactive" for s in shards)
     assert logins(fleet.name, shards) == kept  # every login survived
+    # The job network went, and with it the firewall's unit, chains and files.
+    assert "moonmind_codex_jobs" not in networks()
+    rules = docker("exec", fleet.name, "iptables", "-S").stdout
+    assert "mmc-jobs0" not in rules and "MOONMIND-JOBS" not in rules, rules
+    for path in (
+        "/etc/systemd/system/moonmind-codex-job-firewall.service",
+        "/usr/local/sbin/moonmind-codex-job-firewall",
+        f"{CONFIG_DIR}/job-firewall.env",
+    ):
+        assert docker("exec", fleet.name, "test", "-e", path, check=False).returncode == 1, path
 
     purged = fleet.run(TEARDOWN, **fleet.values(purge=True))
     assert purged.returncode == 0, purged.stdout[-4000:]

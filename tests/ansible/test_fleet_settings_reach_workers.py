@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 SHARDS = 2
 JOB_UID = 1001
 PREFIX = "cx"
+WORKER_PYTHON = "/opt/moonmind-codex/bin/python"
 CONFIG_DIR = "/etc/moonmind-codex"
 # A worker container reads its own shard's broker URL, whose user publishes to no other shard.
 PRODUCER_URL = f"MOONMIND_CODEX_BROKER_URL_FILE={CONFIG_DIR}/broker_url"
@@ -127,7 +128,7 @@ def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
         "/c/auth.json",
     ).stdout.split()[0]  # fmt: skip
     quarantined = docker(
-        "exec", fresh_host, "docker", "exec", "moonmind-codex-worker-0", "/opt/moonmind-codex/bin/python", "-c",
+        "exec", fresh_host, "docker", "exec", "moonmind-codex-worker-0", WORKER_PYTHON, "-c",
         "import sys; from moonmind_codex.runstore import RunStore;"
         "from moonmind_codex.settings import load_settings; s = load_settings();"
         "RunStore.open(s.database_url).quarantine(s.served_shard.volume, host=s.host_name,"
