@@ -242,6 +242,11 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         default=None,
         help="MOONMIND_CODEX_JOB_CPUSET for the workers, e.g. 1 (default: any core)",
     )
+    parser.add_argument(
+        "--worker-cpuset",
+        default=None,
+        help="cores of the shard worker containers, e.g. 1 (default: any core)",
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     client = docker.from_env()
@@ -278,6 +283,7 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
                         f"mmc-bench-{tag}-w{n}",
                         volumes[n].name,
                         extra_env=worker_env,
+                        cpuset=args.worker_cpuset,
                     )
                 )
             for worker in workers:
@@ -422,7 +428,7 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         f"saturated blocks alternating; saturating load: {args.backlog_per_shard} phases "
         f"(`sleep {args.busy_seconds:g}`, pre-flight included) per shard per round; job "
         f"containers' CpuShares seen: {sorted(shares_seen)} (0 = engine default 1024); job "
-        f"cores: {args.job_cpuset or 'any'}; "
+        f"cores: {args.job_cpuset or 'any'}; shard worker cores: {args.worker_cpuset or 'any'}; "
         f"every shard still had work at the end of {saturated_rounds}/{len(rounds)} "
         "saturated blocks"
     )
@@ -466,6 +472,7 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         busy_seconds=args.busy_seconds,
         job_cpu_shares_seen=sorted(shares_seen),
         job_cpuset=args.job_cpuset,
+        worker_cpuset=args.worker_cpuset,
         ping_idle=idle,
         ping_saturated=saturated,
         per_round=rounds,

@@ -53,12 +53,14 @@ def start_worker(
     *,
     engine_socket_dir: Path | None = None,
     tmpfs: dict[str, str] | None = None,
+    cpuset: str | None = None,
 ) -> Any:
     """One shard's worker container.
 
     ``engine_socket_dir``: talk to the engine through ``<dir>/docker.sock`` (for example a
     proxy a test can stop) instead of the host's socket, which is then not mounted at all.
     ``tmpfs``: extra tmpfs mounts (path -> mount options), for example a small disk.
+    ``cpuset``: the cores the worker container may use (``docker run --cpuset-cpus``).
     """
     env = {
         "MOONMIND_CODEX_SHARD": str(shard),
@@ -94,6 +96,8 @@ def start_worker(
         engine_url = f"unix://{ENGINE_SOCKET_MOUNT}/docker.sock"
         env = {"MOONMIND_CODEX_DOCKER_URL": engine_url, "DOCKER_HOST": engine_url, **env}
     optional: dict[str, Any] = {"tmpfs": tmpfs} if tmpfs else {}
+    if cpuset is not None:
+        optional["cpuset_cpus"] = cpuset
     return client.containers.run(
         WORKER_IMAGE,
         name=name,
