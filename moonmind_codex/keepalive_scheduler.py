@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from moonmind_codex.fleet_status import OPEN_RUN_STATES
 from moonmind_codex.keepalive import (
     KEEPALIVE_PHASE,
     Decision,
@@ -41,7 +42,6 @@ from moonmind_codex.shard import Shard
 
 log = logging.getLogger(__name__)
 
-OPEN_RUN_STATES = ("pending", "running")
 RUNNING_ATTEMPT_STATES = ("running", "busy")
 
 

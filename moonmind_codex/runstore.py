@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,7 +48,6 @@ from moonmind_codex.keepalive import RUN_ID_PREFIX, run_id_prefix
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Phase attempt states: the first two are open, the rest final for that attempt.
-OPEN_STATES = frozenset({"pending", "running"})
 FINAL_STATES = frozenset({"succeeded", "failed", "timed_out", "blocked", "cancelled", "lost"})
 
 
@@ -296,15 +295,23 @@ def _prepare_sqlite_file(database: Path) -> None:
                 os.chown(path, owner.st_uid, owner.st_gid)
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite URL; None for another database or an in-memory one."""
+    if not url.startswith("sqlite"):
+        return None
+    database = url.split("///", 1)[1] if "///" in url else ""
+    return Path(database) if database and database != ":memory:" else None
+
+
 def make_engine(url: str, *, prepare: bool = True) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys.
 
     ``prepare``: create a missing SQLite file, its directory and its migration lock file.
     """
     if url.startswith("sqlite"):
-        database = url.split("///", 1)[1] if "///" in url else ""
-        if prepare and database and database != ":memory:":
-            _prepare_sqlite_file(Path(database))
+        database = _sqlite_file(url)
+        if prepare and database is not None:
+            _prepare_sqlite_file(database)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -386,10 +393,9 @@ class RunStore:
         fleet. Raises :class:`StoreUnavailable`, whose message never holds a password.
         """
         shown = redacted_url(url)
-        if url.startswith("sqlite"):
-            database = url.split("///", 1)[1] if "///" in url else ""
-            if database and database != ":memory:" and not Path(database).is_file():
-                raise StoreUnavailable(f"no run store at {shown} (the file does not exist)")
+        database = _sqlite_file(url)
+        if database is not None and not database.is_file():
+            raise StoreUnavailable(f"no run store at {shown} (the file does not exist)")
         engine: Engine | None = None
         try:
             engine = make_engine(url, prepare=False)
@@ -806,27 +812,26 @@ class RunStore:
 
     def latest_runs_by_shard(self, shards: Sequence[int]) -> dict[int, RunView]:
         """The latest run (not a keep-alive) a phase of which reached each of ``shards``."""
-        found = {}
-        with self._transaction() as session:
-            for shard in shards:
-                row = session.scalars(
-                    select(RunRecord)
-                    .where(RunRecord.shard == shard, ~_is_keepalive(RunRecord.id))
-                    .order_by(RunRecord.created_at.desc(), RunRecord.id.desc())
-                    .limit(1)
-                ).one_or_none()
-                if row is not None:
-                    found[shard] = _run_view(row)
-        return found
+        return self._latest_per_shard(
+            shards, lambda shard: (RunRecord.shard == shard, ~_is_keepalive(RunRecord.id))
+        )
 
     def latest_keepalives(self, shards: Sequence[int]) -> dict[int, RunView]:
         """The latest keep-alive run of each of ``shards`` (``keepalive-<shard>-...``)."""
+        return self._latest_per_shard(
+            shards,
+            lambda shard: (RunRecord.id.startswith(run_id_prefix(shard), autoescape=True),),
+        )
+
+    def _latest_per_shard(
+        self, shards: Sequence[int], conditions: Callable[[int], tuple[Any, ...]]
+    ) -> dict[int, RunView]:
         found = {}
         with self._transaction() as session:
             for shard in shards:
                 row = session.scalars(
                     select(RunRecord)
-                    .where(RunRecord.id.startswith(run_id_prefix(shard), autoescape=True))
+                    .where(*conditions(shard))
                     .order_by(RunRecord.created_at.desc(), RunRecord.id.desc())
                     .limit(1)
                 ).one_or_none()
