@@ -294,9 +294,15 @@ def job_image_versions(settings: Settings, shards: list[int]) -> dict[int, dict[
 
 
 def run_preflight(
-    settings: Settings, shard_number: int, client: docker.DockerClient | None = None
+    settings: Settings,
+    shard_number: int,
+    client: docker.DockerClient | None = None,
+    recorded: Mapping[str, Any] | None = None,
 ) -> PreflightResult:
-    """Check shard ``shard_number``'s login. Raises only for bad input (shard out of range)."""
+    """Check shard ``shard_number``'s login. Raises only for bad input (shard out of range).
+
+    ``recorded``: what :func:`recorded_verdicts` read for this shard (read here when None).
+    """
     shard = settings.locate_shard(shard_number)  # validates the shard before anything runs
     started = time.monotonic()
     own_client = client is None
@@ -314,41 +320,45 @@ def run_preflight(
         if own_client and client is not None:
             with contextlib.suppress(*ENGINE_ERRORS):
                 client.close()
-    report.update(recorded_verdicts(settings, shard))
+    report.update(
+        recorded_verdicts(settings, [shard])[shard.volume] if recorded is None else recorded
+    )
     policy = LoginPolicy(job_uid=settings.job_uid, warn_after_days=settings.last_refresh_warn_days)
     return evaluate(report, shard, policy, time.monotonic() - started)
 
 
-def recorded_verdicts(settings: Settings, shard: Shard) -> dict[str, Any]:
-    """What the run store holds against this shard's login, as the job's gate receives it.
+def recorded_verdicts(settings: Settings, shards: Sequence[Shard]) -> dict[str, dict[str, Any]]:
+    """What the run store holds against each shard's login, as the job's gate receives it.
 
-    A quarantine (the server rejected the login) and a fence (the login is a later copy of
-    another shard's) block the shard's phases while auth.json is the login they judged; the
-    stand-alone check reports the same, so ``preflight`` and ``login-check`` never call a shard
-    ok that its next phase would find blocked. No run store yet (a fleet that has never run a
-    phase) or one that cannot be read: nothing recorded to add.
+    By volume. A quarantine (the server rejected the login) and a fence (the login is a later
+    copy of another shard's) block the shard's phases while auth.json is the login they judged;
+    the stand-alone check reports the same, so ``preflight`` and ``login-check`` never call a
+    shard ok that its next phase would find blocked. The store is opened once for all of them.
+    No run store yet (a fleet that has never run a phase) or one that cannot be read: nothing
+    recorded to add.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
     from moonmind_codex import fence
     from moonmind_codex.runstore import RunStore, StoreUnavailable
 
+    found: dict[str, dict[str, Any]] = {shard.volume: {} for shard in shards}
     try:
         store = RunStore.open_existing(settings.database_url)
     except StoreUnavailable:
-        return {}
-    found: dict[str, Any] = {}
+        return found
     try:
-        health = store.shard_health(shard.volume)
-        quarantined = quarantine(health.gate_value() if health is not None else None)
-        if quarantined is not None:
-            found["quarantine"] = quarantined
-        verdict = store.login_fence(shard.volume)
-        fenced = fence.parse_gate_value(fence.gate_value(verdict) if verdict else None)
-        if fenced is not None:
-            found["fence"] = fenced
+        for shard in shards:
+            health = store.shard_health(shard.volume)
+            quarantined = quarantine(health.gate_value() if health is not None else None)
+            if quarantined is not None:
+                found[shard.volume]["quarantine"] = quarantined
+            verdict = store.login_fence(shard.volume)
+            fenced = fence.parse_gate_value(fence.gate_value(verdict) if verdict else None)
+            if fenced is not None:
+                found[shard.volume]["fence"] = fenced
     except SQLAlchemyError:
-        return {}
+        return {volume: {} for volume in found}
     finally:
         store.engine.dispose()
     return found
@@ -366,9 +376,16 @@ def run_preflights(
             client = connect(settings)
     except DockerUnavailable:
         return [run_preflight(settings, n) for n in shard_numbers]  # each says the engine is down
+    shards = [settings.locate_shard(n) for n in shard_numbers]
+    recorded = recorded_verdicts(settings, shards)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(len(shard_numbers), 8))) as pool:
-            return list(pool.map(lambda n: run_preflight(settings, n, client), shard_numbers))
+        with ThreadPoolExecutor(max_workers=max(1, min(len(shards), 8))) as pool:
+            return list(
+                pool.map(
+                    lambda s: run_preflight(settings, s.number, client, recorded[s.volume]),
+                    shards,
+                )
+            )
     finally:
         if own_client:
             with contextlib.suppress(*ENGINE_ERRORS):
