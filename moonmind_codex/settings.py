@@ -367,13 +367,22 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def process_environment() -> dict[str, str]:
-    """``os.environ`` over the host's rendered fleet environment (when there is one)."""
+    """``os.environ`` over the host's rendered fleet environment (when there is one).
+
+    A variable of the process replaces the file's setting in either form: ``X`` set by hand
+    wins over the file's ``X_FILE`` (fleet.env names its secrets by file) and the other way round.
+    """
     env = dict(os.environ)
     file_name = env.get(ENV_PREFIX + "ENV_FILE")
     path = DEFAULT_ENV_FILE if file_name is None else (Path(file_name) if file_name else None)
     if path is None:
         return env
-    return {**read_env_file(path), **env}
+    rendered = read_env_file(path)
+    for key in env:
+        if key.startswith(ENV_PREFIX):
+            twin = key.removesuffix("_FILE") if key.endswith("_FILE") else key + "_FILE"
+            rendered.pop(twin, None)
+    return {**rendered, **env}
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

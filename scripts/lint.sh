@@ -12,5 +12,6 @@ echo "== ansible-lint"; "$venv/ansible-lint" --profile production
 if command -v shellcheck >/dev/null 2>&1; then
   echo "== shellcheck"; shellcheck scripts/*.sh .ci/run images/job/moonmind-codex-job \
     images/job/moonmind-codex-probe images/broker/moonmind-codex-broker \
+    images/database/moonmind-codex-database \
     roles/moonmind_codex_job_network/files/moonmind-codex-job-firewall
 fi

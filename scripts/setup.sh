@@ -2,7 +2,7 @@
 # One idempotent set-up for a fresh Debian 12 machine (run as root):
 #   Docker engine (Debian's docker.io) installed and answering, debootstrap for a local base
 #   image, the Python venv (.venv) with the project and its tools, and the project's images
-#   (worker, job, broker, host, registry) built from images/.
+#   (worker, job, broker, database, host, registry) built from images/.
 # A second run with nothing changed installs and rebuilds nothing: each image carries the digest
 # of its inputs in label io.moonmind.codex.source-digest and is rebuilt only when that changes.
 #
@@ -19,7 +19,7 @@ usage: scripts/setup.sh [--no-images | --images-only] [--only IMAGE[,IMAGE]] [--
 
   --no-images          engine and venv only
   --images-only        images only (engine must already answer)
-  --only LIST          build only these images (worker, job, broker, host, registry)
+  --only LIST          build only these images (worker, job, broker, database, host, registry)
   --save-archives DIR  also write DIR/<image>.tar (docker save) for air-gapped hosts and Molecule;
                        an archive is rewritten only when its image changed
 EOF
@@ -29,7 +29,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 start=$SECONDS
 do_engine=1 do_venv=1 do_images=1
-only="worker,job,broker,host,registry"
+only="worker,job,broker,database,host,registry"
 archives=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,8 +44,8 @@ while [ $# -gt 0 ]; do
 done
 for name in ${only//,/ }; do
   case "$name" in
-    worker | job | broker | host | registry) ;;
-    *) echo "setup.sh: unknown image '$name' in --only (known: worker, job, broker, host, registry)" >&2
+    worker | job | broker | database | host | registry) ;;
+    *) echo "setup.sh: unknown image '$name' in --only (known: worker, job, broker, database, host, registry)" >&2
        exit 64 ;;
   esac
 done
@@ -164,6 +164,7 @@ image_inputs() {
     worker) echo "images/worker images/ca-certificates pyproject.toml README.md moonmind_codex" ;;
     job) echo "images/job images/ca-certificates moonmind_codex" ;;
     broker) echo "images/broker" ;;
+    database) echo "images/database" ;;
     host) echo "images/host images/ca-certificates" ;;
     registry) echo "images/registry" ;;
   esac

@@ -1,7 +1,8 @@
 """Cross-host inventory rules, checked once before any host is touched.
 
 Pure functions (no Ansible import needed to test them): every shard 0..count-1 on exactly one
-host of ``codex_workers``, ids are real integers, a broker is defined exactly once.
+host of ``codex_workers``, ids are real integers, a broker is defined exactly once, and the
+run store at most once (a ``codex_database`` host or an external URL, never both).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 BROKER_SECURITY_MODES = ("tls", "password")
+DATABASE_URL_SCHEMES = ("postgresql+psycopg://", "postgresql://", "sqlite:///")
 FIX_SHARDS = "set moonmind_codex_shards to a list of integers, e.g. [0, 1]"
 # Gaps listed one by one; the rest are counted (a count of 10**9 must not make 10**9 lines).
 MAX_LISTED_GAPS = 20
@@ -26,6 +28,8 @@ def inventory_errors(
     shard_count: Any,
     external_broker_url: Any = "",
     broker_security: Any = "tls",
+    databases: Sequence[str] = (),
+    external_database_url: Any = "",
 ) -> list[str]:
     """Every problem with the fleet's inventory, each naming the host/shard and the fix."""
     errors: list[str] = []
@@ -46,6 +50,7 @@ def inventory_errors(
     errors.extend(_coverage_errors(owners, count))
     errors.extend(_broker_errors(brokers, external_broker_url))
     errors.extend(_security_errors(external_broker_url, broker_security))
+    errors.extend(_database_errors(databases, external_database_url, broker_security))
     return errors
 
 
@@ -149,6 +154,45 @@ def _security_errors(external_broker_url: Any, broker_security: Any) -> list[str
             "put one host in codex_broker"
         ]
     return []
+
+
+def _database_errors(
+    databases: Sequence[str], external_database_url: Any, broker_security: Any
+) -> list[str]:
+    """At most one run store: a codex_database host (tls mode), an external URL, or SQLite."""
+    errors: list[str] = []
+    if external_database_url is None:
+        external_database_url = ""
+    if not isinstance(external_database_url, str):
+        return [
+            f"moonmind_codex_database_url is a {type(external_database_url).__name__}, not a "
+            "string: set it to postgresql+psycopg://USER:PASSWORD@HOST/DB (vault it), or leave "
+            "it empty"
+        ]
+    external = external_database_url.strip() != ""
+    if len(databases) > 1:
+        errors.append(
+            f"group codex_database has {len(databases)} hosts ({', '.join(databases)}): "
+            "the run store is one PostgreSQL server; put exactly one host in it"
+        )
+    if external and databases:
+        errors.append(
+            "both moonmind_codex_database_url and a codex_database host are set: use your own "
+            "PostgreSQL (the URL) or the managed one (the host), not both"
+        )
+    if external and not external_database_url.strip().startswith(DATABASE_URL_SCHEMES):
+        errors.append(
+            "moonmind_codex_database_url must start with "
+            + " or ".join(DATABASE_URL_SCHEMES)
+            + " (e.g. postgresql+psycopg://moonmind:PASSWORD@db.internal/moonmind, vaulted)"
+        )
+    if databases and broker_security != "tls":
+        errors.append(
+            "a codex_database host serves the run store over TLS with the fleet CA, which is "
+            "made in the tls mode only: set moonmind_codex_broker_security: tls, or use your own "
+            "PostgreSQL through moonmind_codex_database_url"
+        )
+    return errors
 
 
 def shard_owners(

@@ -75,6 +75,13 @@ def run_site(inv: Path, *extra: str) -> subprocess.CompletedProcess[str]:
             {"brokers": "        broker.invalid:\n        broker2.invalid:"},
             "group codex_broker has 2 hosts",
         ),
+        (
+            {
+                "extra": "    codex_database:\n      hosts:\n        db.invalid:\n"
+                "        db2.invalid:\n"
+            },
+            "group codex_database has 2 hosts (db.invalid, db2.invalid)",
+        ),
     ],
     ids=[
         "duplicate",
@@ -85,6 +92,7 @@ def run_site(inv: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         "not-a-list",
         "no-broker",
         "two-brokers",
+        "two-databases",
     ],
 )
 def test_bad_inventory_fails_before_any_host_changes(
@@ -96,7 +104,7 @@ def test_bad_inventory_fails_before_any_host_changes(
     assert "The inventory is not valid; nothing was changed" in output
     assert message in output, output[-3000:]
     # Only the validation play ran: no worker or broker host was contacted.
-    for host in ("host-a.invalid", "host-b.invalid", "broker.invalid"):
+    for host in ("host-a.invalid", "host-b.invalid", "broker.invalid", "db.invalid"):
         assert f"{host} " not in output.split("PLAY RECAP")[-1]
     assert "UNREACHABLE" not in output
 
@@ -179,6 +187,22 @@ def test_filter_refuses_an_unknown_trust_mode_or_tls_with_an_external_broker() -
     (external,) = inventory_errors(["a"], hostvars, [], 1, "amqp://u:p@mq:5672//", "tls")
     assert "does not manage" in external
     assert "set moonmind_codex_broker_security: password" in external
+
+
+def test_filter_allows_one_run_store_and_names_each_conflict() -> None:
+    hostvars = {"a": {"moonmind_codex_shards": [0]}}
+    external = "postgresql+psycopg://moonmind:pw@db.internal/moonmind"
+    assert inventory_errors(["a"], hostvars, ["mq"], 1, "", "tls", ["db"], "") == []
+    assert inventory_errors(["a"], hostvars, ["mq"], 1, "", "tls", [], external) == []
+    assert inventory_errors(["a"], hostvars, ["mq"], 1, "", "password", [], None) == []
+    (both,) = inventory_errors(["a"], hostvars, ["mq"], 1, "", "tls", ["db"], external)
+    assert "both moonmind_codex_database_url and a codex_database host" in both
+    (scheme,) = inventory_errors(["a"], hostvars, ["mq"], 1, "", "tls", [], "mysql://db/x")
+    assert "moonmind_codex_database_url must start with postgresql+psycopg://" in scheme
+    (kind,) = inventory_errors(["a"], hostvars, ["mq"], 1, "", "tls", [], {"url": "x"})
+    assert "moonmind_codex_database_url is a dict, not a string" in kind
+    (mode,) = inventory_errors(["a"], hostvars, ["mq"], 1, "", "password", ["db"], "")
+    assert "made in the tls mode only: set moonmind_codex_broker_security: tls" in mode
 
 
 def test_example_and_local_inventories_are_valid() -> None:

@@ -207,6 +207,33 @@ def test_fleet_env_file_sits_under_the_process_environment(
     assert load_settings().job_uid == 3000 and load_settings().host_name != "inventory-name"
 
 
+def test_a_process_variable_replaces_the_fleet_env_files_setting_in_either_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url_file = tmp_path / "database_url"
+    url_file.write_text("sqlite:////from/the/file.sqlite3\n")
+    rendered = tmp_path / "fleet.env"
+    rendered.write_text(
+        f"MOONMIND_CODEX_DATABASE_URL_FILE={url_file}\n"
+        "MOONMIND_CODEX_BROKER_URL=amqp://file:pw@mq:5672//\n"
+    )
+    monkeypatch.setenv("MOONMIND_CODEX_ENV_FILE", str(rendered))
+    assert load_settings().database_url == "sqlite:////from/the/file.sqlite3"
+    monkeypatch.setenv("MOONMIND_CODEX_DATABASE_URL", "sqlite:////by/hand.sqlite3")
+    by_hand = tmp_path / "broker_url"
+    by_hand.write_text("amqp://hand:pw@mq:5672//")
+    monkeypatch.setenv("MOONMIND_CODEX_BROKER_URL_FILE", str(by_hand))
+    s = load_settings()
+    assert (s.database_url, s.broker_url) == (
+        "sqlite:////by/hand.sqlite3",
+        "amqp://hand:pw@mq:5672//",
+    )
+    # Both forms set by hand is still a mistake.
+    monkeypatch.setenv("MOONMIND_CODEX_DATABASE_URL_FILE", str(url_file))
+    with pytest.raises(SettingsError, match="set either MOONMIND_CODEX_DATABASE_URL or"):
+        load_settings()
+
+
 def test_bad_fleet_env_file_names_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rendered = tmp_path / "fleet.env"
     rendered.write_text("MOONMIND_CODEX_SHARD_COUNT=3\nexport PATH=/x\n")

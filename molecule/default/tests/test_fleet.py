@@ -10,6 +10,7 @@ import base64
 import json
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from fleetops import (
     HOST_A,
     HOST_B,
     INVENTORY,
+    fleet_cli,
     on,
     playbook,
     restore_fleet,
@@ -30,6 +32,7 @@ from fleetops import (
 )
 
 from moonmind_codex.routing import shard_for_key
+from tests.unit.helpers import chatgpt_auth
 
 testinfra_hosts: list[str] = []  # the tests below address hosts explicitly
 # Phases are sent as the host's producer (the CLI's broker URL): a worker container's own URL
@@ -184,16 +187,22 @@ def test_teardown_keeps_logins_and_site_restores_the_fleet(fleet_put_back: None)
         "docker run --rm --network none --entrypoint sha256sum -v codex_auth_0:/c "
         "moonmind-codex/job:latest /c/auth.json"
     )
+    history = fleet_status(host_a, 0)["runs"]
     done = playbook("teardown.yml")
     assert done.returncode == 0, done.stdout[-3000:]
     for shard in (0, 1):
         assert not host_a.service(f"moonmind-codex-worker@{shard}").is_enabled
         assert host_a.run(f"docker inspect moonmind-codex-worker-{shard}").rc != 0
     assert host_a.run("docker volume inspect codex_auth_0 codex_auth_1").rc == 0
+    store_host = on(BROKER)
+    assert not store_host.service("moonmind-codex-database").is_enabled
+    assert store_host.run("docker inspect moonmind-codex-database").rc != 0
+    assert store_host.run("docker volume inspect moonmind_codex_database_data").rc == 0
     done = playbook("site.yml")
     assert done.returncode == 0, done.stdout[-3000:]
     for shard in (0, 1):
         assert host_a.service(f"moonmind-codex-worker@{shard}").is_running
+    assert fleet_status(host_a, 0)["runs"] == history  # the run store kept its records
     after = host_a.check_output(
         "docker run --rm --network none --entrypoint sha256sum -v codex_auth_0:/c "
         "moonmind-codex/job:latest /c/auth.json"
@@ -346,3 +355,130 @@ def test_the_provisioned_broker_is_tls_only_and_its_shards_refuse_unsigned_phase
         f"docker ps -a --filter label=io.moonmind.codex.run-id={run_id} --format x"
     ).stdout
     assert started.strip() == ""
+
+
+STORE_PROBE = """
+import json, psycopg
+from moonmind_codex.settings import load_settings
+from sqlalchemy.engine import make_url
+url = make_url(load_settings().database_url)
+seen = {"driver": url.drivername, "sslmode": url.query.get("sslmode"), "host": url.host}
+args = dict(host=url.host, port=url.port, dbname=url.database, user=url.username,
+            password=url.password, connect_timeout=10)
+with psycopg.connect(**args, sslmode="verify-full", sslrootcert=url.query["sslrootcert"]) as c:
+    seen["tls"] = c.execute(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0]
+    seen["superuser"] = c.execute(
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+for name, extra in (("plain", {"sslmode": "disable"}),
+                    ("system_cas", {"sslmode": "verify-full", "sslrootcert": "system"})):
+    try:
+        psycopg.connect(**args, **extra).close()
+        seen[name] = "connected"
+    except psycopg.OperationalError as exc:
+        seen[name] = "refused: " + str(exc).splitlines()[0][-120:]
+print(json.dumps(seen))
+"""
+
+
+def test_the_shared_run_store_is_postgresql_over_tls_only_its_url_a_worker_uid_file() -> None:
+    """The codex_database host's PostgreSQL: owned by a systemd unit, reached by both worker
+    hosts with the fleet CA and the password from database_url (0400), refused in plain text."""
+    broker = on(BROKER)
+    assert broker.service("moonmind-codex-database").is_running
+    policy = broker.check_output(
+        "docker inspect --format '{{.HostConfig.RestartPolicy.Name}}' moonmind-codex-database"
+    )
+    assert policy in ("no", "")
+    for name in (HOST_A, HOST_B):
+        host = on(name)
+        assert host.check_output("stat -c '%a %u' /etc/moonmind-codex/database_url") == "400 10001"
+        fleet_env = host.file("/etc/moonmind-codex/fleet.env").content_string
+        assert "MOONMIND_CODEX_DATABASE_URL_FILE=/etc/moonmind-codex/database_url" in fleet_env
+        assert "postgresql" not in fleet_env
+        encoded = base64.b64encode(STORE_PROBE.encode()).decode()
+        probed = host.run(
+            f"echo {encoded} | base64 -d | docker exec -i moonmind-codex-worker-"
+            f"{2 if name == HOST_B else 0} /opt/moonmind-codex/bin/python -"
+        )
+        assert probed.rc == 0, probed.stdout[-2000:] + probed.stderr[-3000:]
+        seen = json.loads(probed.stdout.strip().splitlines()[-1])
+        assert (seen["driver"], seen["sslmode"], seen["tls"], seen["superuser"]) == (
+            "postgresql+psycopg",
+            "verify-full",
+            True,
+            False,
+        ), seen
+        assert seen["host"] not in ("127.0.0.1", "localhost"), seen
+        assert seen["plain"].startswith("refused") and "no encryption" in seen["plain"], seen
+        assert seen["system_cas"].startswith("refused"), seen
+
+
+def chatgpt_login(refresh_token: str) -> str:
+    """A fabricated ChatGPT login (fake JWTs: the CLI reads only the file; nothing signs in)."""
+    login = chatgpt_auth()
+    login["tokens"]["refresh_token"] = refresh_token
+    return json.dumps(login)
+
+
+def import_login(shard: int, host_name: str, login: str) -> None:
+    done = fleet_cli(on(host_name), "login", f"--shard={shard}", "--from-file=-", stdin=login)
+    assert done.rc == 0, done.stdout + done.stderr
+
+
+def fleet_status(host: Any, shard: int) -> dict[str, Any]:
+    """``moonmind-codex status --json`` as the shard's worker sees the shared run store."""
+    shown = host.run(f"docker exec moonmind-codex-worker-{shard} moonmind-codex status --json")
+    assert shown.rc in (0, 2), shown.stdout[-2000:] + shown.stderr[-2000:]
+    status: dict[str, Any] = json.loads(shown.stdout)
+    return status
+
+
+def test_a_login_copied_to_the_other_host_is_reported_and_blocked_there() -> None:
+    """Two volumes, two hosts, one ChatGPT login: the shared run store fences the later copy
+    (its next phase is blocked with the fix), status and the login check report it on both
+    hosts, the store keeps no token, and a login of its own lifts the fence."""
+    host_a, host_b = on(HOST_A), on(HOST_B)
+    marker = "SECRET-REFRESH-molecule-" + uuid.uuid4().hex[:8]
+    login = chatgpt_login(marker)
+    try:
+        import_login(0, HOST_A, login)
+        owner = enqueue(host_a, unique("molecule-owner"), 0)
+        assert (owner["outcome"], owner["host"]) == ("succeeded", HOST_A), owner
+        import_login(2, HOST_B, login)  # the copy, on the other host
+        # The copy's first phase runs (the store does not know the login yet) and registers it.
+        registering = enqueue(host_a, unique("molecule-copy"), 2)
+        assert (registering["outcome"], registering["host"]) == ("succeeded", HOST_B), registering
+        blocked = host_a.run(
+            f"docker exec {AS_PRODUCER} moonmind-codex-worker-0 moonmind-codex enqueue --run-id "
+            f"{unique('molecule-fenced')} --phase specify --repository {key_for(2)} "
+            "--timeout 120 --wait -- true"
+        )
+        text = blocked.stdout + blocked.stderr
+        assert blocked.rc != 0, text
+        assert f"same ChatGPT login as shard 0 (volume codex_auth_0 on host {HOST_A})" in text, text
+        assert "moonmind-codex login --shard 2" in text, text
+        assert "moonmind-codex login-fence resolve --shard 2" in text, text
+        # Reported on both hosts, from the one shared store.
+        for host, shard in ((host_a, 0), (host_b, 2)):
+            rows = {row["shard"]: row for row in fleet_status(host, shard)["shards"]}
+            assert (rows[0]["health"], rows[2]["health"]) == ("ok", "fenced"), rows
+            kept_by = rows[2]["fence"]["kept_by"]
+            assert (kept_by["shard"], kept_by["host"]) == (0, HOST_A), rows[2]
+        table = login_check_table()  # its container reads the shared store over the network
+        assert (table[0], table[2]) == (f"{HOST_A} ok", f"{HOST_B} blocked"), table
+        dumped = on(BROKER).run(
+            "docker exec -u postgres moonmind-codex-database "
+            "/usr/lib/postgresql/15/bin/pg_dump -h /var/run/postgresql moonmind_codex"
+        )
+        assert dumped.rc == 0 and "spec_workflow_runs" in dumped.stdout, dumped.stderr[-2000:]
+        assert marker not in dumped.stdout and "SECRET-" not in dumped.stdout
+        # Shard 2 signed in with a login of its own: the fence lifts by itself.
+        import_login(2, HOST_B, chatgpt_login("SECRET-REFRESH-own-" + uuid.uuid4().hex[:8]))
+        own = enqueue(host_a, unique("molecule-own"), 2)
+        assert own["outcome"] == "succeeded", own
+        rows = {row["shard"]: row for row in fleet_status(host_b, 2)["shards"]}
+        assert rows[2]["health"] == "ok", rows[2]
+    finally:
+        # The other tests sign in with an API key where a shard has no login.
+        set_logins({0: False, 2: False})
