@@ -211,6 +211,48 @@ def job_cpu_shares_seen(client: Any, volumes: list[str]) -> list[int]:
     )
 
 
+def parse_cpus(text: str) -> set[int]:
+    """``"0"``, ``"0,2"`` or ``"0-3"`` (the cpuset syntax) as a set of core numbers."""
+    cores: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cores.update(range(int(first), int(last or first) + 1))
+    return cores
+
+
+def pin_threads(pids: list[int], cores: set[int]) -> dict[int, set[int]]:
+    """Every thread of ``pids`` on ``cores``; the threads' affinities before, to restore them.
+
+    Processes these threads start later inherit the mask: the engine's container shims and
+    runc (the container churn of Codex phases) follow dockerd and containerd.
+    """
+    before: dict[int, set[int]] = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):  # a thread just ended
+                tid = int(task.name)
+                before[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, cores)
+    return before
+
+
+def restore_threads(before: dict[int, set[int]]) -> None:
+    for tid, cores in before.items():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cores)
+
+
+def engine_pids() -> list[int]:
+    """dockerd and containerd (not the shims of running containers, which stay as they are)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in ("dockerd", "containerd"):
+                    found.append(int(entry.name))
+    return found
+
+
 def ping_latencies(app: Any, count: int) -> list[float]:
     samples = []
     for i in range(count):
@@ -247,6 +289,18 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         default=None,
         help="cores of the shard worker containers, e.g. 1 (default: any core)",
     )
+    parser.add_argument(
+        "--default-path-cpuset",
+        default=None,
+        help="cores of the default queue's path: this producer, the default worker, the broker "
+        "and its port proxy, e.g. 0 (default: any core)",
+    )
+    parser.add_argument(
+        "--engine-cpuset",
+        default=None,
+        help="cores of dockerd and containerd while measuring (and so of the container churn "
+        "they start), e.g. 1 (default: any core); restored at the end",
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     client = docker.from_env()
@@ -265,6 +319,11 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
     if args.job_cpuset is not None:
         worker_env["MOONMIND_CODEX_JOB_CPUSET"] = args.job_cpuset
     load_before = os.getloadavg()
+    if args.default_path_cpuset is not None:
+        # Before any thread or child starts: the producer's threads and the default worker
+        # inherit the mask.
+        os.sched_setaffinity(0, parse_cpus(args.default_path_cpuset))
+    engine_before: dict[int, set[int]] = {}
     try:
         for volume in volumes:
             api_key_login(volume.name)
@@ -322,6 +381,14 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
             # (b) default-queue latency: idle and saturated blocks, alternating.
             port = url.rsplit(":", 1)[1].split("/")[0]
             broker = broker_container(client, url)
+            if args.default_path_cpuset is not None:
+                broker.update(cpuset_cpus=args.default_path_cpuset)
+                pin_threads(
+                    [*pids_in_container(broker.id), *pids_of(f"-host-port {port} ")],
+                    parse_cpus(args.default_path_cpuset),
+                )
+            if args.engine_cpuset is not None:
+                engine_before = pin_threads(engine_pids(), parse_cpus(args.engine_cpuset))
             meter = Meter(
                 {
                     "producer": [os.getpid()],
@@ -392,6 +459,7 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
             idle = distribution(idle_samples)
             saturated = distribution(saturated_samples)
     finally:
+        restore_threads(engine_before)
         if default_worker is not None:
             default_worker.terminate()
             default_worker.wait(timeout=30)
@@ -429,6 +497,8 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         f"(`sleep {args.busy_seconds:g}`, pre-flight included) per shard per round; job "
         f"containers' CpuShares seen: {sorted(shares_seen)} (0 = engine default 1024); job "
         f"cores: {args.job_cpuset or 'any'}; shard worker cores: {args.worker_cpuset or 'any'}; "
+        f"default path cores: {args.default_path_cpuset or 'any'}; engine cores: "
+        f"{args.engine_cpuset or 'any'}; "
         f"every shard still had work at the end of {saturated_rounds}/{len(rounds)} "
         "saturated blocks"
     )
@@ -473,6 +543,8 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
         job_cpu_shares_seen=sorted(shares_seen),
         job_cpuset=args.job_cpuset,
         worker_cpuset=args.worker_cpuset,
+        default_path_cpuset=args.default_path_cpuset,
+        engine_cpuset=args.engine_cpuset,
         ping_idle=idle,
         ping_saturated=saturated,
         per_round=rounds,

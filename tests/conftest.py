@@ -59,6 +59,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_audit.py": 4,
     "unit/test_broker_users.py": 34,
     "unit/test_database_url.py": 3,
+    "unit/test_bench_cores.py": 6,
     "unit/test_bench_records.py": 32,
     "unit/test_authfile.py": 78,
     "unit/test_cli_args.py": 21,
