@@ -220,26 +220,30 @@ def parse_cpus(text: str) -> set[int]:
     return cores
 
 
+def _set_threads(pid: int, cores: set[int]) -> None:
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError):  # a thread just ended
+            os.sched_setaffinity(int(task.name), cores)
+
+
 def pin_threads(pids: list[int], cores: set[int]) -> dict[int, set[int]]:
-    """Every thread of ``pids`` on ``cores``; the threads' affinities before, to restore them.
+    """Every thread of ``pids`` on ``cores``; each process's cores before, to restore them.
 
     Processes these threads start later inherit the mask: the engine's container shims and
     runc (the container churn of Codex phases) follow dockerd and containerd.
     """
     before: dict[int, set[int]] = {}
     for pid in pids:
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            with contextlib.suppress(OSError, ValueError):  # a thread just ended
-                tid = int(task.name)
-                before[tid] = os.sched_getaffinity(tid)
-                os.sched_setaffinity(tid, cores)
+        with contextlib.suppress(OSError):  # the process just ended
+            before[pid] = os.sched_getaffinity(pid)
+            _set_threads(pid, cores)
     return before
 
 
 def restore_threads(before: dict[int, set[int]]) -> None:
-    for tid, cores in before.items():
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(tid, cores)
+    """Every thread of each process back on its cores, those it started meanwhile included."""
+    for pid, cores in before.items():
+        _set_threads(pid, cores)
 
 
 def engine_pids() -> list[int]:
@@ -382,6 +386,8 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one benchmark, read top to bottom
             port = url.rsplit(":", 1)[1].split("/")[0]
             broker = broker_container(client, url)
             if args.default_path_cpuset is not None:
+                # The broker's port proxy with the broker: dockerd starts it with the engine's
+                # cores, and on a fleet the broker's unit moves it (moonmind_codex_broker_cpuset).
                 broker.update(cpuset_cpus=args.default_path_cpuset)
                 pin_threads(
                     [*pids_in_container(broker.id), *pids_of(f"-host-port {port} ")],

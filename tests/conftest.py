@@ -33,7 +33,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "ansible/test_hosts_without_systemd.py": 3,
     "ansible/test_images_pull_mode.py": 2,
     "ansible/test_job_network.py": 7,
-    "ansible/test_inventory_validation.py": 18,
+    "ansible/test_inventory_validation.py": 19,
     "ansible/test_no_login_in_logs.py": 3,
     "ansible/test_worker_unit_restart_policy.py": 5,
     "integration/test_broker_security.py": 14,

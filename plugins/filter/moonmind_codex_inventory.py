@@ -7,10 +7,13 @@ run store at most once (a ``codex_database`` host or an external URL, never both
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 BROKER_SECURITY_MODES = ("tls", "password")
+CPUSET = re.compile(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*")
+CPUSET_VARIABLES = ("moonmind_codex_codex_cpuset", "moonmind_codex_broker_cpuset")
 DATABASE_URL_SCHEMES = ("postgresql+psycopg://", "postgresql://", "sqlite:///")
 FIX_SHARDS = "set moonmind_codex_shards to a list of integers, e.g. [0, 1]"
 # Gaps listed one by one; the rest are counted (a count of 10**9 must not make 10**9 lines).
@@ -51,6 +54,7 @@ def inventory_errors(
     errors.extend(_broker_errors(brokers, external_broker_url))
     errors.extend(_security_errors(external_broker_url, broker_security))
     errors.extend(_database_errors(databases, external_database_url, broker_security))
+    errors.extend(_cpuset_errors([*workers, *brokers, *databases], hostvars))
     return errors
 
 
@@ -192,6 +196,25 @@ def _database_errors(
             "made in the tls mode only: set moonmind_codex_broker_security: tls, or use your own "
             "PostgreSQL through moonmind_codex_database_url"
         )
+    return errors
+
+
+def _cpuset_errors(hosts: Sequence[str], hostvars: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Core lists in the cpuset syntax ("1", "2-7", "1,3") or empty, on every host."""
+    errors: list[str] = []
+    for host in dict.fromkeys(hosts):
+        host_vars = hostvars.get(host, {})
+        if not isinstance(host_vars, Mapping):
+            continue  # reported by _host_errors for a worker; a broker's own vars are not read
+        for name in CPUSET_VARIABLES:
+            value = host_vars.get(name, "")
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str) or not CPUSET.fullmatch(value):
+                errors.append(
+                    f"host {host}: {name} is {value!r:.80}, not a core list: use the cpuset "
+                    'syntax ("1", "2-7", "1,3"), or "" for any core'
+                )
     return errors
 
 

@@ -1,10 +1,10 @@
 """Non-default fleet settings reach the workers and the login-check table alike.
 
 One real systemd + Docker host converged by playbooks/site.yml with a warn threshold of 3 days,
-job uid/gid 1001 and the queue prefix `cx`. Both the worker (a phase sent through the broker) and
-the login-check table must judge a login refreshed 5 days ago `warn` (the default threshold, 7,
-says `ok`), neither may block it for its owner (uid 1001, the default expects 1000), and every
-queue, label and route must use `cx`.
+job uid/gid 1001, the queue prefix `cx` and the Codex side on core 1 (the broker on core 0).
+Both the worker (a phase sent through the broker) and the login-check table must judge a login
+refreshed 5 days ago `warn` (the default threshold, 7, says `ok`), neither may block it for its
+owner (uid 1001, the default expects 1000), and every queue, label and route must use `cx`.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
             moonmind_codex_job_gid=JOB_UID,
             moonmind_codex_queue_prefix=PREFIX,
             moonmind_codex_workers_allowed_commands=["codex", "id"],
+            moonmind_codex_codex_cpuset="1",
+            moonmind_codex_broker_cpuset="0",
         ),
     )
     site = REPO / "playbooks" / "site.yml"
@@ -83,6 +85,30 @@ def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
     assert changed(again.stdout, fresh_host) == 0, re.findall(
         r"TASK \[([^\]]*)\][^\n]*\n(?:[^\n]+\n)*?changed", again.stdout
     )
+
+    # The core split: the engine (and so the container churn it starts), the shard workers and
+    # their jobs on core 1, the broker on core 0; the running engine was pinned without a restart.
+    for unit in ("docker", "containerd"):
+        shown = docker("exec", fresh_host, "systemctl", "show", "-p", "CPUAffinity", unit).stdout
+        assert shown.strip() == "CPUAffinity=1", (unit, shown)
+    pinned = docker(
+        "exec", fresh_host, "sh", "-c",
+        "for p in $(pgrep -x dockerd) $(pgrep -x containerd); do taskset -pc $p; done",
+    ).stdout.splitlines()  # fmt: skip
+    assert len(pinned) >= 2 and all(line.endswith("affinity list: 1") for line in pinned), pinned
+    cpusets = docker(
+        "exec", fresh_host, "docker", "inspect", "--format", "{{.HostConfig.CpusetCpus}}",
+        "moonmind-codex-worker-0", "moonmind-codex-worker-1", "moonmind-codex-broker",
+    ).stdout.split()  # fmt: skip
+    assert cpusets == ["1", "1", "0"], cpusets
+    # The broker's port proxy (the engine's child) was moved to the broker's core by its unit.
+    proxies = docker(
+        "exec", fresh_host, "sh", "-c",
+        'for p in $(pgrep -f "[d]ocker-proxy .*-host-port 567[12] "); do taskset -pc $p; done',
+    ).stdout.splitlines()  # fmt: skip
+    assert proxies and all(line.endswith("affinity list: 0") for line in proxies), proxies
+    fleet_env = docker("exec", fresh_host, "cat", f"{CONFIG_DIR}/fleet.env").stdout
+    assert "MOONMIND_CODEX_JOB_CPUSET=1\n" in fleet_env
 
     # Shard 0 signed in through the CLI and fleet.env: a login refreshed 5 days ago.
     login = cli_on(

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,6 +204,22 @@ def test_filter_allows_one_run_store_and_names_each_conflict() -> None:
     assert "moonmind_codex_database_url is a dict, not a string" in kind
     (mode,) = inventory_errors(["a"], hostvars, ["mq"], 1, "", "password", ["db"], "")
     assert "made in the tls mode only: set moonmind_codex_broker_security: tls" in mode
+
+
+def test_filter_checks_the_core_lists_of_every_host() -> None:
+    hostvars: dict[str, dict[str, Any]] = {
+        "a": {"moonmind_codex_shards": [0], "moonmind_codex_codex_cpuset": "1-3,5"},
+        "mq": {"moonmind_codex_broker_cpuset": "0"},
+    }
+    assert inventory_errors(["a"], hostvars, ["mq"], 1, "", "tls") == []
+    hostvars["a"]["moonmind_codex_codex_cpuset"] = 1
+    hostvars["mq"]["moonmind_codex_broker_cpuset"] = "0-"
+    assert inventory_errors(["a"], hostvars, ["mq"], 1, "", "tls") == [
+        'host a: moonmind_codex_codex_cpuset is 1, not a core list: use the cpuset syntax ("1", '
+        '"2-7", "1,3"), or "" for any core',
+        "host mq: moonmind_codex_broker_cpuset is '0-', not a core list: use the cpuset syntax "
+        '("1", "2-7", "1,3"), or "" for any core',
+    ]
 
 
 def test_example_and_local_inventories_are_valid() -> None:
