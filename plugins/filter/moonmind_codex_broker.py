@@ -1,4 +1,5 @@
-"""The fleet's broker users and what each may do: least privilege on RabbitMQ's vhost ``/``.
+"""The fleet's broker users and what each may do: least privilege on RabbitMQ's vhost ``/``;
+and the servers' certificate names and the URLs clients reach the broker and the run store by.
 
 Pure functions (no Ansible import needed to test them), used by the broker role to write the
 broker's definitions file and by the test harness to start the same broker.
@@ -32,7 +33,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 NOTHING = "^$"
 # The rpc result backend's reply queue of each producer app: a random UUID.
@@ -191,8 +192,8 @@ def subject_alt_names(names: list[str]) -> list[str]:
     return entries
 
 
-def amqp_url(user: str, password: str, host: str, port: int | str, tls: bool = True) -> str:
-    """The URL a worker or producer uses: ``amqps://`` (TLS) or ``amqp://``, vhost ``/``.
+def _url_authority(user: str, password: str, host: str, port: int | str) -> str:
+    """``user:password@host:port`` of a URL.
 
     User and password are percent-encoded whole (a ``/``, ``@`` or ``:`` in them must not end
     the field); an IPv6 address gets its brackets.
@@ -203,8 +204,28 @@ def amqp_url(user: str, password: str, host: str, port: int | str, tls: bool = T
             address = f"[{address}]"
     except ValueError:
         pass
+    return f"{quote(user, safe='')}:{quote(password, safe='')}@{address}:{int(port)}"
+
+
+def amqp_url(user: str, password: str, host: str, port: int | str, tls: bool = True) -> str:
+    """The URL a worker or producer uses: ``amqps://`` (TLS) or ``amqp://``, vhost ``/``."""
     scheme = "amqps" if tls else "amqp"
-    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{address}:{int(port)}//"
+    return f"{scheme}://{_url_authority(user, password, host, port)}//"
+
+
+def postgresql_url(
+    user: str, password: str, host: str, port: int | str, database: str, ca_path: str
+) -> str:
+    """The run store's ``postgresql+psycopg://`` URL (the workers role's ``database_url``).
+
+    ``verify-full``: the server's certificate must be the fleet CA's and name the host, so a
+    machine that takes over the database's address without it gets no password.
+    """
+    query = urlencode({"sslmode": "verify-full", "sslrootcert": ca_path})
+    return (
+        f"postgresql+psycopg://{_url_authority(user, password, host, port)}"
+        f"/{quote(database, safe='')}?{query}"
+    )
 
 
 class FilterModule:
@@ -215,4 +236,5 @@ class FilterModule:
             "moonmind_codex_fleet_queue_names": fleet_queue_names,
             "moonmind_codex_subject_alt_names": subject_alt_names,
             "moonmind_codex_amqp_url": amqp_url,
+            "moonmind_codex_postgresql_url": postgresql_url,
         }

@@ -171,6 +171,7 @@ def test_the_filters_are_exported_to_ansible() -> None:
         "moonmind_codex_fleet_queue_names",
         "moonmind_codex_subject_alt_names",
         "moonmind_codex_amqp_url",
+        "moonmind_codex_postgresql_url",
     }
 
 

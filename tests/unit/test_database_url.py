@@ -1,4 +1,4 @@
-"""The workers' URL of the fleet's managed run store (plugins/filter/moonmind_codex_database)."""
+"""The workers' URL of the fleet's managed run store (plugins/filter/moonmind_codex_broker)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "filter"))
-from moonmind_codex_database import FilterModule, postgresql_url
+from moonmind_codex_broker import FilterModule, postgresql_url
 
 
 def test_the_filter_is_exported_to_ansible() -> None:
-    assert set(FilterModule().filters()) == {"moonmind_codex_postgresql_url"}
+    assert FilterModule().filters()["moonmind_codex_postgresql_url"] is postgresql_url
 
 
 def test_the_url_checks_the_servers_name_against_the_fleet_ca() -> None:
