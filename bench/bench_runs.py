@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,29 +121,26 @@ def runqueue_wait_seconds(pids: list[int]) -> float:
     return total / 1e9
 
 
-def pids_in_container(container_id: str) -> list[int]:
+def _pids(matches: Callable[[Path], bool]) -> list[int]:
+    """Host processes whose /proc entry ``matches`` (one that ends meanwhile is skipped)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                if container_id in (entry / "cgroup").read_text():
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                if matches(entry):
                     found.append(int(entry.name))
-            except OSError:
-                continue
     return found
+
+
+def pids_in_container(container_id: str) -> list[int]:
+    return _pids(lambda entry: container_id in (entry / "cgroup").read_text())
 
 
 def pids_of(needle: str) -> list[int]:
     """Host processes whose command line contains ``needle`` (the broker's port proxy)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    found.append(int(entry.name))
-            except (OSError, UnicodeDecodeError):
-                continue
-    return found
+    return _pids(
+        lambda entry: needle in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    )
 
 
 class Meter:
@@ -248,13 +246,7 @@ def restore_threads(before: dict[int, set[int]]) -> None:
 
 def engine_pids() -> list[int]:
     """dockerd and containerd (not the shims of running containers, which stay as they are)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() in ("dockerd", "containerd"):
-                    found.append(int(entry.name))
-    return found
+    return _pids(lambda entry: (entry / "comm").read_text().strip() in ("dockerd", "containerd"))
 
 
 def ping_latencies(app: Any, count: int) -> list[float]:
