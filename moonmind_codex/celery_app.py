@@ -31,7 +31,7 @@ from moonmind_codex.recording import install_run_recording
 from moonmind_codex.router import fleet_queues, install_routing
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
-from moonmind_codex.signing import configure_signing
+from moonmind_codex.signing import configure_signing, forget_unsafe_serializers
 from moonmind_codex.submit import CODEX_PHASE_TASK
 
 __all__ = ["CODEX_PHASE_TASK", "PING_TASK", "create_app", "install_routing"]
@@ -49,6 +49,8 @@ def create_app(
     ``settings.database_url``); workers pass ``sticky=False`` and record phases in the run
     store, which each worker process opens on first use.
     """
+    # Pickle, YAML and msgpack never decode anything in a fleet process, signed or not.
+    forget_unsafe_serializers()
     app = Celery("moonmind_codex", broker=settings.broker_url, backend="rpc://")
     if store is None and sticky:
         store = RunStore.open(settings.database_url)

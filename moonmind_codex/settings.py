@@ -155,6 +155,10 @@ class Settings:
     signing_key_path: Path | None = None
     signing_cert_path: Path | None = None
     signing_trust_dir: Path | None = None
+    # How long a signed task message stays valid after it was sent (its signed expiry): a
+    # captured message cannot be replayed later. A phase waiting longer in its queue is refused
+    # and audited; `runs retry` sends it again.
+    signed_message_ttl_seconds: float = 86400.0
     # `celery control`/`inspect` on shard workers: off, so a broker user cannot shut a shard
     # down or read its requests; cancellations go through the run store instead.
     remote_control: bool = False
@@ -499,6 +503,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         signing_key_path=_optional_path(env, "SIGNING_KEY_PATH"),
         signing_cert_path=_optional_path(env, "SIGNING_CERT_PATH"),
         signing_trust_dir=_optional_path(env, "SIGNING_TRUST_DIR"),
+        signed_message_ttl_seconds=_float(
+            env, "SIGNED_MESSAGE_TTL_SECONDS", Settings.signed_message_ttl_seconds, 0
+        ),
         remote_control=_bool(env, "REMOTE_CONTROL", Settings.remote_control),
         declare_queues=_bool(env, "DECLARE_QUEUES", Settings.declare_queues),
         fingerprint_key_file=_fingerprint_key_file(env),

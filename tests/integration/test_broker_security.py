@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import secrets
 import socket
 import ssl
@@ -23,9 +24,17 @@ from typing import Any
 
 import amqp.exceptions
 import pytest
+from celery.security.certificate import Certificate
+from celery.security.key import PrivateKey
 from kombu import Connection, Exchange, Queue
 
-from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
+from harness.fleet import (
+    STATE_DIR,
+    WORKER_UID,
+    producer_database_url,
+    start_worker,
+    wait_for_log,
+)
 from harness.logins import api_key_login
 from harness.pki import Identity
 from harness.secure_broker import SecureBroker, running_secure_broker
@@ -33,6 +42,12 @@ from moonmind_codex.audit import read_records
 from moonmind_codex.celery_app import create_app
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
+from moonmind_codex.signing import (
+    SECURITY_DIGEST,
+    SIGNED_CONTEXT,
+    JsonOnlySerializer,
+    signed_context,
+)
 
 SHARDS = 3
 SERVED = 1
@@ -332,3 +347,184 @@ def test_a_signed_phase_with_a_disallowed_command_runs_nothing_and_is_recorded_a
     assert not client.containers.list(
         all=True, filters={"label": f"io.moonmind.codex.run-id={run_id}"}
     )
+
+
+# --- A trusted key is not enough: signed bodies are JSON, and their context is signed too ---
+
+
+def _signer(identity: Identity) -> JsonOnlySerializer:
+    return JsonOnlySerializer(
+        PrivateKey(identity.key.read_text()),
+        Certificate(identity.cert.read_text()),
+        None,
+        SECURITY_DIGEST,
+    )
+
+
+def _publish_signed(
+    fleet: SecureFleet,
+    body: bytes,
+    inner_type: str,
+    headers: dict[str, Any],
+    inner_encoding: str = "utf-8",
+) -> None:
+    """A task message for the served shard, its body signed with the fleet producer's own key
+    (as a producer holding that key could send it), published with the producer's password."""
+    signer = _signer(fleet.producer_id)
+    packed = signer._pack(
+        body,
+        inner_type,
+        inner_encoding,
+        signer=signer._cert.get_id(),
+        signature=signer._key.sign(body, signer._digest),
+    )
+    with Connection(
+        fleet.broker.url("codex-producer"), ssl=fleet.broker.ssl_options(), connect_timeout=10
+    ) as conn:
+        conn.Producer().publish(
+            packed,
+            # Each queue's own topic exchange (the default exchange is not the producer's).
+            exchange=f"codex-{SERVED}",
+            routing_key=f"codex-{SERVED}",
+            headers=headers,
+            content_type="application/data",
+            content_encoding="utf-8",
+        )
+
+
+def _phase_headers(task_id: str, run_id: str, attempt: int = 1) -> dict[str, Any]:
+    return {
+        "lang": "py",
+        "task": "moonmind_codex.codex_phase",
+        "id": task_id,
+        "root_id": task_id,
+        "moonmind_codex_run": run_id,
+        "moonmind_codex_phase": "only",
+        "moonmind_codex_attempt": attempt,
+    }
+
+
+def _phase_body(fleet: SecureFleet, run_id: str, command: list[str], context: Any) -> bytes:
+    kwargs = {
+        "run_id": run_id,
+        "phase": "only",
+        "command": command,
+        "affinity_key": fleet.repository(),
+    }
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    if context is not None:
+        embed[SIGNED_CONTEXT] = context
+    return json.dumps([[], kwargs, embed]).encode()
+
+
+class _RunsCode:
+    """A pickle whose loading leaves a marker file in the worker's state directory."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, (f"touch {STATE_DIR}/{self.marker}",))
+
+
+def _unsafe_body(kind: str, marker: str) -> tuple[bytes, str, str]:
+    """(body, inner content type, inner encoding) of a signed body in ``kind``."""
+    if kind == "pickle":
+        return pickle.dumps(_RunsCode(marker)), "application/x-python-serialize", "binary"
+    if kind == "yaml":
+        text = f'!!python/object/apply:os.system ["touch {STATE_DIR}/{marker}"]\n'
+        return text.encode(), "application/x-yaml", "utf-8"
+    # msgpack runs no code, but it is a second decoder a signed body must not reach.
+    return b"\x93\x90\x81\xa3run\xa3x\x80", "application/x-msgpack", "binary"
+
+
+@pytest.mark.parametrize("kind", ["pickle", "yaml", "msgpack"])
+def test_a_signed_body_that_is_not_json_runs_no_code_and_is_recorded_as_refused(
+    fleet: SecureFleet, client: Any, kind: str
+) -> None:
+    marker = f"ran-{kind}-{fleet.tag}"
+    body, inner_type, inner_encoding = _unsafe_body(kind, marker)
+    task_id = f"sec-{fleet.tag}-{kind}"
+    _publish_signed(fleet, body, inner_type, _phase_headers(task_id, task_id), inner_encoding)
+    refusal = _refused_for(fleet, task_id)
+    # Nothing decoded the body: no marker in the worker's state directory, no job container,
+    # the worker still consuming.
+    assert not (fleet.state / marker).exists(), f"the signed {kind} body ran in the worker"
+    assert refusal["reason"].startswith("signed body refused"), refusal
+    assert inner_type in refusal["reason"], refusal
+    assert not client.containers.list(
+        all=True, filters={"label": f"io.moonmind.codex.run-id={task_id}"}
+    )
+    fleet.worker.reload()
+    assert fleet.worker.status == "running"
+
+
+def _context(task_id: str, run_id: str, now: float, ttl_s: float = 600) -> dict[str, Any]:
+    return signed_context(_phase_headers(task_id, run_id), now, ttl_s)
+
+
+def test_a_hand_built_signed_message_with_its_context_runs(fleet: SecureFleet) -> None:
+    """The control for the replays below: the same construction, unaltered, is accepted."""
+    run_id = task_id = f"sec-{fleet.tag}-control"
+    body = _phase_body(
+        fleet, run_id, ["sh", "-c", "printf control"], _context(task_id, run_id, time.time())
+    )
+    _publish_signed(fleet, body, "application/json", _phase_headers(task_id, run_id))
+    wait_until(
+        lambda: any(
+            r["event"] == "codex_phase_finished" and r.get("task_id") == task_id
+            for r in read_records(fleet.audit_log)
+        ),
+        180,
+        f"phase {task_id} finished; worker log:\n{fleet.worker_log()}",
+    )
+    assert not [r for r in fleet.refusals() if r["task_id"] == task_id]
+
+
+@pytest.mark.parametrize(
+    ("changed", "value"),
+    [
+        ("id", "another-task-id"),
+        ("task", "moonmind_codex.ping"),
+        ("moonmind_codex_phase", "publish"),
+        ("moonmind_codex_attempt", 2),
+        ("moonmind_codex_run", "someone-elses-run"),
+    ],
+)
+def test_a_signed_message_replayed_under_other_headers_is_refused(
+    fleet: SecureFleet, client: Any, changed: str, value: Any
+) -> None:
+    run_id = task_id = f"sec-{fleet.tag}-replay-{changed}"
+    body = _phase_body(
+        fleet, run_id, ["sh", "-c", "printf replayed"], _context(task_id, run_id, time.time())
+    )
+    headers = _phase_headers(task_id, run_id) | {changed: value}
+    _publish_signed(fleet, body, "application/json", headers)
+    refusal = _refused_for(fleet, headers["id"])
+    assert f"header {changed}=" in refusal["reason"], refusal
+    assert "replayed or altered" in refusal["reason"], refusal
+    assert not client.containers.list(
+        all=True, filters={"label": f"io.moonmind.codex.run-id={run_id}"}
+    )
+
+
+def test_an_expired_signed_message_is_refused(fleet: SecureFleet, client: Any) -> None:
+    run_id = task_id = f"sec-{fleet.tag}-expired"
+    # Captured two days ago with a one-day expiry.
+    context = _context(task_id, run_id, time.time() - 2 * 86400, ttl_s=86400)
+    body = _phase_body(fleet, run_id, ["sh", "-c", "printf late"], context)
+    _publish_signed(fleet, body, "application/json", _phase_headers(task_id, run_id))
+    refusal = _refused_for(fleet, task_id)
+    assert "expired at" in refusal["reason"], refusal
+    assert not client.containers.list(
+        all=True, filters={"label": f"io.moonmind.codex.run-id={run_id}"}
+    )
+
+
+def test_a_signed_message_without_a_signed_context_is_refused(fleet: SecureFleet) -> None:
+    run_id = task_id = f"sec-{fleet.tag}-nocontext"
+    body = _phase_body(fleet, run_id, ["sh", "-c", "printf old"], None)
+    _publish_signed(fleet, body, "application/json", _phase_headers(task_id, run_id))
+    refusal = _refused_for(fleet, task_id)
+    assert "no signed context" in refusal["reason"], refusal
+    assert "runs retry" in refusal["reason"], refusal
