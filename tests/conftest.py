@@ -36,7 +36,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "ansible/test_inventory_validation.py": 19,
     "ansible/test_no_login_in_logs.py": 3,
     "ansible/test_worker_unit_restart_policy.py": 5,
-    "integration/test_broker_security.py": 24,
+    "integration/test_broker_security.py": 25,
     "integration/test_canary_image.py": 1,
     "integration/test_celery_e2e.py": 17,
     "integration/test_cli.py": 29,

@@ -90,12 +90,16 @@ class SecureFleet:
             }
         return env
 
-    def submit(self, identity: Identity | None, command: list[str], run_id: str) -> None:
-        """``moonmind-codex runs submit`` of a one-phase run on the served shard's queue."""
+    def submit(
+        self, identity: Identity | None, command: list[str], run_id: str, phases: int = 1
+    ) -> None:
+        """``moonmind-codex runs submit`` of a run on the served shard's queue: one phase
+        ``only``, or ``phases`` phases ``p0``, ``p1``, ... each running ``command``."""
+        names = ["only"] if phases == 1 else [f"p{n}" for n in range(phases)]
         definition = {
             "run_id": run_id,
             "repository": self.repository(),
-            "phases": [{"name": "only", "command": command}],
+            "phases": [{"name": name, "command": command} for name in names],
         }
         done = subprocess.run(
             [sys.executable, "-m", "moonmind_codex", "runs", "submit", "-"],
@@ -250,6 +254,27 @@ def test_a_signed_phase_from_a_fleet_producer_runs(fleet: SecureFleet) -> None:
         180,
         f"run {run_id} succeeded; worker log:\n{fleet.worker_log()}",
     )
+    assert not [r for r in fleet.refusals() if r.get("run_id") == run_id]
+
+
+def test_a_signed_run_goes_on_to_its_next_phases_signed_by_the_worker(
+    fleet: SecureFleet,
+) -> None:
+    """The worker signs what it sends on (the chain's next phase) with a context of its own:
+    the second phase is accepted, not refused as a replay of the first."""
+    run_id = f"sec-{fleet.tag}-chain"
+    fleet.submit(fleet.producer_id, ["sh", "-c", "printf chained"], run_id, phases=3)
+    store = fleet.store()
+    wait_until(
+        lambda: (run := store.get_run(run_id)) is not None and run.status == "succeeded",
+        180,
+        f"run {run_id} succeeded; worker log:\n{fleet.worker_log()}",
+    )
+    assert [(a.phase, a.status) for a in store.attempts(run_id)] == [
+        ("p0", "succeeded"),
+        ("p1", "succeeded"),
+        ("p2", "succeeded"),
+    ]
     assert not [r for r in fleet.refusals() if r.get("run_id") == run_id]
 
 
