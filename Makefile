@@ -6,13 +6,14 @@ INVENTORY ?= inventory/local
 # Explicit, so Ansible uses it even from a world-writable checkout (where it would ignore it).
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup deploy teardown login-check lint test test-python test-molecule bench
+.PHONY: help setup deploy teardown login-check lint test test-python test-molecule fuzz bench
 
 help:
 	@echo "make deploy      install the engine, build images, run playbooks/site.yml on $(INVENTORY)"
 	@echo "make teardown    stop and remove workers, the job network and broker; volumes (logins) are kept"
 	@echo "make login-check print the per-shard login table"
 	@echo "make test        everything CI runs: lint, unit, integration, Ansible, Molecule"
+	@echo "make fuzz        the random search of the fuzz modules for FUZZ_SECONDS (default 600)"
 	@echo "make bench       benchmarks under bench/ (results printed and written to bench/results/)"
 
 setup:
@@ -38,6 +39,9 @@ test-python:
 
 test-molecule:
 	bash scripts/molecule-test.sh
+
+fuzz:
+	bash scripts/fuzz.sh
 
 bench: setup
 	bash scripts/bench.sh

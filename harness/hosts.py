@@ -7,13 +7,16 @@ starts its hosts with the same.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -53,12 +56,109 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _run_host(name: str, *image_and_command: str) -> None:
+def _run_host(name: str, *image_and_command: str, images: Sequence[str] = ()) -> None:
     remove_host(name)
+    if images:
+        _seed_engine(name, images)
     docker(
         "run", "-d", "--name", name, "--hostname", name, *HOST_FLAGS,
         "-v", f"{name}-docker:/var/lib/docker", *image_and_command,
     )  # fmt: skip
+
+
+# --- One image store for every host: loaded once, copied into each new host's engine ---
+# Loading the worker, job and broker images into a host's engine (docker save | docker load)
+# took about 80 s a host on the 2-core machine; copying an engine directory that already holds
+# them takes about 16 s. The store is keyed by the images' ids, so a rebuilt image makes a new
+# one (and the old one is removed).
+SEED_PREFIX = "mmc-test-seed-"
+_SEED_DONE = ".moonmind-codex-seed-complete"
+_SEED_LOCK = REPO / "var" / "ci" / "image-seed.lock"
+
+
+def image_id(image: str, host: str | None = None) -> str:
+    """The id of ``image`` in this machine's engine, or in ``host``'s ("" when absent)."""
+    inner = ["exec", host, "docker"] if host else []
+    done = docker(*inner, "image", "inspect", "--format", "{{.Id}}", image, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def load_images(host: str, *names: str) -> None:
+    """The project's ``names`` images in ``host``'s engine (loaded unless already the same)."""
+    for name in names:
+        image = f"moonmind-codex/{name}:latest"
+        if image_id(image, host) == image_id(image):
+            continue
+        with subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE) as save:
+            subprocess.run(
+                ["docker", "exec", "-i", host, "docker", "load", "-q"],
+                stdin=save.stdout,
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+        if save.returncode != 0:
+            raise RuntimeError(f"docker save {image} failed with exit code {save.returncode}")
+
+
+@contextlib.contextmanager
+def _seed_lock() -> Iterator[None]:
+    _SEED_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with _SEED_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _in_volume(volume: str, script: str, *mounts: str) -> subprocess.CompletedProcess[str]:
+    """``sh -c script`` in a throw-away container with ``volume`` at /v (and ``mounts``)."""
+    extra = [arg for mount in mounts for arg in ("-v", mount)]
+    return docker(
+        "run", "--rm", "-v", f"{volume}:/v", *extra, "--entrypoint", "sh", HOST_IMAGE,
+        "-c", script, check=False,
+    )  # fmt: skip
+
+
+# Every host that starts with images gets all of these (one store, not one per combination).
+SEED_IMAGES = ("worker", "job", "broker")
+
+
+def image_seed() -> str:
+    """A volume holding a stopped host engine's data with the images :data:`SEED_IMAGES`."""
+    ids = sorted(f"{n}={image_id(f'moonmind-codex/{n}:latest')}" for n in SEED_IMAGES)
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
+    builder = f"{SEED_PREFIX}{digest}"
+    volume = f"{builder}-docker"
+    with _seed_lock():
+        if _in_volume(volume, f"test -f /v/{_SEED_DONE}").returncode == 0:
+            return volume
+        start_host(builder)
+        try:
+            load_images(builder, *SEED_IMAGES)
+            docker("stop", builder)  # systemd stops the engine cleanly: its data is whole
+            docker("rm", builder)
+            marked = _in_volume(volume, f"touch /v/{_SEED_DONE}")
+            if marked.returncode != 0:
+                raise RuntimeError(f"could not mark the image store {volume}: {marked.stderr}")
+        except BaseException:
+            remove_host(builder)
+            raise
+        listed = docker("volume", "ls", "-q", "--filter", f"name={SEED_PREFIX}").stdout.split()
+        for stale in set(listed) - {volume}:
+            docker("volume", "rm", "-f", stale, check=False)
+    return volume
+
+
+def _seed_engine(name: str, images: Sequence[str]) -> None:
+    """``name``'s engine volume, made a copy of the image store (which holds ``images``)."""
+    missing = set(images) - set(SEED_IMAGES)
+    if missing:
+        raise ValueError(f"the image store holds {SEED_IMAGES}, not {sorted(missing)}")
+    seed = image_seed()
+    copied = _in_volume(
+        f"{name}-docker", f"cp -a /seed/. /v/ && rm -f /v/{_SEED_DONE}", f"{seed}:/seed:ro"
+    )
+    if copied.returncode != 0:
+        raise RuntimeError(f"could not seed the engine of host {name}: {copied.stderr[-500:]}")
 
 
 def _wait_for_engine(name: str, timeout_s: float, log: str | None = None) -> None:
@@ -72,9 +172,13 @@ def _wait_for_engine(name: str, timeout_s: float, log: str | None = None) -> Non
         time.sleep(1)
 
 
-def start_host(name: str, timeout_s: float = 90) -> None:
-    """Boot a host container named ``name`` and wait until its own Docker engine answers."""
-    _run_host(name, HOST_IMAGE)
+def start_host(name: str, timeout_s: float = 90, images: Sequence[str] = ()) -> None:
+    """Boot a host container named ``name`` and wait until its own Docker engine answers.
+
+    ``images``: the project's images (``worker``, ``job``, ...) its engine starts with, copied
+    from the shared image store rather than loaded one by one.
+    """
+    _run_host(name, HOST_IMAGE, images=images)
     docker("exec", name, "systemctl", "is-system-running", "--wait", check=False)
     _wait_for_engine(name, timeout_s)
 
@@ -111,14 +215,16 @@ def ansible_playbook(
     )
 
 
-def start_host_without_systemd(name: str, timeout_s: float = 90) -> None:
+def start_host_without_systemd(
+    name: str, timeout_s: float = 90, images: Sequence[str] = ()
+) -> None:
     """A host container whose PID 1 is not systemd (``sleep``), with dockerd started by hand.
 
     The same image and capabilities as :func:`start_host`; Ansible's ``ansible_service_mgr`` is
     then ``sleep``, so the roles take their Docker restart-policy path. dockerd runs as the
     platform notes say for such machines (and as the docker role starts it there).
     """
-    _run_host(name, "--entrypoint", "sleep", HOST_IMAGE, "infinity")
+    _run_host(name, "--entrypoint", "sleep", HOST_IMAGE, "infinity", images=images)
     docker("exec", "-d", name, "sh", "-c", "exec dockerd >/var/log/dockerd.log 2>&1")
     _wait_for_engine(name, timeout_s, log="/var/log/dockerd.log")
 

@@ -9,39 +9,67 @@
 # The lanes share no Docker object (host containers are mmc-test-*/mmc-molecule-*, integration
 # objects have their own unique names) and mostly wait on engines and brokers, so they overlap
 # well even on two cores. The local lane prints as it goes; the hosts lane's log follows it.
+#
+# A red stage does not hide the stages after it: every stage runs, and the run ends with a table
+# of every stage, its lane, its time and its result (also in var/ci/stages.tsv); the exit status
+# is 1 when any stage failed.
 # Expects scripts/setup.sh to have run (make test does that).
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
-bash scripts/lint.sh
 mkdir -p var/ci
+stages=var/ci/stages.tsv
 hosts_log=var/ci/hosts-lane.log
+: >"$stages"
+
+# stage LANE NAME COMMAND...: run COMMAND, record its time and result, return its status.
+stage() {
+  local lane=$1 name=$2 t0=$SECONDS status=0
+  shift 2
+  echo "== [$lane] $name"
+  "$@" || status=$?
+  printf '%s\t%s\t%s\t%s\n' "$lane" "$name" "$((SECONDS - t0))" \
+    "$([ "$status" -eq 0 ] && echo passed || echo "FAILED (exit $status)")" >>"$stages"
+  return "$status"
+}
 
 hosts_lane() {
-  echo "== pytest tests/ansible"
-  .venv/bin/pytest --durations=15 tests/ansible
+  stage hosts "pytest tests/ansible" .venv/bin/pytest --durations=15 tests/ansible
 }
 
 local_lane() {
-  echo "== pytest (all but tests/ansible, which the hosts lane runs)"
-  .venv/bin/pytest --durations=15 tests --ignore=tests/ansible || return
-  echo "== mutation"
-  bash scripts/mutation.sh || return
-  echo "== molecule"
-  bash scripts/molecule-test.sh
+  local failed=0
+  stage local "pytest (all but tests/ansible)" \
+    .venv/bin/pytest --durations=15 tests --ignore=tests/ansible || failed=1
+  stage local "mutation floor" bash scripts/mutation.sh || failed=1
+  stage local "molecule" bash scripts/molecule-test.sh || failed=1
+  return "$failed"
 }
 
+stage lint "lint" bash scripts/lint.sh
 hosts_lane >"$hosts_log" 2>&1 &
 hosts_pid=$!
 echo "== hosts lane started (log: $hosts_log)"
-local_status=0
-local_lane || local_status=$?
-hosts_status=0
-wait "$hosts_pid" || hosts_status=$?
+local_lane
+wait "$hosts_pid"
 echo "== hosts lane log"
 cat "$hosts_log"
-echo "== local lane exit $local_status, hosts lane exit $hosts_status, $((SECONDS - start)) s"
-if [ "$local_status" -ne 0 ] || [ "$hosts_status" -ne 0 ]; then
+
+total=$((SECONDS - start))
+echo
+echo "== stages ($total s in all; the lanes ran side by side)"
+printf '%-6s  %-32s  %7s  %s\n' lane stage seconds result
+failed=0
+while IFS=$'\t' read -r lane name seconds result; do
+  printf '%-6s  %-32s  %7s  %s\n' "$lane" "$name" "$seconds" "$result"
+  [ "$result" = passed ] || failed=1
+done <"$stages"
+if [ "$(wc -l <"$stages")" -ne 5 ]; then
+  echo "expected 5 stages in $stages, found $(wc -l <"$stages"): a stage did not report"
+  failed=1
+fi
+if [ "$failed" -ne 0 ]; then
+  echo "some checks FAILED ($total s)"
   exit 1
 fi
-echo "all checks passed in $((SECONDS - start)) s"
+echo "all checks passed in $total s"

@@ -67,6 +67,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_fuzz_authfile.py": 9,
     "unit/test_fuzz_cli.py": 8,
     "unit/test_fuzz_inventory.py": 4,
+    "unit/test_fuzz_runner.py": 4,
     "unit/test_fuzz_regressions.py": 38,
     "unit/test_fuzz_runs.py": 6,
     "unit/test_fuzz_settings.py": 35,

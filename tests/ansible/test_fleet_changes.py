@@ -192,7 +192,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetHost]:
     name = f"mmc-test-changes-{secrets.token_hex(3)}"
     work = tmp_path_factory.mktemp("changes")
     try:
-        start_host(name)
+        start_host(name, images=("worker", "job", "broker"))
         archives = copy_images(name, work / "archives", "worker", "job", "broker")
         host = FleetHost(name, work, archives)
         host.converge(**BASE)

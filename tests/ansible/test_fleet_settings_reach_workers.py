@@ -55,8 +55,9 @@ def cli_on(host: str, *args: str, stdin: str | None = None) -> subprocess.Comple
 
 
 def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
-    fresh_host: str, tmp_path: Path, host_images: Callable[..., Path]
+    fresh_host_with_images: str, tmp_path: Path, host_images: Callable[..., Path]
 ) -> None:
+    fresh_host = fresh_host_with_images
     archives = host_images(fresh_host, tmp_path / "archives", "worker", "job", "broker")
     inventory = write_inventory(
         tmp_path / "hosts.yml",

@@ -95,7 +95,7 @@ def plain_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainHost]:
     name = f"mmc-test-nosystemd-{secrets.token_hex(3)}"
     work = tmp_path_factory.mktemp("nosystemd")
     try:
-        start_host_without_systemd(name)
+        start_host_without_systemd(name, images=("worker", "job", "broker"))
         archives = copy_images(name, work / "archives", "worker", "job", "broker")
         host = PlainHost(name, work, archives)
         host.site()

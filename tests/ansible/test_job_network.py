@@ -222,7 +222,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "run", "-d", "--name", remote, "--network", "bridge", "--entrypoint", "python3",
             JOB_IMAGE, "-c", LISTENER, str(BROKER_PORT),
         )  # fmt: skip
-        start_host(host)
+        start_host(host, images=("job",))
         copy_images(host, tmp / "archives", "job")
         start_listeners(host)
         for volume in ("codex_auth_0", "moonmind_codex_workspaces"):

@@ -344,7 +344,7 @@ def set_journald_driver(host: str) -> None:
 
 
 def prepare_host(host: str, archives: Path, images: tuple[str, ...]) -> None:
-    start_host(host)
+    start_host(host, images=images)
     set_journald_driver(host)
     copy_images(host, archives, *images)
 

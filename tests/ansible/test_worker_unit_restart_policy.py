@@ -105,8 +105,9 @@ def test_unit_template_stops_restarting_on_exactly_the_final_exit_codes() -> Non
 
 
 def test_bad_settings_end_the_unit_failed_while_engine_down_is_restarted(
-    fresh_host: str, tmp_path: Path, host_images: Callable[..., Path]
+    fresh_host_with_images: str, tmp_path: Path, host_images: Callable[..., Path]
 ) -> None:
+    fresh_host = fresh_host_with_images
     host_images(fresh_host, tmp_path / "archives", "worker")
     docker(
         "exec", fresh_host, "docker", "create", "--name", "moonmind-codex-worker-0",
@@ -181,7 +182,7 @@ def fleet_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     name = f"mmc-test-quiet-{secrets.token_hex(3)}"
     tmp = tmp_path_factory.mktemp("fleet")
     try:
-        start_host(name)
+        start_host(name, images=("worker", "job", "broker"))
         archives = copy_images(name, tmp / "archives", "worker", "job", "broker")
         inventory = write_inventory(
             tmp / "hosts.yml",
