@@ -6,12 +6,13 @@ INVENTORY ?= inventory/local
 # Explicit, so Ansible uses it even from a world-writable checkout (where it would ignore it).
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup deploy teardown login-check lint test test-python test-molecule fuzz bench
+.PHONY: help setup deploy teardown login-check lint check test test-python test-molecule fuzz bench
 
 help:
 	@echo "make deploy      install the engine, build images, run playbooks/site.yml on $(INVENTORY)"
 	@echo "make teardown    stop and remove workers, the job network and broker; volumes (logins) are kept"
 	@echo "make login-check print the per-shard login table"
+	@echo "make check       the inner loop: lint and the unit tests (under 2 minutes)"
 	@echo "make test        everything CI runs: lint, unit, integration, Ansible, Molecule"
 	@echo "make fuzz        the random search of the fuzz modules for FUZZ_SECONDS (default 600)"
 	@echo "make bench       benchmarks under bench/ (results printed and written to bench/results/)"
@@ -30,6 +31,10 @@ login-check:
 
 lint:
 	bash scripts/lint.sh
+
+check:
+	bash scripts/lint.sh
+	$(VENV)/bin/pytest -q tests/unit
 
 test: setup
 	bash scripts/test.sh

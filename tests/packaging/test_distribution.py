@@ -45,6 +45,7 @@ ARCHIVE_TOP_LEVEL = {
     "FILES.json",
     "README.md",
     "CHANGELOG.md",
+    "LICENSE",
     "docs",
     "meta",
     "playbooks",
@@ -442,6 +443,7 @@ def test_wheel_holds_the_package_its_typing_marker_and_the_cli(wheel: Path) -> N
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
     assert {n.split("/", 1)[0] for n in names} == {"moonmind_codex", dist_info}
     assert "moonmind_codex/py.typed" in names
+    assert f"{dist_info}/licenses/LICENSE" in names, "the wheel carries the Apache-2.0 text"
     assert "moonmind_codex/cli.py" in names
     assert re.search(r"^moonmind-codex = moonmind_codex\.cli:main$", entry_points, re.MULTILINE)
 

@@ -138,6 +138,10 @@ def test_jwt_expiry_handles_garbage() -> None:
     ("text", "expected"),
     [
         ("2026-11-22T12:00:00Z", NOW),
+        # A date alone with a 'Z': Python's fromisoformat refuses it unless the 'Z' is
+        # replaced by an offset first (so that replacement is not redundant).
+        ("2026-11-22Z", NOW.replace(hour=0)),
+        ("2026-11-22z", NOW.replace(hour=0)),
         ("2026-11-22T13:00:00+01:00", NOW),
         ("2026-11-22T12:00:00", NOW),
         # The Codex CLI writes nanoseconds; they are truncated to microseconds, not rejected.
@@ -374,6 +378,13 @@ def test_jwt_payloads_of_every_length_decode_without_their_padding(size: int) ->
     # base64url drops the '=' padding: 0, 1 or 2 characters must be put back.
     payload = {"exp": 1795000000, "s": "x" * size}
     assert jwt_expiry(jwt_with_payload(payload)) == datetime(2026, 11, 18, 11, 6, 40, tzinfo=UTC)
+
+
+def test_padding_characters_inside_a_jwt_payload_are_skipped_as_base64_does() -> None:
+    # The padding put back is counted from the payload's length, '=' characters included.
+    part = jwt_with_payload({"exp": 1795000000}).split(".")[1]
+    token = f"h.==={part}.s"
+    assert jwt_expiry(token) == datetime(2026, 11, 18, 11, 6, 40, tzinfo=UTC)
 
 
 def test_a_lower_case_z_is_utc_too() -> None:
