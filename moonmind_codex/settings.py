@@ -389,14 +389,8 @@ def process_environment() -> dict[str, str]:
     return {**rendered, **env}
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Parse and validate settings from ``env``.
-
-    By default: the process environment over the host's fleet environment file
-    (:func:`process_environment`). Raises :class:`SettingsError` naming the first bad variable
-    and how to fix it.
-    """
-    env = process_environment() if env is None else env
+def _refuse_unknown_names(env: Mapping[str, str]) -> None:
+    """A ``MOONMIND_CODEX_*`` variable that names no setting is a typo: refused, naming them all."""
     known = {f.name.upper() for f in Settings.__dataclass_fields__.values()}
     known |= {"AUTH_VOLUME", "FINGERPRINT_KEY"}
     for key in env:
@@ -409,44 +403,56 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                     + ", ".join(sorted(ENV_PREFIX + k for k in known))
                 )
 
-    shard_raw = _read(env, "SHARD")
-    shard: int | None = None
-    if shard_raw not in (None, ""):
-        try:
-            shard = int(shard_raw or "", 10)
-        except ValueError:
-            raise SettingsError(
-                f"{ENV_PREFIX}SHARD={shard_raw!r} is not a whole number; set it to the shard "
-                "this worker serves, e.g. 0"
-            ) from None
 
+def _shard(env: Mapping[str, str]) -> int | None:
+    shard_raw = _read(env, "SHARD")
+    if shard_raw in (None, ""):
+        return None
+    try:
+        return int(shard_raw or "", 10)
+    except ValueError:
+        raise SettingsError(
+            f"{ENV_PREFIX}SHARD={shard_raw!r} is not a whole number; set it to the shard "
+            "this worker serves, e.g. 0"
+        ) from None
+
+
+def _queue_mode(env: Mapping[str, str]) -> str:
     mode = _str(env, "QUEUE_MODE", "sharded")
     if mode not in ("sharded", "single"):
         raise SettingsError(
             f"{ENV_PREFIX}QUEUE_MODE={mode!r} is not valid; use 'sharded' (one codex-N queue "
             "per shard, the default) or 'single' (one shared 'codex' queue)"
         )
-    patterns_raw = _optional_str(env, "CODEX_TASK_PATTERNS")
-    patterns = (
-        tuple(p.strip() for p in patterns_raw.split(",") if p.strip())
-        if patterns_raw is not None
-        else Settings.codex_task_patterns
-    )
-    commands_raw = _optional_str(env, "ALLOWED_COMMANDS")
-    allowed_commands = (
-        tuple(c.strip() for c in commands_raw.split(",") if c.strip())
-        if commands_raw is not None
-        else Settings.allowed_commands
-    )
+    return mode
+
+
+def _comma_list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list (blank items dropped), or ``default`` when the variable is unset."""
+    raw = _optional_str(env, name)
+    if raw is None:
+        return default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate settings from ``env``.
+
+    By default: the process environment over the host's fleet environment file
+    (:func:`process_environment`). Raises :class:`SettingsError` naming the first bad variable
+    and how to fix it.
+    """
+    env = process_environment() if env is None else env
+    _refuse_unknown_names(env)
     audit_raw = _optional_str(env, "AUDIT_LOG")
 
     settings = Settings(
         broker_url=_str(env, "BROKER_URL", Settings.broker_url),
         shard_count=_int(env, "SHARD_COUNT", Settings.shard_count, 1),
-        queue_mode=mode,  # type: ignore[arg-type]
+        queue_mode=_queue_mode(env),  # type: ignore[arg-type]
         queue_prefix=_str(env, "QUEUE_PREFIX", Settings.queue_prefix),
         default_queue=_str(env, "DEFAULT_QUEUE", Settings.default_queue),
-        shard=shard,
+        shard=_shard(env),
         auth_volume_template=_str(env, "AUTH_VOLUME_TEMPLATE", Settings.auth_volume_template),
         auth_volume_override=_optional_str(env, "AUTH_VOLUME"),
         host_name=_str(env, "HOST_NAME", socket.gethostname()),
@@ -495,8 +501,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         artifacts_dir=Path(_str(env, "ARTIFACTS_DIR", str(Settings.artifacts_dir))),
         audit_log=Path(audit_raw) if audit_raw is not None else None,
         database_url=_database_url(env),
-        codex_task_patterns=patterns,
-        allowed_commands=allowed_commands,
+        codex_task_patterns=_comma_list(env, "CODEX_TASK_PATTERNS", Settings.codex_task_patterns),
+        allowed_commands=_comma_list(env, "ALLOWED_COMMANDS", Settings.allowed_commands),
         worker_container=_optional_str(env, "WORKER_CONTAINER"),
         docker_url=_optional_str(env, "DOCKER_URL"),
         broker_ca_path=_optional_path(env, "BROKER_CA_PATH"),
