@@ -24,8 +24,6 @@ from typing import Any
 
 import amqp.exceptions
 import pytest
-from celery.security.certificate import Certificate
-from celery.security.key import PrivateKey
 from kombu import Connection, Exchange, Queue
 
 from harness.fleet import (
@@ -36,16 +34,14 @@ from harness.fleet import (
     wait_for_log,
 )
 from harness.logins import api_key_login
-from harness.pki import Identity
+from harness.pki import Identity, signed_body
 from harness.secure_broker import SecureBroker, running_secure_broker
 from moonmind_codex.audit import read_records
 from moonmind_codex.celery_app import create_app
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
 from moonmind_codex.signing import (
-    SECURITY_DIGEST,
     SIGNED_CONTEXT,
-    JsonOnlySerializer,
     signed_context,
 )
 
@@ -377,15 +373,6 @@ def test_a_signed_phase_with_a_disallowed_command_runs_nothing_and_is_recorded_a
 # --- A trusted key is not enough: signed bodies are JSON, and their context is signed too ---
 
 
-def _signer(identity: Identity) -> JsonOnlySerializer:
-    return JsonOnlySerializer(
-        PrivateKey(identity.key.read_text()),
-        Certificate(identity.cert.read_text()),
-        None,
-        SECURITY_DIGEST,
-    )
-
-
 def _publish_signed(
     fleet: SecureFleet,
     body: bytes,
@@ -395,14 +382,7 @@ def _publish_signed(
 ) -> None:
     """A task message for the served shard, its body signed with the fleet producer's own key
     (as a producer holding that key could send it), published with the producer's password."""
-    signer = _signer(fleet.producer_id)
-    packed = signer._pack(
-        body,
-        inner_type,
-        inner_encoding,
-        signer=signer._cert.get_id(),
-        signature=signer._key.sign(body, signer._digest),
-    )
+    packed = signed_body(fleet.producer_id, body, inner_type, inner_encoding)
     with Connection(
         fleet.broker.url("codex-producer"), ssl=fleet.broker.ssl_options(), connect_timeout=10
     ) as conn:

@@ -19,7 +19,7 @@ from celery.security.certificate import Certificate, FSCertStore
 from celery.security.key import PrivateKey
 from kombu.serialization import registry
 
-from harness.pki import FleetCA, Identity, trust_dir
+from harness.pki import FleetCA, Identity, signed_body, trust_dir
 from moonmind_codex.celery_app import create_app
 from moonmind_codex.settings import Settings
 from moonmind_codex.signing import (
@@ -59,18 +59,6 @@ def _serializer(identity: Identity, trusted: Path) -> JsonOnlySerializer:
     )
 
 
-def _signed(serializer: JsonOnlySerializer, body: bytes, inner_type: str, encoding: str) -> str:
-    """The wire form (base64 text) of ``body`` signed by ``serializer``'s key."""
-    packed: str = serializer._pack(
-        body,
-        inner_type,
-        encoding,
-        signer=serializer._cert.get_id(),
-        signature=serializer._key.sign(body, serializer._digest),
-    )
-    return packed
-
-
 class _Marker:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -102,13 +90,13 @@ def test_a_signed_body_of_another_content_type_is_refused_before_it_is_decoded(
     body = pickle.dumps(_Marker(marker))
     serializer = _serializer(*pki)
     with pytest.raises(UnsafeSignedBody, match=f"content type is '{inner_type}'"):
-        serializer.deserialize(_signed(serializer, body, inner_type, encoding))
+        serializer.deserialize(signed_body(pki[0], body, inner_type, encoding))
     assert not marker.exists()
 
 
 def test_a_tampered_json_body_is_still_refused(pki: tuple[Identity, Path]) -> None:
     serializer = _serializer(*pki)
-    raw = serializer._unpack(_signed(serializer, b'{"a": 1}', "application/json", "utf-8"))
+    raw = serializer._unpack(signed_body(pki[0], b'{"a": 1}', "application/json", "utf-8"))
     body = json.dumps({"a": 2}).encode()
     tampered = serializer._pack(
         body, "application/json", "utf-8", signer=raw["signer"], signature=raw["signature"]
