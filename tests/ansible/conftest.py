@@ -21,26 +21,25 @@ from harness.hosts import (
 __all__ = ["REPO", "docker"]
 
 
-@pytest.fixture
-def fresh_host() -> Iterator[str]:
-    """A new host whose engine has no images."""
+def _new_host(images: tuple[str, ...]) -> Iterator[str]:
     name = f"mmc-test-fresh-{secrets.token_hex(3)}"
     try:
-        start_host(name)
+        start_host(name, images=images)
         yield name
     finally:
         remove_host(name)
+
+
+@pytest.fixture
+def fresh_host() -> Iterator[str]:
+    """A new host whose engine has no images."""
+    yield from _new_host(())
 
 
 @pytest.fixture
 def fresh_host_with_images() -> Iterator[str]:
     """A new host whose engine starts with the worker, job and broker images (image store)."""
-    name = f"mmc-test-fresh-{secrets.token_hex(3)}"
-    try:
-        start_host(name, images=SEED_IMAGES)
-        yield name
-    finally:
-        remove_host(name)
+    yield from _new_host(SEED_IMAGES)
 
 
 def copy_images(host: str, archive_dir: Path, *names: str) -> Path:
