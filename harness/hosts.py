@@ -59,7 +59,7 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def _run_host(name: str, *image_and_command: str, images: Sequence[str] = ()) -> None:
     remove_host(name)
     if images:
-        _seed_engine(name, images)
+        seed_engine(name, images)
     docker(
         "run", "-d", "--name", name, "--hostname", name, *HOST_FLAGS,
         "-v", f"{name}-docker:/var/lib/docker", *image_and_command,
@@ -148,7 +148,7 @@ def image_seed() -> str:
     return volume
 
 
-def _seed_engine(name: str, images: Sequence[str]) -> None:
+def seed_engine(name: str, images: Sequence[str] = SEED_IMAGES) -> None:
     """``name``'s engine volume, made a copy of the image store (which holds ``images``)."""
     missing = set(images) - set(SEED_IMAGES)
     if missing:
