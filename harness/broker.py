@@ -84,6 +84,9 @@ def running_broker(client: Any, workdir: Path, timeout_s: float = 90) -> Iterato
         BROKER_IMAGE,
         name=f"{name}-net",
         entrypoint=["sleep", "infinity"],
+        # It only holds the port: the image's broker health check (an Erlang VM per run) would
+        # probe the broker next door once more, for nothing.
+        healthcheck={"test": ["NONE"]},
         detach=True,
         ports={"5672/tcp": ("127.0.0.1", None)},
         labels={"io.moonmind.codex.test": "1"},

@@ -34,6 +34,7 @@ from harness.hosts import (
     remove_host,
     start_host,
     unit_properties,
+    wait_for_consumers,
     wait_until,
 )
 from tests.ansible.conftest import copy_images
@@ -104,23 +105,13 @@ class FleetHost:
         done = self.run(SITE, **values)
         assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
         self.applied = values
-        for shard in range(int(values["shards"])):
-            wait_until_consuming(self.name, shard)
+        wait_for_consumers(self.name, range(int(values["shards"])))
         return done
 
     def ensure(self, **needed: Any) -> None:
         """Converge to ``needed`` (on top of the last applied values) unless already there."""
         if self.applied is None or any(self.applied.get(k) != v for k, v in needed.items()):
             self.converge(**needed)
-
-
-def wait_until_consuming(host: str, shard: int, timeout_s: float = 240) -> None:
-    wait_until(
-        lambda: queue_consumers(host).get(f"codex-{shard}") == 1,
-        f"one consumer on codex-{shard}",
-        timeout_s,
-        every_s=1,
-    )
 
 
 def starts(host: str, shards: range | list[int]) -> dict[int, str]:

@@ -26,10 +26,10 @@ from harness.hosts import (
     ansible_playbook,
     docker,
     fleet_inventory,
-    queue_consumers,
     recap_changed,
     remove_host,
     start_host_without_systemd,
+    wait_for_consumers,
     wait_until,
 )
 from tests.ansible.conftest import copy_images
@@ -87,12 +87,7 @@ def running_ids(host: str) -> list[str]:
 
 
 def wait_until_consuming(host: str) -> None:
-    wait_until(
-        lambda: all(queue_consumers(host).get(f"codex-{s}") == 1 for s in SHARDS),
-        "one consumer on every shard's queue",
-        240,
-        every_s=1,
-    )
+    wait_for_consumers(host, SHARDS)
 
 
 @pytest.fixture(scope="module")

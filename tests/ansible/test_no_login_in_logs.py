@@ -55,9 +55,9 @@ from harness.hosts import (
     ansible_playbook,
     docker,
     fleet_inventory_of,
-    queue_consumers,
     remove_host,
     start_host,
+    wait_for_consumers,
     wait_until,
     write_inventory,
 )
@@ -369,12 +369,7 @@ def in_parallel(*calls: Callable[[], None]) -> None:
 
 def wait_for_consumer(host: str, shard: int) -> None:
     try:
-        wait_until(
-            lambda: queue_consumers(host).get(f"codex-{shard}") == 1,
-            f"a consumer on codex-{shard}",
-            timeout_s=240,
-            every_s=1,
-        )
+        wait_for_consumers(host, [shard])
     except AssertionError as exc:
         unit = f"moonmind-codex-worker@{shard}"
         log = docker("exec", host, "journalctl", "-n", "20", "-u", unit, check=False).stdout

@@ -43,6 +43,7 @@ from harness.hosts import (
     queue_consumers,
     remove_host,
     start_host,
+    wait_for_consumers,
     write_inventory,
 )
 from moonmind_codex.exitcodes import FINAL_FOR_SYSTEMD, ExitCode
@@ -227,10 +228,7 @@ def in_worker_image(host: str, script: str, *args: str) -> subprocess.CompletedP
 
 
 def wait_until_consuming(host: str, shard: int, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (found := queue_consumers(host)).get(f"codex-{shard}") != 1:
-        assert time.monotonic() < deadline, f"codex-{shard} never had its consumer: {found}"
-        time.sleep(1)
+    wait_for_consumers(host, [shard], timeout_s)
 
 
 def ping_through_queue(host: str, shard: int) -> dict[str, str]:
