@@ -194,6 +194,32 @@ class RecordedFleet:
             f"{self.store.attempts(run_id)}"
         )
 
+    def expect_status(self, run_id: str, expected: str, timeout_s: float = 300) -> None:
+        """Wait for the run to end and assert it ended ``expected``; if not, say why it did not.
+
+        A red run in CI is read once, from its log: the message carries the run's pre-flight
+        verdict and every attempt's error, not only the status.
+        """
+        from moonmind_codex.runstore import RUN_FINAL_STATES
+
+        status = self.wait_status(run_id, set(RUN_FINAL_STATES), timeout_s)
+        if status != expected:
+            raise AssertionError(f"expected {expected}, got {self.explain(run_id)}")
+
+    def explain(self, run_id: str) -> str:
+        """The run's status, pre-flight verdict and attempts, for a failing assertion."""
+        record = self.store.get_run(run_id)
+        if record is None:
+            return f"run {run_id} is not recorded"
+        attempts = "; ".join(
+            f"{a.phase}#{a.attempt} {a.status}" + (f" ({a.error})" if a.error else "")
+            for a in self.store.attempts(run_id)
+        )
+        return (
+            f"run {run_id} {record.status}: pre-flight {record.preflight_status} "
+            f"{record.preflight_message or ''}; attempts: {attempts}"
+        )
+
     def phases(self, run_id: str) -> list[tuple[str, int, str]]:
         """(phase, attempt, status) of every recorded attempt, in order."""
         return [(a.phase, a.attempt, a.status) for a in self.store.attempts(run_id)]

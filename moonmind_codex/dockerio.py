@@ -23,8 +23,19 @@ class DockerUnavailable(RuntimeError):
     """The Docker engine cannot be reached; the message says how to start it."""
 
 
+# How long one engine call may take once the engine answered its ping: the Docker SDK's own
+# default. A busy engine (many containers starting, a slow disk) can take tens of seconds to
+# create a container; with the ping's 10 s for every call, such an engine was reported as
+# down and phases that would have run were blocked with "start the Docker engine".
+ENGINE_CALL_TIMEOUT_SECONDS = 60
+
+
 def connect(settings: Settings, timeout_s: float = 10.0) -> docker.DockerClient:
-    """A client for the configured engine (``docker_url`` or the environment), ping()ed."""
+    """A client for the configured engine (``docker_url`` or the environment), ping()ed.
+
+    An engine that does not answer its ping within ``timeout_s`` is unavailable; after that,
+    each call may take up to :data:`ENGINE_CALL_TIMEOUT_SECONDS`.
+    """
     try:
         if settings.docker_url:
             client = docker.DockerClient(base_url=settings.docker_url, timeout=int(timeout_s))
@@ -37,6 +48,7 @@ def connect(settings: Settings, timeout_s: float = 10.0) -> docker.DockerClient:
             f"cannot reach the Docker engine at {where} ({type(exc).__name__}); "
             + messages.start_docker(settings.host_name)
         ) from exc
+    client.api.timeout = ENGINE_CALL_TIMEOUT_SECONDS
     return client
 
 

@@ -42,6 +42,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "integration/test_cli.py": 29,
     "integration/test_containers.py": 3,
     "integration/test_credential_store.py": 2,
+    "integration/test_engine_timeouts.py": 2,
     "integration/test_faults_e2e.py": 4,
     "integration/test_fleet_status.py": 10,
     "integration/test_guards_login.py": 8,

@@ -47,7 +47,6 @@ from moonmind_codex.settings import Settings
 from moonmind_codex.submit import retry_run, submit_run
 
 SHARDS = 2
-ENDED = {"succeeded", "failed", "blocked", "cancelled"}
 # Inside the worker container: where the audit and artifact tmpfs disks of these tests go.
 SMALL_ARTIFACTS = "/var/lib/moonmind-codex-small-artifacts"
 SMALL_AUDIT = "/var/lib/moonmind-codex-small-audit"
@@ -352,7 +351,7 @@ def test_engine_lost_at_preflight_blocks_the_run_and_retry_resumes_it(
             f"default@faults-{fleet.tag}",
             {"MOONMIND_CODEX_SHARD_COUNT": str(SHARDS)},
         )
-        assert fleet.wait_status(run_id, ENDED) == "blocked"
+        fleet.expect_status(run_id, "blocked")
         assert proxy.connections == used  # nothing reached the engine meanwhile
         record = fleet.store.get_run(run_id)
         assert record is not None and record.preflight_status == "blocked"
@@ -373,7 +372,7 @@ def test_engine_lost_at_preflight_blocks_the_run_and_retry_resumes_it(
 
         proxy.start()  # the engine is back
         cli_retry(fleet, run_id)
-        assert fleet.wait_status(run_id, ENDED) == "succeeded"
+        fleet.expect_status(run_id, "succeeded")
         assert fleet.phases(run_id) == [
             ("first", 1, "succeeded"),
             ("gate", 1, "succeeded"),
@@ -434,7 +433,7 @@ def test_a_full_log_disk_fails_the_phase_and_the_worker_serves_the_retry(
             }
         )
         # Never a success: the phase's log could not be written.
-        assert fleet.wait_status(run_id, ENDED) == "failed"
+        fleet.expect_status(run_id, "failed")
         [attempt] = fleet.store.attempts(run_id)
         assert (attempt.phase, attempt.attempt, attempt.status) == ("big", 1, "failed")
         error = attempt.error or ""
@@ -460,7 +459,7 @@ def test_a_full_log_disk_fails_the_phase_and_the_worker_serves_the_retry(
         assert freed.exit_code == 0, freed.output
         fleet.in_workspace(run_id, f"touch /work/{run_id}/small")
         fleet.retry(run_id)
-        assert fleet.wait_status(run_id, ENDED) == "succeeded"
+        fleet.expect_status(run_id, "succeeded")
         assert fleet.phases(run_id) == [("big", 1, "failed"), ("big", 2, "succeeded")]
         assert fleet.marker(run_id) == ["ran", "ran"]  # once per attempt
         [second] = [a for a in fleet.store.attempts(run_id) if a.attempt == 2]
@@ -502,7 +501,7 @@ def test_an_unwritable_audit_log_fails_the_phase_before_its_job_and_the_worker_g
                 "phases": [{"name": "p", "command": ["sh", "-c", "echo ran >> marker"]}],
             }
         )
-        assert fleet.wait_status(run_id, ENDED) == "failed"
+        fleet.expect_status(run_id, "failed")
         [attempt] = fleet.store.attempts(run_id)
         assert (attempt.phase, attempt.attempt, attempt.status) == ("p", 1, "failed")
         error = attempt.error or ""
@@ -520,7 +519,7 @@ def test_an_unwritable_audit_log_fails_the_phase_before_its_job_and_the_worker_g
             fixed = worker.exec_run(["chmod", "0700", SMALL_AUDIT], user="0")
         assert fixed.exit_code == 0, fixed.output
         fleet.retry(run_id)
-        assert fleet.wait_status(run_id, ENDED) == "succeeded"
+        fleet.expect_status(run_id, "succeeded")
         assert fleet.phases(run_id) == [("p", 1, "failed"), ("p", 2, "succeeded")]
         assert fleet.marker(run_id) == ["ran"]
         assert creations.count(job_container_name(run_id, "p", 2)) == 1

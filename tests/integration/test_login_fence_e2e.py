@@ -39,7 +39,6 @@ from tests.unit.helpers import chatgpt_auth
 SHARDS = 2
 HOSTS = {0: "host-a", 1: "host-b"}
 KEY_PATH = "/var/lib/moonmind-codex/fingerprint_key"
-FINAL = {"succeeded", "failed", "blocked"}
 
 
 def chatgpt_login(refresh_token: str) -> bytes:
@@ -135,11 +134,11 @@ def test_a_login_copied_to_a_second_host_is_reported_and_blocked_there_until_it_
     login = chatgpt_login("SECRET-REFRESH-shared-" + secrets.token_hex(8))
     put_login(fleet.volume(0), login)
     first = run(fleet, 0, "owner")
-    assert fleet.wait_status(first, FINAL) == "succeeded"
+    fleet.expect_status(first, "succeeded")
     # The same login copied into shard 1's volume on the other host.
     put_login(fleet.volume(1), login)
     copy = run(fleet, 1, "copy")
-    assert fleet.wait_status(copy, FINAL) == "blocked"
+    fleet.expect_status(copy, "blocked")
     # Its first phase ran before the fence knew the login; from then on the copy is blocked.
     assert fleet.phases(copy) == [("first", 1, "succeeded"), ("second", 1, "blocked")]
     record = fleet.store.get_run(copy)
@@ -164,11 +163,11 @@ def test_a_login_copied_to_a_second_host_is_reported_and_blocked_there_until_it_
         not in Path(fleet.producer.database_url.removeprefix("sqlite:///")).read_bytes()
     )
     # The first shard keeps working.
-    assert fleet.wait_status(run(fleet, 0, "still"), FINAL) == "succeeded"
+    fleet.expect_status(run(fleet, 0, "still"), "succeeded")
     # Shard 1 signed in with its own login: the fence lifts by itself.
     put_login(fleet.volume(1), chatgpt_login("SECRET-REFRESH-own-" + secrets.token_hex(8)))
     own = run(fleet, 1, "own")
-    assert fleet.wait_status(own, FINAL) == "succeeded"
+    fleet.expect_status(own, "succeeded")
     lifted = fleet.store.login_fence(fleet.volume(1))
     assert lifted is not None and (lifted.status, lifted.shared) == ("clear", False)
     assert fleet.store.unavailable_shards() == set()
@@ -182,7 +181,7 @@ def test_failover_sends_a_new_run_off_a_quarantined_shard_and_never_moves_a_run_
     put_login(fleet.volume(1), chatgpt_login("SECRET-REFRESH-one-" + secrets.token_hex(8)))
     # A run assigned to shard 0 while it was healthy.
     in_flight = run(fleet, 0, "inflight", failover=True)
-    assert fleet.wait_status(in_flight, FINAL) == "succeeded"
+    fleet.expect_status(in_flight, "succeeded")
     fleet.store.quarantine(
         fleet.volume(0), host="host-a", shard=0, reason="refresh_token_reused",
         auth_digest=hashlib.sha256(login).hexdigest(),
@@ -190,7 +189,7 @@ def test_failover_sends_a_new_run_off_a_quarantined_shard_and_never_moves_a_run_
     try:
         # Failover on: a new run keyed to shard 0 runs on shard 1, and stays there.
         moved = run(fleet, 0, "moved", failover=True)
-        assert fleet.wait_status(moved, FINAL) == "succeeded"
+        fleet.expect_status(moved, "succeeded")
         record = fleet.store.get_run(moved)
         assert record is not None and (record.queue, record.host) == ("codex-1", "host-b")
         assert fleet.store.queue_for_run(moved) == "codex-1"
@@ -198,14 +197,14 @@ def test_failover_sends_a_new_run_off_a_quarantined_shard_and_never_moves_a_run_
         assert fleet.store.queue_for_run(in_flight) == "codex-0"
         # Failover off (the default): a new run keyed to shard 0 is blocked there as before.
         stays = run(fleet, 0, "stays")
-        assert fleet.wait_status(stays, FINAL) == "blocked"
+        fleet.expect_status(stays, "blocked")
         record = fleet.store.get_run(stays)
         assert record is not None and record.queue == "codex-0"
         assert "the server rejected this login" in (record.preflight_message or "")
     finally:
         put_login(fleet.volume(0), chatgpt_login("SECRET-REFRESH-new-" + secrets.token_hex(8)))
     # A new login lifts the quarantine; the moved run's assignment stays where it went.
-    assert fleet.wait_status(run(fleet, 0, "back"), FINAL) == "succeeded"
+    fleet.expect_status(run(fleet, 0, "back"), "succeeded")
     assert fleet.store.queue_for_run(moved) == "codex-1"
 
 

@@ -140,7 +140,7 @@ def test_a_run_of_codex_and_ordinary_phases_completes_and_is_recorded(fleet: Run
             ],
         },
     )
-    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
+    fleet.expect_status(run_id, "succeeded")
     assert fleet.phases(run_id) == [
         ("specify", 1, "succeeded"),
         ("plan", 1, "succeeded"),
@@ -174,7 +174,7 @@ def test_a_failing_middle_phase_then_retry_skips_finished_phases(fleet: RunFleet
             ],
         },
     )
-    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "failed"
+    fleet.expect_status(run_id, "failed")
     assert fleet.phases(run_id) == [
         ("a", 1, "succeeded"),
         ("b", 1, "failed"),
@@ -183,7 +183,7 @@ def test_a_failing_middle_phase_then_retry_skips_finished_phases(fleet: RunFleet
     fleet.write_workspace(f"{run_id}/fixed")
     app = create_app(fleet.producer, fleet.store)
     assert retry_run(app, run_id, fleet.producer, fleet.store) == run_id
-    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
+    fleet.expect_status(run_id, "succeeded")
     assert fleet.phases(run_id) == [
         ("a", 1, "succeeded"),
         ("b", 1, "failed"),
@@ -235,7 +235,7 @@ def test_a_blocked_run_resumes_after_the_login_is_fixed(fleet: RunFleet, client:
                 ],
             },
         )
-        assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "blocked"
+        fleet.expect_status(run_id, "blocked")
     finally:
         chmod_auth("0600")
     record = fleet.store.get_run(run_id)
@@ -243,7 +243,7 @@ def test_a_blocked_run_resumes_after_the_login_is_fixed(fleet: RunFleet, client:
     assert "moonmind-codex repair --shard 0" in (record.preflight_message or "")
     assert fleet.workspace_file(f"{run_id}/marker") == ""  # no Codex command ran
     retry_run(create_app(fleet.producer, fleet.store), run_id, fleet.producer, fleet.store)
-    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
+    fleet.expect_status(run_id, "succeeded")
     assert fleet.workspace_file(f"{run_id}/marker").split() == ["first"]
 
 
@@ -327,7 +327,7 @@ def test_broker_restart_during_a_phase_runs_the_job_once_and_completes(
         wait_until(lambda: ready_lines(fleet.broker, ready) > readies, 120)
         assert client.containers.list(filters={"name": name}), "the job ended during the restart"
         fleet.write_workspace(f"{run_id}/release")
-        assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 360) == "succeeded"
+        fleet.expect_status(run_id, "succeeded", 360)
         assert fleet.workspace_file(f"{run_id}/marker").split() == ["ran", "next"]
         assert len(job_starts(events, name)) == 1  # one job container, ever
 
@@ -358,7 +358,7 @@ def test_worker_killed_during_a_phase_runs_the_job_once_and_completes(
         wait_until(lambda: ready_lines(worker, b" ready.") > readies, 120)
         assert client.containers.list(filters={"name": name}), "the job ended before the restart"
         fleet.write_workspace(f"{run_id}/release")
-        assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}, 360) == "succeeded"
+        fleet.expect_status(run_id, "succeeded", 360)
         assert fleet.workspace_file(f"{run_id}/marker").split() == ["ran"]
         assert len(job_starts(events, name)) == 1
 
@@ -462,7 +462,7 @@ def test_a_host_application_submits_a_run_and_publishes_with_the_hook(
             host_settings,
             fleet.store,
         )
-        assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
+        fleet.expect_status(run_id, "succeeded")
         seen = json.loads(out.read_text())
         assert seen["run_id"] == run_id and seen["title"] == "T"
         assert (seen["repository"], seen["shard"], seen["host"]) == (repository, 0, "e2e-host")
@@ -506,7 +506,7 @@ def test_the_runs_commands_of_the_cli(fleet: RunFleet, tmp_path: Path) -> None:
     )
     submitted = run("submit", str(definition), "--run-id", run_id)
     assert submitted.returncode == 0 and submitted.stdout.strip() == run_id, submitted.stderr
-    assert fleet.wait_status(run_id, {"succeeded", "failed", "blocked"}) == "succeeded"
+    fleet.expect_status(run_id, "succeeded")
     listed = json.loads(run("list", "--status", "succeeded", "--shard", "1", "--json").stdout)
     assert run_id in [r["run_id"] for r in listed]
     shown = json.loads(run("show", run_id, "--json").stdout)
