@@ -24,13 +24,41 @@ hosts_log=var/ci/hosts-lane
 EXPECTED_STAGES=6  # lint, three local stages, two hosts lanes
 : >"$stages"
 
-# stage LANE NAME COMMAND...: run COMMAND, record its time and result, return its status.
+# CPU seconds (user + system) of the commands this shell ran and waited for, into CHILDREN_CPU:
+# `times`' second line. Each lane is its own background shell, so the difference around a stage
+# is that stage's own processes (pytest, ansible-playbook, Molecule...); what its containers use
+# is not in it. Called as is, never in $(...): a forked shell's counts start from zero.
+CHILDREN_CPU=0
+children_cpu() {
+  local file
+  file=$(mktemp)
+  times >"$file"
+  CHILDREN_CPU=$(awk 'NR == 2 {
+    split($1, u, /[ms]/); split($2, s, /[ms]/)
+    printf "%.0f", u[1] * 60 + u[2] + s[1] * 60 + s[2]
+  }' "$file")
+  rm -f "$file"
+}
+
+# The machine's busy CPU seconds so far (every core; /proc/stat counts in USER_HZ ticks).
+machine_busy_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.0f", ($2 + $3 + $4 + $7 + $8) / hz }' /proc/stat
+}
+
+busy0=$(machine_busy_cpu)
+
+# stage LANE NAME COMMAND...: run COMMAND, record its time, its own CPU and its result, return
+# its status.
 stage() {
-  local lane=$1 name=$2 t0=$SECONDS status=0
+  local lane=$1 name=$2 t0=$SECONDS cpu0 status=0
   shift 2
+  children_cpu
+  cpu0=$CHILDREN_CPU
   echo "== [$lane] $name"
   "$@" || status=$?
-  printf '%s\t%s\t%s\t%s\n' "$lane" "$name" "$((SECONDS - t0))" \
+  children_cpu
+  printf '%s\t%s\t%s\t%s\t%s\n' "$lane" "$name" "$((SECONDS - t0))" \
+    "$((CHILDREN_CPU - cpu0))" \
     "$([ "$status" -eq 0 ] && echo passed || echo "FAILED (exit $status)")" >>"$stages"
   return "$status"
 }
@@ -62,22 +90,33 @@ changes_pid=$!
 hosts_lane_rest >"$hosts_log-2.log" 2>&1 &
 rest_pid=$!
 echo "== hosts lanes started (logs: $hosts_log-1.log, $hosts_log-2.log)"
-local_lane
-wait "$changes_pid" "$rest_pid"
+# In a shell of its own too, so that no lane's processes are counted in another's stage CPU.
+local_lane &
+wait $! "$changes_pid" "$rest_pid"
 for log in "$hosts_log-1.log" "$hosts_log-2.log"; do
   echo "== $log"
   cat "$log"
 done
 
 total=$((SECONDS - start))
+busy=$(($(machine_busy_cpu) - busy0))
+cores=$(nproc)
 echo
 echo "== stages ($total s in all; the lanes ran side by side)"
-printf '%-7s  %-36s  %7s  %s\n' lane stage seconds result
+printf '%-7s  %-36s  %7s  %7s  %s\n' lane stage seconds cpu-s result
 failed=0
-while IFS=$'\t' read -r lane name seconds result; do
-  printf '%-7s  %-36s  %7s  %s\n' "$lane" "$name" "$seconds" "$result"
+own=0
+while IFS=$'\t' read -r lane name seconds cpu result; do
+  printf '%-7s  %-36s  %7s  %7s  %s\n' "$lane" "$name" "$seconds" "$cpu" "$result"
+  own=$((own + cpu))
   [ "$result" = passed ] || failed=1
 done <"$stages"
+# cpu-s is each stage's own processes; the rest of the machine's busy time is the containers
+# they started (hosts, brokers, workers, jobs) and the engine. The run is CPU-bound when the
+# machine was busy nearly all of the time it had: then only less work makes it shorter.
+echo "machine: $busy CPU-s busy of $((total * cores)) ($cores cores x $total s," \
+  "$((100 * busy / (total * cores > 0 ? total * cores : 1))) %); the stages' own processes" \
+  "$own CPU-s, their containers and the engine the other $((busy - own))"
 if [ "$(wc -l <"$stages")" -ne "$EXPECTED_STAGES" ]; then
   echo "expected $EXPECTED_STAGES stages in $stages, found $(wc -l <"$stages"): a stage did not report"
   failed=1
