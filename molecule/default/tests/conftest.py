@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fleetops import restore_fleet
 
 # Test module -> tests it collects (testinfra multiplies a module's tests by its hosts).
 TESTS_PER_MODULE = {
@@ -18,6 +19,30 @@ TESTS_PER_MODULE = {
     "test_fleet.py": 12,
 }
 _deselected: list[pytest.Item] = []
+# A test that leaves the fleet changed for good (it does not put it back) runs after every other.
+LEAVES_FLEET_CHANGED = "leaves_fleet_changed"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{LEAVES_FLEET_CHANGED}: the test leaves the fleet changed; it runs last",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A stable sort: every other test keeps its order.
+    items.sort(key=lambda item: item.get_closest_marker(LEAVES_FLEET_CHANGED) is not None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def converged_fleet_first() -> None:
+    """Every verify starts from the fleet as inventory/hosts.yml has it.
+
+    The last test of an earlier verify may have left it changed; when nothing differs (the
+    verify right after converge) this only looks.
+    """
+    restore_fleet()
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
