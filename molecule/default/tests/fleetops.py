@@ -1,8 +1,9 @@
 """What a verify test does to the converged scenario to set up its own state, and undo it.
 
 The verify tests run in any order, alone or together: a test that needs a shard signed in (or
-signed out) says so and gets it here, and a test that changes the fleet (a teardown, a moved
-shard) puts it back as ``inventory/hosts.yml`` describes before the next one starts.
+signed out) says so and gets it here, and a test that changes the fleet (a teardown) puts it
+back as ``inventory/hosts.yml`` describes before the next one starts. The move is the exception:
+it runs last and leaves the fleet moved, and the next verify puts it back before its first test.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Across the fleet: login check, a login, Codex tasks through the broker, teardown, a move.
 
 Each test sets up the logins it needs and puts back what it changes (fleetops), so any one of
-them runs alone after converge, in any order.
+them runs alone after converge, in any order. The exception is the move, which runs last and
+leaves the fleet moved; every verify starts by putting the fleet back (conftest.py).
 """
 
 from __future__ import annotations
