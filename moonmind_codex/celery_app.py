@@ -189,7 +189,9 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
             raise CodexPhaseBlocked(result.message)
         if result.outcome == "busy":
             if self.request.retries >= settings.busy_max_retries:
-                raise CodexPhaseFailed(busy_too_long(result.shard, settings, self.request.retries))
+                raise CodexPhaseFailed(
+                    busy_too_long(result.shard, settings.busy_retry_seconds, self.request.retries)
+                )
             # The volume's lock is held (an operator's login, a move): wait and retry rather
             # than fail the run; the message goes back to this shard's queue.
             raise self.retry(

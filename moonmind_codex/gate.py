@@ -30,13 +30,13 @@ from moonmind_codex import fence
 from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.preflight_eval import LoginPolicy, evaluate
 from moonmind_codex.probe import (
-    AUTH_FILE_NAME,
     MANAGED_CONFIG,
     auth_digest,
     codex_home,
     gather,
     run_codex_status,
 )
+from moonmind_codex.probe_report import AUTH_FILE_NAME
 from moonmind_codex.shard import Shard
 
 VERDICT_PREFIX = "[moonmind-codex] pre-flight "

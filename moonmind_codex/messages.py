@@ -8,12 +8,8 @@ login check all tell operators the same thing. Findings name a :class:`Fix`;
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING
 
 from moonmind_codex.shard import Shard
-
-if TYPE_CHECKING:
-    from moonmind_codex.settings import Settings
 
 ENV_PREFIX = "MOONMIND_CODEX_"
 
@@ -165,9 +161,9 @@ def pin_file_store(shard: Shard) -> str:
     )
 
 
-def busy_too_long(shard: Shard, settings: Settings, retries: int) -> str:
-    """A phase gave up waiting for its volume's lock."""
-    waited = retries * settings.busy_retry_seconds
+def busy_too_long(shard: Shard, retry_seconds: float, retries: int) -> str:
+    """A phase gave up on its volume's lock after ``retries`` waits of ``retry_seconds``."""
+    waited = retries * retry_seconds
     return (
         f"the auth volume {shard.volume} of {shard} stayed busy through {retries} retries "
         f"(about {waited:g} s): another job or an operator's login holds its lock. On host "

@@ -47,7 +47,7 @@ from moonmind_codex.preflight_eval import (
     blocked_result,
     evaluate,
 )
-from moonmind_codex.probe import PROBE_VERSION
+from moonmind_codex.probe_report import PROBE_VERSION
 from moonmind_codex.settings import ENV_PREFIX, Settings
 from moonmind_codex.shard import Shard
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from moonmind_codex import messages
 from moonmind_codex.messages import Fix
-from moonmind_codex.probe import STATUS_UNVERIFIED
+from moonmind_codex.probe_report import STATUS_UNVERIFIED
 from moonmind_codex.shard import Shard
 
 Status = Literal["ok", "warn", "blocked"]

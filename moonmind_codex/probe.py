@@ -21,15 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from moonmind_codex.authfile import inspect_auth_json
+from moonmind_codex.probe_report import AUTH_FILE_NAME, PROBE_VERSION, STATUS_UNVERIFIED
 
-PROBE_VERSION = 1
-AUTH_FILE_NAME = "auth.json"
 STATUS_TIMEOUT_SECONDS = 20.0
 # The CLI's system-managed layer: it outranks the Codex home's and a repository's config.toml.
 MANAGED_CONFIG = Path("/etc/codex/managed_config.toml")
 STORE_SETTING = "cli_auth_credentials_store"
 
-STATUS_UNVERIFIED = "access token not verified: the sign-in service cannot be reached"
 # Known first lines of `codex login status`; anything else is reported as unrecognised.
 _KNOWN_STATUS = (
     ("logged in using chatgpt", "Logged in using ChatGPT"),

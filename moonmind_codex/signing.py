@@ -207,7 +207,7 @@ def configure_signing(app: Celery, settings: Settings) -> None:
         security_certificate=str(cert),
         security_cert_store=store,
         security_digest=SECURITY_DIGEST,
-        worker_consumer="moonmind_codex.signing:VerifyingConsumer",
+        worker_consumer=f"{__name__}:VerifyingConsumer",
     )
     # Disables every serializer but JSON (results) process-wide, then registers `auth`...
     app.setup_security(

@@ -78,6 +78,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_fleet_status.py": 24,
     "unit/test_gate.py": 46,
     "unit/test_job_naming.py": 6,
+    "unit/test_layers.py": 83,
     "unit/test_keepalive.py": 41,
     "unit/test_job_network.py": 13,
     "unit/test_messages.py": 16,
@@ -95,7 +96,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_runs.py": 92,
     "unit/test_settings.py": 43,
     "unit/test_shape.py": 6,
-    "unit/test_signing.py": 27,
+    "unit/test_signing.py": 30,
     "unit/test_workspace.py": 38,
 }
 

@@ -39,7 +39,8 @@ from moonmind_codex.preflight import (
     verdict_line,
 )
 from moonmind_codex.preflight_eval import check_quarantine
-from moonmind_codex.probe import PROBE_VERSION, auth_digest
+from moonmind_codex.probe import auth_digest
+from moonmind_codex.probe_report import PROBE_VERSION
 from moonmind_codex.settings import Settings
 
 AUTH = b'{"OPENAI_API_KEY": "sk-test"}'

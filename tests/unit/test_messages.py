@@ -10,7 +10,6 @@ import pytest
 
 from moonmind_codex import messages
 from moonmind_codex.messages import Fix, render_fix
-from moonmind_codex.settings import Settings
 from moonmind_codex.shard import Shard
 
 SHARD = Shard(number=3, queue="codex-3", volume="codex_auth_3", host="w2")
@@ -113,8 +112,7 @@ def test_a_rejected_login_names_the_servers_reason_and_when_else_says_unknown() 
 
 
 def test_a_volume_stuck_busy_names_the_wait_the_holder_filter_and_the_limits() -> None:
-    settings = Settings(busy_retry_seconds=2.5)
-    assert messages.busy_too_long(SHARD, settings, 4) == (
+    assert messages.busy_too_long(SHARD, 2.5, 4) == (
         "the auth volume codex_auth_3 of shard 3 (volume codex_auth_3 on host w2) stayed busy "
         "through 4 retries (about 10 s): another job or an operator's login holds its lock. On "
         "host w2, find the holder with `docker ps --filter "

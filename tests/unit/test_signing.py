@@ -220,3 +220,25 @@ def test_a_signing_app_puts_the_context_of_what_it_sends_in_the_signed_body(
     assert context["task"] == "moonmind_codex.ping" and context["id"] == message.headers["id"]
     assert context["expires"] - context["signed_at"] == 120
     assert context_refusal(body, message.headers, context["signed_at"]) is None
+
+
+def test_a_signing_app_names_its_verifying_consumer_and_amqp_classes_by_importable_paths(
+    pki: tuple[Identity, Path], tmp_path: Path
+) -> None:
+    """Celery imports the worker's consumer and the app's AMQP class by name when a worker
+    starts: a name that no longer resolves (a moved module) would start no signed worker."""
+    from celery.utils.imports import symbol_by_name
+
+    from moonmind_codex.signing import SignedContextAMQP, VerifyingConsumer
+
+    identity, trusted = pki
+    settings = Settings(
+        broker_url="memory://",
+        database_url=f"sqlite:///{tmp_path / 'runs.sqlite3'}",
+        signing_key_path=identity.key,
+        signing_cert_path=identity.cert,
+        signing_trust_dir=trusted,
+    )
+    app = create_app(settings, sticky=False)
+    assert symbol_by_name(app.conf.worker_consumer) is VerifyingConsumer
+    assert symbol_by_name(app.amqp_cls) is SignedContextAMQP
