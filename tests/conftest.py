@@ -92,6 +92,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_secret_files.py": 6,
     "unit/test_shard_job_images.py": 9,
     "unit/test_router.py": 21,
+    "unit/test_purgeable_volumes.py": 3,
     "unit/test_routing.py": 13,
     "unit/test_runs.py": 92,
     "unit/test_settings.py": 43,

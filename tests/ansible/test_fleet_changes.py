@@ -546,9 +546,20 @@ def test_teardown_keeps_the_logins_and_only_the_purge_flag_removes_them(
     ):
         assert docker("exec", fleet.name, "test", "-e", path, check=False).returncode == 1, path
 
+    # What a worker stopped in the middle of a keep-alive's login read leaves: its probe
+    # container, exited, still on the volume (the engine will not delete a volume in use).
+    leftover = "moonmind-codex-probe-2-left0ver"
+    docker(
+        "exec", fleet.name, "docker", "run", "--name", leftover, "--network=none",
+        "--label", "io.moonmind.codex.role=probe",
+        "--label", "io.moonmind.codex.volume=codex_auth_2",
+        "--volume=codex_auth_2:/home/app/.codex", "--entrypoint=true", JOB_IMAGE,
+    )  # fmt: skip
     purged = fleet.run(TEARDOWN, **fleet.values(purge=True))
     assert purged.returncode == 0, purged.stdout[-4000:]
     remaining = volumes(fleet.name)
     assert not any(v.startswith("codex_auth_") for v in remaining), remaining
+    gone = docker("exec", fleet.name, "docker", "inspect", leftover, check=False)
+    assert gone.returncode != 0, "the purge removed the fleet's container left on the volume"
     # Only the logins: the broker's data and the workspaces are not what the flag is about.
     assert {"moonmind_codex_broker_data", workspace} <= set(remaining)
