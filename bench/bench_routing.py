@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stats import finish, target_row
-from moonmind_codex.routing import modulo_shard_for_key, shard_for_key
+from moonmind_codex.core.routing import modulo_shard_for_key, shard_for_key
 
 # Distance of jump hash's moved fraction from the ideal 1/(n+1), percentage points, at most.
 TARGET_POINTS = 1.0

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moonmind_codex.workspace import run_volume_name
+from moonmind_codex.core.workspace import run_volume_name
 
 if TYPE_CHECKING:
     from moonmind_codex.runstore import RunStore

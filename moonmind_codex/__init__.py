@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
-    from moonmind_codex.exitcodes import ExitCode
+    from moonmind_codex.core.exitcodes import ExitCode
+    from moonmind_codex.core.shard import Shard
     from moonmind_codex.preflight import PreflightResult, run_preflight
     from moonmind_codex.router import (
         CodexRouter,
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
         route_key,
     )
     from moonmind_codex.settings import Settings, SettingsError, load_settings
-    from moonmind_codex.shard import Shard
 
     __version__: str
 
@@ -52,7 +52,7 @@ _LAZY = {
     "create_app": "moonmind_codex.celery_app",
     "PreflightResult": "moonmind_codex.preflight",
     "run_preflight": "moonmind_codex.preflight",
-    "ExitCode": "moonmind_codex.exitcodes",
+    "ExitCode": "moonmind_codex.core.exitcodes",
     "CodexRouter": "moonmind_codex.router",
     "RouteDecision": "moonmind_codex.router",
     "RoutingError": "moonmind_codex.router",

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from moonmind_codex.phase_result import PhaseResult
-from moonmind_codex.shard import Shard
+from moonmind_codex.core.phase_result import PhaseResult
+from moonmind_codex.core.shard import Shard
 
 log = logging.getLogger("moonmind_codex.audit")
 

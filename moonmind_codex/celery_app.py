@@ -15,9 +15,10 @@ from celery import Celery
 from kombu.entity import Queue
 
 from moonmind_codex import audit
-from moonmind_codex.assignments import AssignmentStore
+from moonmind_codex.core.assignments import AssignmentStore
+from moonmind_codex.core.messages import busy_too_long
+from moonmind_codex.core.policy import command_allowed, refusal
 from moonmind_codex.dockerio import DockerUnavailable, connect
-from moonmind_codex.messages import busy_too_long
 from moonmind_codex.phase import (
     CodexPhaseBlocked,
     CodexPhaseFailed,
@@ -26,7 +27,6 @@ from moonmind_codex.phase import (
     PhaseRequestError,
     run_phase,
 )
-from moonmind_codex.policy import command_allowed, refusal
 from moonmind_codex.recording import install_run_recording
 from moonmind_codex.router import fleet_queues, install_routing
 from moonmind_codex.runstore import RunStore

@@ -1,6 +1,6 @@
 """``moonmind-codex``: the operator's command line, a thin layer over the library.
 
-Exit codes are those of :mod:`moonmind_codex.exitcodes` (``docs/internals.md`` lists them).
+Exit codes are those of :mod:`moonmind_codex.core.exitcodes` (``docs/internals.md`` lists them).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from moonmind_codex import __version__
-from moonmind_codex.exitcodes import ExitCode
+from moonmind_codex.core.exitcodes import ExitCode
 from moonmind_codex.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 
@@ -340,7 +340,12 @@ def _enqueue(args: argparse.Namespace) -> int:
     from kombu.exceptions import OperationalError
 
     from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
-    from moonmind_codex.runs import check_command, check_id, check_timeout, parse_run_definition
+    from moonmind_codex.core.runs import (
+        check_command,
+        check_id,
+        check_timeout,
+        parse_run_definition,
+    )
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
@@ -403,7 +408,7 @@ def _run_store(settings: Settings) -> Any:
 
 
 def _read_definition(name: str) -> Any:
-    from moonmind_codex.runs import RunDefinitionError
+    from moonmind_codex.core.runs import RunDefinitionError
 
     try:
         text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
@@ -428,7 +433,7 @@ def _check_yaml_shape(yaml: Any, text: str, name: str, fix: str) -> None:
     A few lines of aliases can expand to billions of values once the run is stored ("billion
     laughs"); deep nesting would exhaust the recursion of the value builder.
     """
-    from moonmind_codex.runs import RunDefinitionError
+    from moonmind_codex.core.runs import RunDefinitionError
 
     depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
@@ -448,7 +453,7 @@ def decode_definition(text: str, name: str) -> Any:
     """The YAML (or JSON) value of a run definition's text; RunDefinitionError when not one."""
     import yaml
 
-    from moonmind_codex.runs import RunDefinitionError
+    from moonmind_codex.core.runs import RunDefinitionError
 
     fix = "fix the file (a mapping with run_id and a phases list; see docs/runbook.md)"
     try:
@@ -485,7 +490,7 @@ def _db(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from moonmind_codex import submit
-    from moonmind_codex.runs import check_id, parse_run_definition
+    from moonmind_codex.core.runs import check_id, parse_run_definition
 
     settings = load_settings()
     command = args.runs_command
@@ -622,7 +627,7 @@ def _show_run(store: Any, run_id: str, as_json: bool) -> int:
 
 
 def _login_fence(args: argparse.Namespace) -> int:
-    """``login-fence status`` and ``login-fence resolve --shard N`` (moonmind_codex.fence)."""
+    """``login-fence status`` and ``login-fence resolve --shard N`` (moonmind_codex.core.fence)."""
     from moonmind_codex.phase import fence_key
 
     settings = load_settings()
@@ -673,7 +678,7 @@ def _read_fleet_status(settings: Settings) -> Any:
     """The fleet's status from the run store, opened read-only (nothing created or migrated)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from moonmind_codex.fleet_status import fleet_status
+    from moonmind_codex.core.fleet_status import fleet_status
     from moonmind_codex.runstore import RunStore, unavailable
 
     shards = [settings.locate_shard(n) for n in range(settings.shard_count)]
@@ -696,7 +701,7 @@ def _read_fleet_status(settings: Settings) -> Any:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from moonmind_codex.fleet_status import render_table, to_json
+    from moonmind_codex.core.fleet_status import render_table, to_json
 
     status = _read_fleet_status(load_settings())
     if args.json:
@@ -707,7 +712,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from moonmind_codex.fleet_status import metric_families
+    from moonmind_codex.core.fleet_status import metric_families
     from moonmind_codex.metrics import exposition, write_textfile
 
     text = exposition(metric_families(_read_fleet_status(load_settings())))
@@ -746,10 +751,10 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from moonmind_codex.core.runs import RunDefinitionError
     from moonmind_codex.dockerio import DockerUnavailable
     from moonmind_codex.login import LoginDataError, LoginError
     from moonmind_codex.router import RoutingError
-    from moonmind_codex.runs import RunDefinitionError
     from moonmind_codex.runstore import StoreUnavailable
     from moonmind_codex.submit import RunNotFound
 

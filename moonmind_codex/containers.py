@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from docker.types import Mount
 
+from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.workspace import WORKSPACE_MOUNT
 from moonmind_codex.settings import Settings
-from moonmind_codex.shard import Shard
-from moonmind_codex.workspace import WORKSPACE_MOUNT
 
 CODEX_HOME = "/home/app/.codex"
 JOB_HOME = "/home/app"

@@ -6,7 +6,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from moonmind_codex import messages
+from moonmind_codex.core import messages
 from moonmind_codex.settings import Settings
 
 # Everything a call to the engine can raise that is not a bug in this package: the engine is

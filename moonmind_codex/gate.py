@@ -26,9 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from moonmind_codex import fence
-from moonmind_codex.exitcodes import ExitCode
-from moonmind_codex.preflight_eval import LoginPolicy, evaluate
+from moonmind_codex.core import fence
+from moonmind_codex.core.exitcodes import ExitCode
+from moonmind_codex.core.preflight_eval import LoginPolicy, evaluate
+from moonmind_codex.core.probe_report import AUTH_FILE_NAME
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.probe import (
     MANAGED_CONFIG,
     auth_digest,
@@ -36,8 +38,6 @@ from moonmind_codex.probe import (
     gather,
     run_codex_status,
 )
-from moonmind_codex.probe_report import AUTH_FILE_NAME
-from moonmind_codex.shard import Shard
 
 VERDICT_PREFIX = "[moonmind-codex] pre-flight "
 # Set by the worker on the job container; none of them is secret.
@@ -45,11 +45,11 @@ JOB_UID_ENV = "MOONMIND_CODEX_GATE_JOB_UID"
 WARN_DAYS_ENV = "MOONMIND_CODEX_GATE_WARN_DAYS"
 TIMEOUT_ENV = "MOONMIND_CODEX_GATE_TIMEOUT_SECONDS"
 KNOWN_VERDICT_ENV = "MOONMIND_CODEX_GATE_KNOWN_VERDICT"
-# ``AUTH_DIGEST REASON SINCE`` of a login the server rejected (see moonmind_codex.health): the
+# ``AUTH_DIGEST REASON SINCE`` of a login the server rejected (see moonmind_codex.core.health): the
 # gate blocks while auth.json still hashes to that digest, and goes on once a new login is in.
 QUARANTINED_ENV = "MOONMIND_CODEX_GATE_QUARANTINED"
 # "1": report the one-way ``login_digest`` of a ChatGPT login, which the worker keys with the
-# fleet's fingerprint key (never passed here) to fence copied logins (moonmind_codex.fence).
+# fleet's fingerprint key (never passed here) to fence copied logins (moonmind_codex.core.fence).
 FENCE_ENV = "MOONMIND_CODEX_GATE_FENCE"
 # JSON ``{"auth_digest", "shard", "volume", "host"}``: this volume's login is a fenced copy of
 # that shard's; the gate blocks while auth.json still hashes to ``auth_digest``.

@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 
 from celery import current_task
 
+from moonmind_codex.core.workspace import DEFAULT_PREFIX, run_volume_name, workspace_path
 from moonmind_codex.recording import run_phase_of
 from moonmind_codex.runstore import PhaseAttempt, RunStore
-from moonmind_codex.workspace import DEFAULT_PREFIX, run_volume_name, workspace_path
 
 R = TypeVar("R")
 

@@ -10,7 +10,7 @@ A job with ``preflight`` checks its login first, inside the same container and u
 the verdict's line is kept out of the phase log. Failing to create or start such a container
 (engine gone, image or volume missing) is a blocked pre-flight too: :class:`PreflightBlocked`.
 
-Each run has a workspace volume of its own (``moonmind_codex.workspace``), made ready before
+Each run has a workspace volume of its own (``moonmind_codex.core.workspace``), made ready before
 the run's first job container and mounted at ``/work`` in every job of that run only.
 """
 
@@ -33,8 +33,10 @@ import docker.errors
 import requests.exceptions
 
 from moonmind_codex.containers import LABEL, NAME_PREFIX, JobImageContainer, create_kwargs
+from moonmind_codex.core.exitcodes import ExitCode
+from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.workspace import run_volume_name
 from moonmind_codex.dockerio import ENGINE_ERRORS
-from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.gate import VERDICT_PREFIX
 from moonmind_codex.preflight import (
     PreflightBlocked,
@@ -48,8 +50,6 @@ from moonmind_codex.preflight import (
 )
 from moonmind_codex.run_volumes import ensure_run_volume
 from moonmind_codex.settings import Settings
-from moonmind_codex.shard import Shard
-from moonmind_codex.workspace import run_volume_name
 
 REDELIVERY_NOTE = "[moonmind-codex] container "
 JobOutcome = Literal["succeeded", "failed", "timed_out", "busy", "cancelled", "blocked"]

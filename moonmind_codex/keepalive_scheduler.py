@@ -1,7 +1,7 @@
 """A shard worker's keep-alive thread: reads the store and the login, sends a keep-alive run.
 
 Runs in the worker's main process (started when the worker is ready, stopped when it shuts
-down); :mod:`moonmind_codex.keepalive` decides. A keep-alive is an ordinary one-phase run
+down); :mod:`moonmind_codex.core.keepalive` decides. A keep-alive is an ordinary one-phase run
 (``keepalive-<shard>-<UTC time>``, phase ``keepalive``, ``MOONMIND_CODEX_KEEPALIVE_COMMAND``)
 submitted with :func:`moonmind_codex.submit.submit_run` and pinned to this shard's queue, so
 it is signed, recorded, audited, pre-flighted and run under the volume's lock like any phase,
@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from moonmind_codex.fleet_status import OPEN_RUN_STATES
-from moonmind_codex.keepalive import (
+from moonmind_codex.core.fleet_status import OPEN_RUN_STATES
+from moonmind_codex.core.keepalive import (
     KEEPALIVE_PHASE,
     Decision,
     KeepalivePolicy,
@@ -36,9 +36,9 @@ from moonmind_codex.keepalive import (
     login_read_needed,
     run_id_prefix,
 )
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.runstore import PhaseAttemptRecord, RunRecord, RunStore, utcnow
 from moonmind_codex.settings import Settings
-from moonmind_codex.shard import Shard
 
 log = logging.getLogger(__name__)
 

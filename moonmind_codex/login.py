@@ -21,8 +21,6 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from moonmind_codex import messages
-from moonmind_codex.authfile import inspect_auth_json
 from moonmind_codex.containers import (
     CODEX_HOME,
     JobImageContainer,
@@ -31,10 +29,12 @@ from moonmind_codex.containers import (
     docker_run_argv,
     unique_name,
 )
+from moonmind_codex.core import messages
+from moonmind_codex.core.authfile import inspect_auth_json
+from moonmind_codex.core.exitcodes import ExitCode
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.dockerio import volume_exists
-from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.settings import Settings
-from moonmind_codex.shard import Shard
 
 STDIN_CONTAINER_TIMEOUT_S = 120
 # The largest auth.json accepted or exported (a real one is a few KiB).

@@ -1,6 +1,6 @@
 """The fleet's status as Prometheus metrics: the text exposition, and a node_exporter textfile.
 
-:func:`moonmind_codex.fleet_status.metric_families` decides what is measured; this module only
+:func:`moonmind_codex.core.fleet_status.metric_families` decides what is measured; this module only
 hands those families to ``prometheus_client`` through a collector on a registry of its own (no
 process or platform metrics of the CLI itself) and writes the result.
 """
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from moonmind_codex.fleet_status import MetricFamily
+from moonmind_codex.core.fleet_status import MetricFamily
 
 TEXTFILE_MODE = 0o644
 

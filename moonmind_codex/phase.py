@@ -24,23 +24,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moonmind_codex import audit, fence, health
-from moonmind_codex.dockerio import DockerUnavailable, connect
-from moonmind_codex.jobs import JobResult, JobSpec, job_container_name, launch_job, log_path_for
-from moonmind_codex.messages import Fix, login_command
-from moonmind_codex.phase_result import PhaseOutcome, PhaseResult
-from moonmind_codex.preflight import CliVerdictCache, PreflightBlocked
-from moonmind_codex.preflight_eval import Finding, PreflightResult, blocked_result
-from moonmind_codex.runs import (
+from moonmind_codex import audit
+from moonmind_codex.core import fence, health
+from moonmind_codex.core.messages import Fix, login_command
+from moonmind_codex.core.phase_result import PhaseOutcome, PhaseResult
+from moonmind_codex.core.preflight_eval import Finding, PreflightResult, blocked_result
+from moonmind_codex.core.runs import (
     RunDefinitionError,
     check_command,
     check_id,
     check_optional_text,
     check_timeout,
 )
+from moonmind_codex.core.shard import Shard
+from moonmind_codex.dockerio import DockerUnavailable, connect
+from moonmind_codex.jobs import JobResult, JobSpec, job_container_name, launch_job, log_path_for
+from moonmind_codex.preflight import CliVerdictCache, PreflightBlocked
 from moonmind_codex.runstore import PhaseAttempt, RunStore, ShardHealth
 from moonmind_codex.settings import Settings
-from moonmind_codex.shard import Shard
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,18 @@ import docker.errors
 import requests.exceptions
 
 from moonmind_codex.containers import LABEL, JobImageContainer, create_kwargs, unique_name
+from moonmind_codex.core.exitcodes import ExitCode
+from moonmind_codex.core.messages import Fix
+from moonmind_codex.core.preflight_eval import (
+    Finding,
+    LoginPolicy,
+    PreflightResult,
+    blocked_result,
+    evaluate,
+)
+from moonmind_codex.core.probe_report import PROBE_VERSION
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.dockerio import ENGINE_ERRORS, DockerUnavailable, connect
-from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.gate import (
     FENCE_ENV,
     FENCED_ENV,
@@ -39,17 +49,7 @@ from moonmind_codex.gate import (
     WARN_DAYS_ENV,
     quarantine,
 )
-from moonmind_codex.messages import Fix
-from moonmind_codex.preflight_eval import (
-    Finding,
-    LoginPolicy,
-    PreflightResult,
-    blocked_result,
-    evaluate,
-)
-from moonmind_codex.probe_report import PROBE_VERSION
 from moonmind_codex.settings import ENV_PREFIX, Settings
-from moonmind_codex.shard import Shard
 
 __all__ = [
     "CliVerdictCache",
@@ -205,7 +205,7 @@ def gate_environment(
     ``quarantined`` is ``AUTH_DIGEST REASON SINCE`` of a login the server rejected
     (:meth:`moonmind_codex.runstore.ShardHealth.gate_value`): a digest is not the login.
     ``fence`` asks for the login's one-way digest (never the fleet's key); ``fenced`` is
-    :func:`moonmind_codex.fence.gate_value` of a copied login.
+    :func:`moonmind_codex.core.fence.gate_value` of a copied login.
     """
     environment = {
         "MOONMIND_CODEX_PREFLIGHT": "1",
@@ -339,7 +339,7 @@ def recorded_verdicts(settings: Settings, shards: Sequence[Shard]) -> dict[str, 
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from moonmind_codex import fence
+    from moonmind_codex.core import fence
     from moonmind_codex.runstore import RunStore, StoreUnavailable
 
     found: dict[str, dict[str, Any]] = {shard.volume: {} for shard in shards}

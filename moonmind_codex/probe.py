@@ -4,7 +4,7 @@ Standard library only (the job image has no third-party Python packages). It gat
 ``codex login status`` does not check (ownership, modes, writability, token expiry) and runs
 that real command, then prints ONE JSON object and exits 0 whatever it found: judging the
 result is the worker's job (``preflight_eval``). Nothing secret is printed: the auth file goes
-through :func:`moonmind_codex.authfile.inspect_auth_json`, and the CLI's output is reduced to a
+through :func:`moonmind_codex.core.authfile.inspect_auth_json`, and the CLI's output is reduced to a
 known phrase, because ``codex login status`` echoes part of an API key.
 """
 
@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from moonmind_codex.authfile import inspect_auth_json
-from moonmind_codex.probe_report import AUTH_FILE_NAME, PROBE_VERSION, STATUS_UNVERIFIED
+from moonmind_codex.core.authfile import inspect_auth_json
+from moonmind_codex.core.probe_report import AUTH_FILE_NAME, PROBE_VERSION, STATUS_UNVERIFIED
 
 STATUS_TIMEOUT_SECONDS = 20.0
 # The CLI's system-managed layer: it outranks the Codex home's and a repository's config.toml.

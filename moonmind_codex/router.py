@@ -11,7 +11,7 @@ per-call override), else the ``repository`` kwarg, else the ``run_id`` kwarg.
 
 Failover (``MOONMIND_CODEX_FAILOVER``, off by default): when a run gets its first queue and
 the store reports the key's shard quarantined or fenced, a healthy shard is chosen
-(:mod:`moonmind_codex.failover`); that choice is then sticky like any other.
+(:mod:`moonmind_codex.core.failover`); that choice is then sticky like any other.
 
 Sticky runs: a run keeps the queue of its first Codex phase, through the assignment store (one
 SQLite file per producer host by default) or, for producers on several hosts, by passing the
@@ -28,9 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from moonmind_codex.assignments import AssignmentStore
-from moonmind_codex.failover import failover_shard
-from moonmind_codex.routing import shard_for_key, shard_queue
+from moonmind_codex.core.assignments import AssignmentStore
+from moonmind_codex.core.failover import failover_shard
+from moonmind_codex.core.routing import shard_for_key, shard_queue
 from moonmind_codex.settings import Settings
 
 AFFINITY_HEADER = "moonmind_codex_affinity"

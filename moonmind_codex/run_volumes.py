@@ -29,16 +29,16 @@ from moonmind_codex.containers import (
     labels,
     unique_name,
 )
-from moonmind_codex.runstore import RUN_FINAL_STATES, RunStore
-from moonmind_codex.settings import Settings
-from moonmind_codex.shard import Shard
-from moonmind_codex.workspace import (
+from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.workspace import (
     ROLE,
     WORKSPACE_MOUNT,
     keep_reason,
     run_of_volume,
     run_volume_name,
 )
+from moonmind_codex.runstore import RUN_FINAL_STATES, RunStore
+from moonmind_codex.settings import Settings
 
 PREPARE_TIMEOUT_S = 120
 # Volumes this process has prepared (names), so later phases of a run skip the root container.

@@ -41,9 +41,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from moonmind_codex import fence
-from moonmind_codex.fleet_status import OPEN_RUN_STATES, RunView
-from moonmind_codex.keepalive import RUN_ID_PREFIX, run_id_prefix
+from moonmind_codex.core import fence
+from moonmind_codex.core.fleet_status import OPEN_RUN_STATES, RunView
+from moonmind_codex.core.keepalive import RUN_ID_PREFIX, run_id_prefix
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -145,7 +145,7 @@ class ShardHealthEventRecord(Base):
 
 
 class LoginFingerprintRecord(Base):
-    """One keyed fingerprint of a login one auth volume presented (moonmind_codex.fence)."""
+    """One keyed fingerprint of a login one auth volume presented (moonmind_codex.core.fence)."""
 
     __tablename__ = "login_fingerprints"
     __table_args__ = (
@@ -622,7 +622,7 @@ class RunStore:
             run = session.get(RunRecord, run_id)
             return run is not None and run.status == "cancelled"
 
-    # Shard health (moonmind_codex.health decides; the gate blocks a quarantined login).
+    # Shard health (moonmind_codex.core.health decides; the gate blocks a quarantined login).
 
     def shard_health(self, volume: str) -> ShardHealth | None:
         """The recorded health of ``volume``'s login; None when nothing was ever recorded."""
@@ -724,7 +724,7 @@ class RunStore:
                 for row in session.scalars(query)
             ]  # fmt: skip
 
-    # Copied logins fenced (moonmind_codex.fence decides; the gate blocks a fenced login).
+    # Copied logins fenced (moonmind_codex.core.fence decides; the gate blocks a fenced login).
 
     def register_login(
         self,
@@ -792,7 +792,7 @@ class RunStore:
         fenced = (v.holder.shard for v in self.login_fences() if v.fenced)
         return found | {n for n in fenced if n is not None}
 
-    # Fleet status (moonmind_codex.fleet_status shapes what these return).
+    # Fleet status (moonmind_codex.core.fleet_status shapes what these return).
 
     def shard_healths(self) -> list[ShardHealth]:
         """Every volume's recorded health, by volume."""

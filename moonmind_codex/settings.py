@@ -25,9 +25,9 @@ from typing import Literal
 
 # The shard value lives in its own module (the job image's pre-flight imports it at every job
 # start, and this one is costly to import).
-from moonmind_codex.policy import ANY_COMMAND, DEFAULT_ALLOWED_COMMANDS, command_allowed
-from moonmind_codex.shard import Shard
-from moonmind_codex.workspace import DEFAULT_PREFIX, prefix_problem
+from moonmind_codex.core.policy import ANY_COMMAND, DEFAULT_ALLOWED_COMMANDS, command_allowed
+from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.workspace import DEFAULT_PREFIX, prefix_problem
 
 ENV_PREFIX = "MOONMIND_CODEX_"
 # The most a *_FILE twin may hold: a URL with a password, a path, a number.
@@ -124,7 +124,7 @@ class Settings:
     busy_retry_seconds: float = 30.0
     busy_max_retries: int = 20
     last_refresh_warn_days: float = 7.0
-    # Keep-alives (moonmind_codex.keepalive): an idle shard whose ChatGPT login was last
+    # Keep-alives (moonmind_codex.core.keepalive): an idle shard whose ChatGPT login was last
     # refreshed longer ago than keepalive_after_days gets one minimal Codex call on its queue.
     keepalive_enabled: bool = True
     keepalive_command: tuple[str, ...] = DEFAULT_KEEPALIVE_COMMAND
@@ -134,7 +134,7 @@ class Settings:
     keepalive_stagger_minutes: float = 60.0
     keepalive_check_seconds: float = 300.0
     keepalive_timeout_seconds: float = 600.0
-    # Each run's workspace is the Docker volume <prefix><run_id> (moonmind_codex.workspace).
+    # Each run's workspace is the Docker volume <prefix><run_id> (moonmind_codex.core.workspace).
     workspace_volume_prefix: str = DEFAULT_PREFIX
     artifacts_dir: Path = Path("var/artifacts")
     audit_log: Path | None = None
@@ -142,7 +142,7 @@ class Settings:
     # (postgresql+psycopg://...) when producers and workers span hosts.
     database_url: str = "sqlite:///var/state/moonmind-codex.sqlite3"
     codex_task_patterns: tuple[str, ...] = ("*.codex_*",)
-    # The first words a Codex phase's command may have (moonmind_codex.policy).
+    # The first words a Codex phase's command may have (moonmind_codex.core.policy).
     allowed_commands: tuple[str, ...] = DEFAULT_ALLOWED_COMMANDS
     worker_container: str | None = None
     docker_url: str | None = None
@@ -166,7 +166,7 @@ class Settings:
     # itself (its definitions) and its users may not: the role sets false there.
     declare_queues: bool = True
     # A file holding the fleet's random key for login fingerprints (the same on every host):
-    # copied logins are fenced only when it is set (moonmind_codex.fence). Read by workers.
+    # copied logins are fenced only when it is set (moonmind_codex.core.fence). Read by workers.
     fingerprint_key_file: Path | None = None
     # A new run whose shard is quarantined or fenced goes to a healthy shard (then sticks).
     failover: bool = False

@@ -20,13 +20,13 @@ from typing import Any
 
 from celery import Celery, chain
 
-from moonmind_codex.router import CodexRouter
-from moonmind_codex.runs import (
+from moonmind_codex.core.runs import (
     RunDefinition,
     RunDefinitionError,
     parse_run_definition,
     resume_point,
 )
+from moonmind_codex.router import CodexRouter
 from moonmind_codex.runstore import RunStore, utcnow
 from moonmind_codex.settings import Settings
 

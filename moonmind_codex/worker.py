@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from celery.signals import worker_ready, worker_shutting_down
 
 from moonmind_codex.celery_app import create_app
+from moonmind_codex.core.exitcodes import ExitCode
 from moonmind_codex.dockerio import DockerUnavailable, connect
-from moonmind_codex.exitcodes import ExitCode
 from moonmind_codex.guards import WorkerStartupError, check_worker_startup
 from moonmind_codex.keepalive_scheduler import for_worker
 from moonmind_codex.settings import Settings
@@ -94,7 +94,7 @@ def run_worker(settings: Settings) -> int:
     app = create_app(settings, sticky=False)
     stopped_by: list[str] = []
 
-    # This shard's keep-alives (moonmind_codex.keepalive): a thread of this main process,
+    # This shard's keep-alives (moonmind_codex.core.keepalive): a thread of this main process,
     # started once the pool and the consumer run, sending through this shard's own queue.
     keepalive = for_worker(settings, app)
 

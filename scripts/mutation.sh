@@ -4,7 +4,7 @@
 # equivalent ones listed in tests/mutation/equivalent.txt (scripts/mutation_floor.py).
 # Always a fresh run: mutmut keeps verdicts in mutants/ across runs, and a verdict cached
 # before a test changed would be stale. Hypothesis runs its short, fixed-seed "mutation"
-# profile. To iterate on one module: .venv/bin/mutmut run 'moonmind_codex.messages.*'
+# profile. To iterate on one module: .venv/bin/mutmut run 'moonmind_codex.core.messages.*'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS

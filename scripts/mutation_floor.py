@@ -74,7 +74,7 @@ def read_equivalents(path: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def module_name(source: str) -> str:
-    """``moonmind_codex/routing.py`` -> ``moonmind_codex.routing`` (mutmut's id prefix)."""
+    """``moonmind_codex/core/routing.py`` -> ``moonmind_codex.core.routing`` (mutmut's ids)."""
     return source.removesuffix(".py").replace("/", ".")
 
 
@@ -129,7 +129,7 @@ def load_results(root: Path) -> tuple[dict[str, dict[str, int | None]], list[str
 def report(scores: list[ModuleScore], floor: float) -> tuple[list[str], list[str]]:
     """The table's lines, and the failures (modules and total below the floor, unchecked)."""
     lines = [
-        f"{'module':<32} {'mutants':>7} {'killed':>6} {'survived':>8} {'equiv':>5} {'score':>6}"
+        f"{'module':<37} {'mutants':>7} {'killed':>6} {'survived':>8} {'equiv':>5} {'score':>6}"
     ]
     failures: list[str] = []
     everything = ModuleScore("total")
@@ -141,7 +141,7 @@ def report(scores: list[ModuleScore], floor: float) -> tuple[list[str], list[str
                 everything.equivalent += other.equivalent
                 everything.unchecked += other.unchecked
         lines.append(
-            f"{row.module:<32} {row.total:>7} {len(row.killed):>6} {len(row.survived):>8} "
+            f"{row.module:<37} {row.total:>7} {len(row.killed):>6} {len(row.survived):>8} "
             f"{len(row.equivalent):>5} {row.score:>5.1f}%"
         )
         if row.score < floor:

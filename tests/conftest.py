@@ -78,7 +78,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_fleet_status.py": 24,
     "unit/test_gate.py": 46,
     "unit/test_job_naming.py": 6,
-    "unit/test_layers.py": 83,
+    "unit/test_layers.py": 86,
     "unit/test_keepalive.py": 41,
     "unit/test_job_network.py": 13,
     "unit/test_messages.py": 16,

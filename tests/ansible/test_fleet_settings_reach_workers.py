@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.hosts import REPO, ansible_playbook, docker, fleet_inventory, write_inventory
-from moonmind_codex.routing import shard_for_key
+from moonmind_codex.core.routing import shard_for_key
 from tests.unit.helpers import chatgpt_auth
 
 pytestmark = pytest.mark.integration

@@ -61,7 +61,7 @@ from harness.hosts import (
     wait_until,
     write_inventory,
 )
-from moonmind_codex.routing import shard_for_key
+from moonmind_codex.core.routing import shard_for_key
 from tests.ansible.conftest import copy_images
 
 pytestmark = pytest.mark.integration

@@ -46,7 +46,7 @@ from harness.hosts import (
     wait_for_consumers,
     write_inventory,
 )
-from moonmind_codex.exitcodes import FINAL_FOR_SYSTEMD, ExitCode
+from moonmind_codex.core.exitcodes import FINAL_FOR_SYSTEMD, ExitCode
 from tests.ansible.conftest import copy_images
 
 pytestmark = pytest.mark.integration

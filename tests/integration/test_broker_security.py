@@ -110,7 +110,7 @@ class SecureFleet:
 
     def repository(self) -> str:
         """A repository name whose runs the router sends to the served shard."""
-        from moonmind_codex.routing import shard_for_key
+        from moonmind_codex.core.routing import shard_for_key
 
         for n in range(10_000):
             name = f"org/sec-{self.tag}-{n}"

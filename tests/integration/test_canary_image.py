@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.jobs import JobSpec, launch_job
 from moonmind_codex.preflight import job_image_versions
 from moonmind_codex.settings import Settings
-from moonmind_codex.shard import Shard
 from tests.integration.conftest import VolumeFactory, unique
 
 JOB_IMAGE = "moonmind-codex/job:latest"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.jobs import JobSpec, launch_job
 from moonmind_codex.settings import Settings
-from moonmind_codex.shard import Shard
 from tests.integration.conftest import VolumeFactory
 
 ALLOWED = ["sh", "-c", "grep Cpus_allowed_list /proc/self/status"]

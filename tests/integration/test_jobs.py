@@ -21,12 +21,12 @@ import pytest
 from harness.engine import watching_engine
 from harness.logins import FAKE_API_KEY
 from moonmind_codex.containers import create_kwargs
+from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.workspace import run_volume_name
 from moonmind_codex.jobs import JobResult, JobSpec, job_container, job_container_name
 from moonmind_codex.jobs import launch_job as _launch_job
 from moonmind_codex.run_volumes import ensure_run_volume
 from moonmind_codex.settings import Settings
-from moonmind_codex.shard import Shard
-from moonmind_codex.workspace import run_volume_name
 from tests.integration.conftest import VolumeFactory, in_volume
 
 SettingsFor = Callable[..., Settings]

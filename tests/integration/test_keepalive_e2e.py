@@ -24,8 +24,8 @@ import pytest
 from harness.broker import running_broker
 from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_for_log
 from harness.logins import CODEX_HOME, JOB_IMAGE, run_in_volume
-from moonmind_codex import health
-from moonmind_codex.keepalive import KEEPALIVE_PHASE, run_id_prefix
+from moonmind_codex.core import health
+from moonmind_codex.core.keepalive import KEEPALIVE_PHASE, run_id_prefix
 from moonmind_codex.runstore import RunRecord, RunStore
 from tests.unit.helpers import chatgpt_auth
 

@@ -29,8 +29,8 @@ from harness.fleet import (
     workspace_prefix,
 )
 from harness.logins import run_in_volume
-from moonmind_codex import fence
 from moonmind_codex.celery_app import create_app
+from moonmind_codex.core import fence
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
 from moonmind_codex.submit import submit_run

@@ -17,8 +17,8 @@ import docker.errors
 import pytest
 
 from harness.logins import FAKE_API_KEY, JOB_IMAGE
+from moonmind_codex.core.preflight_eval import PreflightResult
 from moonmind_codex.preflight import run_preflight
-from moonmind_codex.preflight_eval import PreflightResult
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings, SettingsError
 from tests.integration.conftest import VolumeFactory, in_volume, unique, write_auth

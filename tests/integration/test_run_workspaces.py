@@ -21,12 +21,12 @@ import pytest
 
 from harness.logins import JOB_IMAGE
 from moonmind_codex.containers import create_kwargs
+from moonmind_codex.core.workspace import run_volume_name
 from moonmind_codex.hooks import run_context
 from moonmind_codex.jobs import JobResult, JobSpec, launch_job
 from moonmind_codex.run_volumes import ensure_run_volume, prepare_container
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
-from moonmind_codex.workspace import run_volume_name
 from tests.integration.conftest import VolumeFactory, unique
 
 SettingsFor = Callable[..., Settings]

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import inspect, make_url, text
 
 from harness.postgres import running_postgres
-from moonmind_codex.keepalive import ShardActivity
+from moonmind_codex.core.keepalive import ShardActivity
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.keepalive_scheduler import shard_activity
 from moonmind_codex.runstore import RunStore, make_engine, migrate
-from moonmind_codex.shard import Shard
 
 
 @pytest.fixture(scope="module")

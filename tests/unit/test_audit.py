@@ -5,8 +5,8 @@ import threading
 from pathlib import Path
 
 from moonmind_codex import audit
-from moonmind_codex.phase_result import PhaseResult
-from moonmind_codex.shard import Shard
+from moonmind_codex.core.phase_result import PhaseResult
+from moonmind_codex.core.shard import Shard
 
 SHARD = Shard(number=1, queue="codex-1", volume="codex_auth_1", host="h")
 

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from moonmind_codex.authfile import TOKEN_FIELDS, inspect_auth_json, jwt_expiry, parse_timestamp
+from moonmind_codex.core.authfile import (
+    TOKEN_FIELDS,
+    inspect_auth_json,
+    jwt_expiry,
+    parse_timestamp,
+)
 from tests.unit.helpers import (
     agent_identity_auth,
     api_key_auth,

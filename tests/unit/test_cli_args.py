@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from moonmind_codex.cli import main
-from moonmind_codex.exitcodes import ExitCode
+from moonmind_codex.core.exitcodes import ExitCode
 from moonmind_codex.router import route_key
 from moonmind_codex.settings import Settings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-from moonmind_codex.assignments import MemoryAssignmentStore
-from moonmind_codex.failover import failover_shard, score
+from moonmind_codex.core.assignments import MemoryAssignmentStore
+from moonmind_codex.core.failover import failover_shard, score
 from moonmind_codex.router import CodexRouter, route_key
 from moonmind_codex.settings import Settings
 
@@ -33,7 +33,7 @@ def test_an_unavailable_primary_gives_the_best_scored_healthy_shard() -> None:
 
 
 def test_ties_go_to_the_lower_shard(monkeypatch: object) -> None:
-    import moonmind_codex.failover as module
+    import moonmind_codex.core.failover as module
 
     setattr(module, "score", lambda key, shard: 1)  # noqa: B010
     try:

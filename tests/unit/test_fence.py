@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from moonmind_codex import fence
+from moonmind_codex.core import fence
+from moonmind_codex.core.preflight_eval import LoginPolicy, check_fence, copied_login, evaluate
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.gate import FENCE_ENV, FENCED_ENV, check
-from moonmind_codex.preflight_eval import LoginPolicy, check_fence, copied_login, evaluate
-from moonmind_codex.shard import Shard
 from tests.unit.helpers import SECRET_MARKERS, api_key_auth, chatgpt_auth
 
 KEY = b"k" * 32

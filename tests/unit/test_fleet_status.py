@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from moonmind_codex import fence
 from moonmind_codex.cli import build_parser
-from moonmind_codex.fleet_status import (
+from moonmind_codex.core import fence
+from moonmind_codex.core.fleet_status import (
     FleetStatus,
     MetricFamily,
     RunView,
@@ -29,8 +29,8 @@ from moonmind_codex.fleet_status import (
     to_json,
     when_text,
 )
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.metrics import exposition, write_textfile
-from moonmind_codex.shard import Shard
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -2,7 +2,7 @@
 
 Every command is run through ``main(argv)`` with the engine, the run store, the broker and the
 worker replaced by a stub that raises ``Reached``: an input is either refused before any of
-them is touched, with one line on stderr and a status from :mod:`moonmind_codex.exitcodes`
+them is touched, with one line on stderr and a status from :mod:`moonmind_codex.core.exitcodes`
 (64 usage, 65 data, 78 config; 0 for --help/--version), or it reached the stub. No traceback,
 never another exception. Profiles and longer runs: see ``tests/unit/fuzz_profiles.py``.
 """
@@ -20,9 +20,9 @@ from unittest import mock
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moonmind_codex.authfile import inspect_auth_json
 from moonmind_codex.cli import main
-from moonmind_codex.exitcodes import ExitCode
+from moonmind_codex.core.authfile import inspect_auth_json
+from moonmind_codex.core.exitcodes import ExitCode
 from tests.unit.fuzz_profiles import examples
 from tests.unit.fuzz_strategies import SECRET_PREFIX, json_values, secrets
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from moonmind_codex.authfile import inspect_auth_json
 from moonmind_codex.cli import decode_definition
-from moonmind_codex.exitcodes import ExitCode
+from moonmind_codex.core.authfile import inspect_auth_json
+from moonmind_codex.core.exitcodes import ExitCode
+from moonmind_codex.core.runs import RunDefinitionError, parse_run_definition
 from moonmind_codex.login import LoginDataError, check_login, read_login_source
 from moonmind_codex.phase import PhaseRequest, PhaseRequestError
-from moonmind_codex.runs import RunDefinitionError, parse_run_definition
 from moonmind_codex.settings import Settings, SettingsError, load_settings
 from tests.unit.fuzz_strategies import now
 from tests.unit.test_fuzz_cli import run
@@ -192,7 +192,7 @@ def test_inventory_edge_cases() -> None:
 
 def test_yaml_aliases_in_a_run_definition_are_refused_before_they_expand() -> None:
     from moonmind_codex.cli import decode_definition
-    from moonmind_codex.runs import RunDefinitionError
+    from moonmind_codex.core.runs import RunDefinitionError
 
     laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"

@@ -14,6 +14,16 @@ from typing import Any
 
 import pytest
 
+from moonmind_codex.core.health import (
+    AUTH_REASONS,
+    HEAD_BYTES,
+    TAIL_BYTES,
+    TRANSIENT_REASONS,
+    classify,
+)
+from moonmind_codex.core.messages import Fix
+from moonmind_codex.core.preflight_eval import check_quarantine
+from moonmind_codex.core.probe_report import PROBE_VERSION
 from moonmind_codex.gate import (
     KNOWN_VERDICT_ENV,
     QUARANTINED_ENV,
@@ -23,24 +33,14 @@ from moonmind_codex.gate import (
     verdict_key,
 )
 from moonmind_codex.gate import check as gate_check
-from moonmind_codex.health import (
-    AUTH_REASONS,
-    HEAD_BYTES,
-    TAIL_BYTES,
-    TRANSIENT_REASONS,
-    classify,
-)
 from moonmind_codex.jobs import _VerdictFilter
-from moonmind_codex.messages import Fix
 from moonmind_codex.preflight import (
     CliVerdictCache,
     gate_environment,
     read_verdict,
     verdict_line,
 )
-from moonmind_codex.preflight_eval import check_quarantine
 from moonmind_codex.probe import auth_digest
-from moonmind_codex.probe_report import PROBE_VERSION
 from moonmind_codex.settings import Settings
 
 AUTH = b'{"OPENAI_API_KEY": "sk-test"}'
@@ -194,7 +194,7 @@ def test_the_gate_imports_nothing_beyond_the_standard_library() -> None:
     assert not loaded & {"docker", "celery", "kombu", "sqlalchemy", "requests", "alembic"}
 
 
-# --- Truthful health: the real Codex CLI's messages (moonmind_codex.health) -------------------
+# --- Truthful health: the real Codex CLI's messages (moonmind_codex.core.health) ---------------
 #
 # Taken from the CLI's source (openai/codex, Rust):
 # - codex-rs/login/src/auth/manager.rs: REFRESH_TOKEN_EXPIRED_MESSAGE, REFRESH_TOKEN_REUSED_MESSAGE,

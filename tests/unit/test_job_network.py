@@ -14,10 +14,10 @@ import pytest
 import requests
 import yaml
 
-from moonmind_codex.messages import Fix, create_job_network, render_fix
+from moonmind_codex.core.messages import Fix, create_job_network, render_fix
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.preflight import missing_network
 from moonmind_codex.settings import Settings, load_settings
-from moonmind_codex.shard import Shard
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "moonmind_codex_job_network"

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from moonmind_codex import health
-from moonmind_codex.keepalive import (
+from moonmind_codex.core import health
+from moonmind_codex.core.keepalive import (
     CLOCK_SKEW,
     Decision,
     KeepalivePolicy,
@@ -20,8 +20,8 @@ from moonmind_codex.keepalive import (
     run_id_prefix,
     stagger_offset,
 )
+from moonmind_codex.core.runs import check_id
 from moonmind_codex.keepalive_scheduler import login_from_report, policy_of
-from moonmind_codex.runs import check_id
 from moonmind_codex.settings import SettingsError, load_settings
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

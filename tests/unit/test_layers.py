@@ -12,14 +12,15 @@ that imports a higher one only "for a type" still needs it to be there. Lowest f
     worker    the Celery worker and its phase; all of the above
     cli       the operators' commands; everything
 
-The package is flat today; LAYER_OF says where each module belongs until the modules move into
-folders of those names (issue 19), when this test reads the folders instead.
+A module in a folder named after its layer (``moonmind_codex/core/``) is placed by the folder;
+LAYER_OF places the modules that have not moved into their folder yet (issue 19).
 """
 
 from __future__ import annotations
 
 import ast
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -28,29 +29,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "moonmind_codex"
 NAME = "moonmind_codex"
 
 LAYERS = ("core", "gate", "settings", "store", "docker", "producer", "worker", "cli")
+# Where each module outside a layer folder belongs.
 LAYER_OF = {
-    **dict.fromkeys(
-        [
-            "assignments",
-            "authfile",
-            "exitcodes",
-            "failover",
-            "fence",
-            "fleet_status",
-            "health",
-            "keepalive",
-            "messages",
-            "phase_result",
-            "policy",
-            "preflight_eval",
-            "probe_report",
-            "routing",
-            "runs",
-            "shard",
-            "workspace",
-        ],
-        "core",
-    ),
     **dict.fromkeys(("gate", "probe"), "gate"),
     "settings": "settings",
     **dict.fromkeys(("runstore", "audit", "migrations.env"), "store"),
@@ -61,8 +41,9 @@ LAYER_OF = {
     **dict.fromkeys(("celery_app", "phase", "guards", "keepalive_scheduler", "worker"), "worker"),
     **dict.fromkeys(("cli", "metrics", "__main__"), "cli"),
 }
-# The package's own __init__ hands on the public API lazily: it names every layer by design.
-EXEMPT = {"__init__"}
+# The package root hands on the public API lazily: it names every layer by design, and only
+# cli reads it (for __version__).
+ROOT = "__init__"
 MAY_IMPORT = {
     "core": {"core"},
     "gate": {"core", "gate"},
@@ -73,8 +54,6 @@ MAY_IMPORT = {
     "worker": {"core", "gate", "settings", "store", "docker", "producer", "worker"},
     "cli": set(LAYERS),
 }
-# The package root (the public API, __version__) is above every layer: only cli reads it.
-ROOT = "__init__"
 # Third-party packages (top-level import names) a layer may use; cli may use any.
 THIRD_PARTY = {
     "core": set(),
@@ -94,8 +73,8 @@ KNOWN_LEAKS = {
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE).with_suffix("").parts
-    return ".".join(parts)
+    """``moonmind_codex/core/fence.py`` -> ``core.fence``."""
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
 
 
 def package_modules() -> dict[str, Path]:
@@ -106,59 +85,75 @@ def package_modules() -> dict[str, Path]:
     }
 
 
+def layer_of(module: str) -> str | None:
+    """A module's layer: its folder's when it is in a layer folder, else LAYER_OF's."""
+    folder = module.split(".", 1)[0]
+    if "." in module and folder in LAYERS:
+        return folder
+    return LAYER_OF.get(module)
+
+
 def imports_of(path: Path) -> set[str]:
-    """Every module ``path`` imports: top-level names of third-party packages, and
-    ``moonmind_codex.<module>`` for the package's own (``from moonmind_codex import x`` names
-    module x when it is one)."""
+    """Every module ``path`` imports, by its full dotted name; ``from moonmind_codex[.folder]
+    import x`` names module x when x is one."""
     found: set[str] = set()
     modules = package_modules()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == NAME:
+            if node.module == NAME or node.module.startswith(f"{NAME}."):
+                inside = node.module.removeprefix(NAME).lstrip(".")
                 for alias in node.names:
-                    found.add(f"{NAME}.{alias.name}" if alias.name in modules else NAME)
+                    name = f"{inside}.{alias.name}".lstrip(".")
+                    found.add(f"{NAME}.{name}" if name in modules else node.module)
             else:
                 found.add(node.module)
     return found
 
 
 def own_and_foreign(path: Path) -> tuple[set[str], set[str]]:
-    """(the package's modules imported, third-party top-level packages imported)."""
+    """(the package's modules imported, as ``core.fence`` or ``core.__init__``; third-party
+    top-level packages imported)."""
+    modules = package_modules()
     own, foreign = set(), set()
     for name in imports_of(path):
         top = name.split(".", 1)[0]
         if top == NAME:
-            own.add(name.removeprefix(f"{NAME}.") if name != NAME else "__init__")
+            inside = name.removeprefix(NAME).lstrip(".")
+            own.add(inside if inside in modules else f"{inside}.{ROOT}".lstrip("."))
         elif top not in sys.stdlib_module_names and top != "__future__":
             foreign.add(top)
     return own, foreign
 
 
+PLACED = sorted(m for m in package_modules() if layer_of(m) is not None)
+
+
 def test_every_module_has_a_layer() -> None:
-    unplaced = sorted(set(package_modules()) - set(LAYER_OF) - EXEMPT)
-    assert unplaced == [], f"give these modules a layer in LAYER_OF: {unplaced}"
+    unplaced = sorted(m for m in package_modules() if layer_of(m) is None and m != ROOT)
+    assert unplaced == [], f"put these in a layer folder, or in LAYER_OF: {unplaced}"
     gone = sorted(set(LAYER_OF) - set(package_modules()))
-    assert gone == [], f"LAYER_OF names modules that no longer exist: {gone}"
+    assert gone == [], f"LAYER_OF names modules that are not there: {gone}"
 
 
-@pytest.mark.parametrize("module", sorted(set(LAYER_OF)))
+@pytest.mark.parametrize("module", PLACED)
 def test_a_module_imports_only_its_own_and_lower_layers(module: str) -> None:
-    layer = LAYER_OF[module]
+    layer = layer_of(module)
+    assert layer is not None
     own, _ = own_and_foreign(package_modules()[module])
     wrong = sorted(
-        f"{imported} ({LAYER_OF.get(imported, 'the package root')})"
+        f"{imported} ({layer_of(imported) or 'the package root'})"
         for imported in own
-        if LAYER_OF.get(imported) not in MAY_IMPORT[layer]
-        and not (imported == ROOT and layer == "cli")
+        if layer_of(imported) not in MAY_IMPORT[layer] and not (imported == ROOT and layer == "cli")
     )
     assert wrong == [], f"{module} ({layer}) imports above or beside its layer: {wrong}"
 
 
-@pytest.mark.parametrize("module", sorted(m for m in LAYER_OF if LAYER_OF[m] != "cli"))
+@pytest.mark.parametrize("module", [m for m in PLACED if layer_of(m) != "cli"])
 def test_a_module_uses_only_its_layers_third_party_packages(module: str) -> None:
-    layer = LAYER_OF[module]
+    layer = layer_of(module)
+    assert layer is not None
     _, foreign = own_and_foreign(package_modules()[module])
     known = {package for (leaking, package) in KNOWN_LEAKS if leaking == module}
     extra = sorted(foreign - THIRD_PARTY[layer] - known)
@@ -168,16 +163,40 @@ def test_a_module_uses_only_its_layers_third_party_packages(module: str) -> None
 
 
 def test_the_checks_see_a_wrong_import(tmp_path: Path) -> None:
-    """The control: an upward import, a function's own, is found (the walk reaches it)."""
+    """The control: imports a type checker's, a function's own and a folder's are all found."""
     planted = tmp_path / "planted.py"
     planted.write_text(
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    from moonmind_codex.settings import Settings\n"
         "def f():\n    from moonmind_codex import phase\n    import docker\n"
+        "    from moonmind_codex.core import fence\n"
     )
     assert imports_of(planted) == {
         "typing",
         "moonmind_codex.settings",
         "moonmind_codex.phase",
+        "moonmind_codex.core.fence",
         "docker",
     }
+    assert own_and_foreign(planted) == ({"settings", "phase", "core.fence"}, {"docker"})
+
+
+# Modules of core with nothing for mutmut to change (no function), for which it writes no
+# results: the folder's docstring, the probe report's constants.
+NOTHING_TO_MUTATE = {"core.__init__", "core.probe_report"}
+# Outside core and mutation-tested too: the routing decisions a producer makes.
+MUTATED_OUTSIDE_CORE = {"router"}
+
+
+def test_the_mutation_set_is_the_core_folder() -> None:
+    """scripts/mutation.sh mutates exactly core's modules (and the router): a module added to
+    core is mutation-tested from its first commit."""
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    mutated = {
+        module_name(PACKAGE.parent / source) for source in config["tool"]["mutmut"]["only_mutate"]
+    }
+    core = {m for m in package_modules() if layer_of(m) == "core"}
+    assert mutated == (core - NOTHING_TO_MUTATE) | MUTATED_OUTSIDE_CORE
+    for module in NOTHING_TO_MUTATE:
+        tree = ast.parse(package_modules()[module].read_text())
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)], module

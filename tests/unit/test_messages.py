@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from moonmind_codex import messages
-from moonmind_codex.messages import Fix, render_fix
-from moonmind_codex.shard import Shard
+from moonmind_codex.core import messages
+from moonmind_codex.core.messages import Fix, render_fix
+from moonmind_codex.core.shard import Shard
 
 SHARD = Shard(number=3, queue="codex-3", volume="codex_auth_3", host="w2")
 LOGIN = "moonmind-codex login --shard 3"

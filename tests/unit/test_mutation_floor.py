@@ -48,7 +48,7 @@ def killed(count: int, start: int = 1) -> dict[str, int | None]:
 def test_ninety_percent_killed_holds_and_a_timeout_counts_as_killed(tmp_path: Path) -> None:
     code, out = floor(checkout(tmp_path, {**killed(8), "9": 36, "10": 0}))
     assert code == 0, out
-    assert "moonmind_codex.routing                10      9        1     0  90.0%" in out
+    assert "moonmind_codex.routing                     10      9        1     0  90.0%" in out
     assert "mutation floor of 90% holds" in out
 
 
@@ -64,7 +64,7 @@ def test_listed_equivalents_leave_the_score_and_must_stay_true(tmp_path: Path) -
     listing = f"# why\n{ROUTING}9 same value either way\n{ROUTING}10 same again\n"
     code, out = floor(checkout(tmp_path, {**killed(8), "9": 0, "10": 0}, listing))
     assert code == 0, out
-    assert "moonmind_codex.routing                10      8        0     2 100.0%" in out
+    assert "moonmind_codex.routing                     10      8        0     2 100.0%" in out
     # A listed mutant a test now kills, one that no longer exists, and one without a reason.
     listing += f"{ROUTING}1 thought equivalent\n{ROUTING}99 gone\n{ROUTING}8\n"
     code, out = floor(checkout(tmp_path / "again", {**killed(8), "9": 0, "10": 0}, listing))
@@ -77,7 +77,7 @@ def test_listed_equivalents_leave_the_score_and_must_stay_true(tmp_path: Path) -
     slow = f"# why\n{ROUTING}9 same value either way\n{ROUTING}10 same again\n"
     code, out = floor(checkout(tmp_path / "slow", {**killed(8), "9": -24, "10": 0}, slow))
     assert code == 0, out
-    assert "moonmind_codex.routing                10      8        0     2 100.0%" in out
+    assert "moonmind_codex.routing                     10      8        0     2 100.0%" in out
 
 
 def test_an_unfinished_or_missing_run_fails(tmp_path: Path) -> None:

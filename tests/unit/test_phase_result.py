@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from moonmind_codex.phase_result import PhaseResult
-from moonmind_codex.shard import Shard
+from moonmind_codex.core.phase_result import PhaseResult
+from moonmind_codex.core.shard import Shard
 
 SHARD = Shard(number=4, queue="codex-4", volume="codex_auth_4", host="w3")
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from moonmind_codex.policy import DEFAULT_ALLOWED_COMMANDS, command_allowed, refusal
+from moonmind_codex.core.policy import DEFAULT_ALLOWED_COMMANDS, command_allowed, refusal
 from moonmind_codex.settings import SettingsError, load_settings
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from moonmind_codex.authfile import inspect_auth_json
-from moonmind_codex.messages import Fix
-from moonmind_codex.preflight_eval import (
+from moonmind_codex.core.authfile import inspect_auth_json
+from moonmind_codex.core.messages import Fix
+from moonmind_codex.core.preflight_eval import (
     ACCESS_TOKEN_WARN_HOURS,
     UNVERIFIED_OFFLINE,
     Finding,
@@ -16,8 +16,8 @@ from moonmind_codex.preflight_eval import (
     blocked_result,
     evaluate,
 )
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.probe import summarise_status_output
-from moonmind_codex.shard import Shard
 from tests.unit.helpers import (
     agent_identity_auth,
     api_key_auth,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from moonmind_codex.messages import Fix, render_fix
-from moonmind_codex.preflight_eval import (
+from moonmind_codex.core.messages import Fix, render_fix
+from moonmind_codex.core.preflight_eval import (
     ACCESS_TOKEN_WARN_HOURS,
     FUTURE_TOLERANCE_DAYS,
     UNVERIFIED_OFFLINE,
@@ -31,7 +31,7 @@ from moonmind_codex.preflight_eval import (
     rejection,
     verdict,
 )
-from moonmind_codex.shard import Shard
+from moonmind_codex.core.shard import Shard
 
 SHARD = Shard(number=2, queue="codex-2", volume="codex_auth_2", host="h2")
 HOME = "/home/app/.codex"

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from moonmind_codex.assignments import MemoryAssignmentStore
+from moonmind_codex.core.assignments import MemoryAssignmentStore
+from moonmind_codex.core.routing import shard_for_key
 from moonmind_codex.router import (
     CodexRouter,
     RouteDecision,
@@ -15,7 +16,6 @@ from moonmind_codex.router import (
     install_routing,
     route_key,
 )
-from moonmind_codex.routing import shard_for_key
 from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moonmind_codex.routing import (
+from moonmind_codex.core.routing import (
     jump_hash,
     modulo_shard_for_key,
     shard_for_key,
@@ -46,7 +46,7 @@ def test_growing_moves_about_one_in_n_plus_one_keys(n: int) -> None:
 def test_digest_is_stable_across_processes() -> None:
     # Python's hash() is salted per process; the shard of a key must not be.
     code = (
-        "from moonmind_codex.routing import shard_for_key;"
+        "from moonmind_codex.core.routing import shard_for_key;"
         "print([shard_for_key(f'k{i}', 7) for i in range(50)])"
     )
     outputs = {

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from moonmind_codex.runs import RunDefinitionError, parse_run_definition, resume_point
+from moonmind_codex.core.runs import RunDefinitionError, parse_run_definition, resume_point
 from moonmind_codex.runstore import run_status
 
 GOOD: dict[str, Any] = {
@@ -251,7 +251,7 @@ def test_task_kwargs_must_be_json_and_the_message_points_at_the_value(
 
 
 def test_a_free_text_argument_is_checked_alone() -> None:
-    from moonmind_codex.runs import check_command, check_optional_text, check_timeout
+    from moonmind_codex.core.runs import check_command, check_optional_text, check_timeout
 
     assert check_optional_text(None, "repository") is None
     assert check_optional_text("org/repo", "repository") == "org/repo"

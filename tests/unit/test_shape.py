@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import moonmind_codex
-from moonmind_codex.exitcodes import DOCUMENTED, FINAL_FOR_SYSTEMD, ExitCode
+from moonmind_codex.core.exitcodes import DOCUMENTED, FINAL_FOR_SYSTEMD, ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from moonmind_codex.settings import SettingsError, load_settings
-from moonmind_codex.workspace import (
+from moonmind_codex.core.workspace import (
     DEFAULT_PREFIX,
     keep_reason,
     prefix_problem,
@@ -16,6 +15,7 @@ from moonmind_codex.workspace import (
     run_volume_name,
     workspace_path,
 )
+from moonmind_codex.settings import SettingsError, load_settings
 
 # What Docker accepts as a volume name (daemon/names: RestrictedNamePattern, at least 2 chars).
 DOCKER_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")

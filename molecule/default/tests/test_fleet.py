@@ -32,7 +32,7 @@ from fleetops import (
     unique,
 )
 
-from moonmind_codex.routing import shard_for_key
+from moonmind_codex.core.routing import shard_for_key
 from tests.unit.helpers import chatgpt_auth
 
 testinfra_hosts: list[str] = []  # the tests below address hosts explicitly

@@ -3,8 +3,8 @@
 Pure: takes the probe's JSON (see docs/internals.md) and returns a :class:`PreflightResult`.
 One small function per concern (directory, auth file, freshness, the CLI's own status) returns
 :class:`Finding` values that carry the *kind* of fix; :func:`verdict` picks the worst finding
-and renders its fix once, through :mod:`moonmind_codex.messages`. Running the probe container is
-:mod:`moonmind_codex.preflight`'s job.
+and renders its fix once, through :mod:`moonmind_codex.core.messages`. Running the probe
+container is :mod:`moonmind_codex.preflight`'s job.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from moonmind_codex import messages
-from moonmind_codex.messages import Fix
-from moonmind_codex.probe_report import STATUS_UNVERIFIED
-from moonmind_codex.shard import Shard
+from moonmind_codex.core import messages
+from moonmind_codex.core.messages import Fix
+from moonmind_codex.core.probe_report import STATUS_UNVERIFIED
+from moonmind_codex.core.shard import Shard
 
 Status = Literal["ok", "warn", "blocked"]
 FindingStatus = Literal["ok", "info", "warn", "blocked"]
@@ -269,7 +269,7 @@ def check_credential_store(store: Mapping[str, Any]) -> list[Finding]:
 def rejection(probe: Mapping[str, Any]) -> tuple[str, str] | None:
     """(reason, since) when the server rejected the login that auth.json still holds.
 
-    The worker passes the quarantine it recorded (moonmind_codex.health) into the job
+    The worker passes the quarantine it recorded (moonmind_codex.core.health) into the job
     container; the gate reports it beside the digest of auth.json. Another digest is a new
     login: it goes on (and the worker lifts the quarantine).
     """

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from moonmind_codex.shard import Shard
+from moonmind_codex.core.shard import Shard
 
 PhaseOutcome = Literal[
     "succeeded", "failed", "timed_out", "busy", "blocked", "misrouted", "cancelled"

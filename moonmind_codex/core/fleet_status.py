@@ -9,7 +9,8 @@ the result. A shard is one of:
 - ``ok``: it takes runs;
 - ``quarantined``: the server rejected its login (``RunStore.quarantine``), with the reason and
   since when;
-- ``fenced``: its volume holds a copy of a login another shard keeps (``moonmind_codex.fence``).
+- ``fenced``: its volume holds a copy of a login another shard keeps
+  (``moonmind_codex.core.fence``).
 
 Quarantined and fenced shards are not available. Keep-alive runs (``keepalive-<shard>-...``)
 have their own column and totals: the last run, the runs in flight and the fleet's run totals
@@ -24,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from moonmind_codex.fence import FenceVerdict, Holder
-from moonmind_codex.keepalive import RUN_ID_PREFIX
-from moonmind_codex.shard import Shard
+from moonmind_codex.core.fence import FenceVerdict, Holder
+from moonmind_codex.core.keepalive import RUN_ID_PREFIX
+from moonmind_codex.core.shard import Shard
 
 OK, QUARANTINED, FENCED = "ok", "quarantined", "fenced"
 OPEN_RUN_STATES = ("pending", "running")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from moonmind_codex.shard import Shard
+from moonmind_codex.core.shard import Shard
 
 ENV_PREFIX = "MOONMIND_CODEX_"
 

@@ -21,7 +21,7 @@ MAX_PREFIX_LENGTH = 64
 # Label value of io.moonmind.codex.role on a run's volume (and on the container preparing it).
 ROLE = "workspace"
 
-# A run id (moonmind_codex.runs): only characters a Docker volume name may hold.
+# A run id (moonmind_codex.core.runs): only characters a Docker volume name may hold.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
