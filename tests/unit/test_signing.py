@@ -183,21 +183,27 @@ def test_a_context_without_a_valid_expiry_is_refused(expires: Any) -> None:
     assert reason == "the signed context has no valid expiry"
 
 
-def test_a_signing_app_puts_the_context_of_what_it_sends_in_the_signed_body(
-    pki: tuple[Identity, Path], tmp_path: Path
-) -> None:
-    """A real Celery app with signing on, on kombu's in-memory transport (the message, not the
-    broker, is under test): the context matches the headers it sent, custom ones included."""
+def signing_app_settings(pki: tuple[Identity, Path], tmp_path: Path, **extra: Any) -> Settings:
+    """A signing app's settings on kombu's in-memory transport, with a throw-away run store."""
     identity, trusted = pki
-    settings = Settings(
+    return Settings(
         broker_url="memory://",
         database_url=f"sqlite:///{tmp_path / 'runs.sqlite3'}",
         signing_key_path=identity.key,
         signing_cert_path=identity.cert,
         signing_trust_dir=trusted,
-        signed_message_ttl_seconds=120,
+        **extra,
     )
-    app = create_app(settings, sticky=False)
+
+
+def test_a_signing_app_puts_the_context_of_what_it_sends_in_the_signed_body(
+    pki: tuple[Identity, Path], tmp_path: Path
+) -> None:
+    """A real Celery app with signing on, on kombu's in-memory transport (the message, not the
+    broker, is under test): the context matches the headers it sent, custom ones included."""
+    app = create_app(
+        signing_app_settings(pki, tmp_path, signed_message_ttl_seconds=120), sticky=False
+    )
     sent: list[Any] = []
     with app.connection_for_write() as conn:
         app.send_task(
@@ -231,14 +237,6 @@ def test_a_signing_app_names_its_verifying_consumer_and_amqp_classes_by_importab
 
     from moonmind_codex.signing import SignedContextAMQP, VerifyingConsumer
 
-    identity, trusted = pki
-    settings = Settings(
-        broker_url="memory://",
-        database_url=f"sqlite:///{tmp_path / 'runs.sqlite3'}",
-        signing_key_path=identity.key,
-        signing_cert_path=identity.cert,
-        signing_trust_dir=trusted,
-    )
-    app = create_app(settings, sticky=False)
+    app = create_app(signing_app_settings(pki, tmp_path), sticky=False)
     assert symbol_by_name(app.conf.worker_consumer) is VerifyingConsumer
     assert symbol_by_name(app.amqp_cls) is SignedContextAMQP
