@@ -40,10 +40,10 @@ from harness.fleet import (
     wait_for_log,
 )
 from harness.logins import api_key_login
-from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
-from moonmind_codex.jobs import JobSpec, launch_job
-from moonmind_codex.router import route_key
+from moonmind_codex.engine.jobs import JobSpec, launch_job
+from moonmind_codex.producer.router import route_key
 from moonmind_codex.settings import Settings
+from moonmind_codex.worker.celery_app import CODEX_PHASE_TASK, create_app
 
 TARGET_RATIO = 1.5
 TARGET_P50_S = 2.0

@@ -26,7 +26,7 @@ from bench.stats import (
     target_row,
 )
 from harness.logins import api_key_login
-from moonmind_codex.preflight import run_preflight
+from moonmind_codex.engine.preflight import run_preflight
 from moonmind_codex.settings import Settings
 
 TARGET_P50_S = 1.0

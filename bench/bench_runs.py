@@ -49,11 +49,11 @@ from harness.fleet import (
     wait_for_log,
 )
 from harness.logins import api_key_login
-from moonmind_codex.celery_app import PING_TASK, create_app
-from moonmind_codex.router import route_key
-from moonmind_codex.runstore import RunStore
+from moonmind_codex.producer.router import route_key
+from moonmind_codex.producer.submit import submit_run
 from moonmind_codex.settings import Settings
-from moonmind_codex.submit import submit_run
+from moonmind_codex.store.runstore import RunStore
+from moonmind_codex.worker.celery_app import PING_TASK, create_app
 
 SHARDS = 3
 # (b) default-queue ping p50 with every Codex queue saturated / with them idle, at most.

@@ -40,8 +40,8 @@ from harness.broker import running_broker
 from harness.fleet import STATE_DIR, WORKER_UID, producer_database_url, start_worker, wait_for_log
 from harness.logins import api_key_login
 from harness.secure_broker import running_secure_broker
-from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
 from moonmind_codex.settings import Settings
+from moonmind_codex.worker.celery_app import CODEX_PHASE_TASK, create_app
 
 TARGET_RATIO = 1.10
 STAMP = ["sh", "-c", "date +%s.%N"]

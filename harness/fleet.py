@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from moonmind_codex.core.workspace import run_volume_name
 
 if TYPE_CHECKING:
-    from moonmind_codex.runstore import RunStore
     from moonmind_codex.settings import Settings
+    from moonmind_codex.store.runstore import RunStore
 
 WORKER_IMAGE = "moonmind-codex/worker:latest"
 JOB_IMAGE = "moonmind-codex/job:latest"
@@ -143,7 +143,7 @@ def start_default_worker(
         [
             sys.executable,
             "-c",
-            "from moonmind_codex.celery_app import create_app;"
+            "from moonmind_codex.worker.celery_app import create_app;"
             "from moonmind_codex.settings import load_settings;"
             "create_app(load_settings(), sticky=False).worker_main(['worker','-Q','celery',"
             f"'-c','1','--pool','solo','-n','{node}','--without-gossip','--without-mingle'])",
@@ -169,7 +169,7 @@ class RecordedFleet:
 
     def repository_on(self, shard: int) -> str:
         """A repository key the producer routes to ``shard``."""
-        from moonmind_codex.router import route_key
+        from moonmind_codex.producer.router import route_key
 
         return next(
             k
@@ -200,7 +200,7 @@ class RecordedFleet:
         A red run in CI is read once, from its log: the message carries the run's pre-flight
         verdict and every attempt's error, not only the status.
         """
-        from moonmind_codex.runstore import RUN_FINAL_STATES
+        from moonmind_codex.store.runstore import RUN_FINAL_STATES
 
         status = self.wait_status(run_id, set(RUN_FINAL_STATES), timeout_s)
         if status != expected:

@@ -11,11 +11,10 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
     from moonmind_codex.core.exitcodes import ExitCode
     from moonmind_codex.core.shard import Shard
-    from moonmind_codex.preflight import PreflightResult, run_preflight
-    from moonmind_codex.router import (
+    from moonmind_codex.engine.preflight import PreflightResult, run_preflight
+    from moonmind_codex.producer.router import (
         CodexRouter,
         RouteDecision,
         RoutingError,
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
         route_key,
     )
     from moonmind_codex.settings import Settings, SettingsError, load_settings
+    from moonmind_codex.worker.celery_app import CODEX_PHASE_TASK, create_app
 
     __version__: str
 
@@ -48,16 +48,16 @@ __all__ = [
 # image's in-container pre-flight imports single modules of this package at every job start,
 # where each imported millisecond is a millisecond before the Codex command runs.
 _LAZY = {
-    "CODEX_PHASE_TASK": "moonmind_codex.celery_app",
-    "create_app": "moonmind_codex.celery_app",
-    "PreflightResult": "moonmind_codex.preflight",
-    "run_preflight": "moonmind_codex.preflight",
+    "CODEX_PHASE_TASK": "moonmind_codex.worker.celery_app",
+    "create_app": "moonmind_codex.worker.celery_app",
+    "PreflightResult": "moonmind_codex.engine.preflight",
+    "run_preflight": "moonmind_codex.engine.preflight",
     "ExitCode": "moonmind_codex.core.exitcodes",
-    "CodexRouter": "moonmind_codex.router",
-    "RouteDecision": "moonmind_codex.router",
-    "RoutingError": "moonmind_codex.router",
-    "install_routing": "moonmind_codex.router",
-    "route_key": "moonmind_codex.router",
+    "CodexRouter": "moonmind_codex.producer.router",
+    "RouteDecision": "moonmind_codex.producer.router",
+    "RoutingError": "moonmind_codex.producer.router",
+    "install_routing": "moonmind_codex.producer.router",
+    "route_key": "moonmind_codex.producer.router",
     "Settings": "moonmind_codex.settings",
     "SettingsError": "moonmind_codex.settings",
     "Shard": "moonmind_codex.settings",

@@ -1,5 +1,5 @@
 import sys
 
-from moonmind_codex.cli import main
+from moonmind_codex.cli.app import main
 
 sys.exit(main())

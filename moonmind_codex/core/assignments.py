@@ -2,7 +2,7 @@
 
 Without this, growing the fleet between two phases of a run could move the run to another shard
 and so to another login. The producer records the first queue of each run; first writer wins.
-The run store (:class:`moonmind_codex.runstore.RunStore`) is the persistent implementation.
+The run store (:class:`moonmind_codex.store.runstore.RunStore`) is the persistent implementation.
 """
 
 from __future__ import annotations

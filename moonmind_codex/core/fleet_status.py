@@ -334,7 +334,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class MetricFamily:
-    """One gauge family, as plain data (``moonmind_codex.metrics`` exposes it)."""
+    """One gauge family, as plain data (``moonmind_codex.cli.metrics`` exposes it)."""
 
     name: str
     help: str

@@ -5,7 +5,8 @@ when the access token is about to expire, or when ``last_refresh`` in ``auth.jso
 than about 8 days. A shard that runs nothing for long enough lets its login die. Each shard's
 worker therefore asks :func:`decide`, every few minutes, whether its login is due for a
 keep-alive (a minimal ``codex exec``), which then goes through the shard's own queue like any
-run (``moonmind_codex.keepalive_scheduler``): recorded, pre-flighted, one job at a time on the
+run (``moonmind_codex.worker.keepalive_scheduler``):
+recorded, pre-flighted, one job at a time on the
 volume.
 
 Due when, in this order of refusals:

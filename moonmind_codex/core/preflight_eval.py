@@ -4,7 +4,7 @@ Pure: takes the probe's JSON (see docs/internals.md) and returns a :class:`Prefl
 One small function per concern (directory, auth file, freshness, the CLI's own status) returns
 :class:`Finding` values that carry the *kind* of fix; :func:`verdict` picks the worst finding
 and renders its fix once, through :mod:`moonmind_codex.core.messages`. Running the probe
-container is :mod:`moonmind_codex.preflight`'s job.
+container is :mod:`moonmind_codex.engine.preflight`'s job.
 """
 
 from __future__ import annotations

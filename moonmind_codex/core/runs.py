@@ -1,7 +1,7 @@
 """Run definitions: an ordered list of phases, each a Codex phase or an ordinary task (pure).
 
 A run definition comes from a small YAML or JSON file (``moonmind-codex runs submit``) or from
-a host application (:func:`moonmind_codex.submit.submit_run`), and is validated here before
+a host application (:func:`moonmind_codex.producer.submit.submit_run`), and is validated here before
 anything is recorded or sent::
 
     repository: org/repo            # optional; the affinity key defaults to it, then the run id

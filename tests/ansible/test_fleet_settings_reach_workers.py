@@ -156,7 +156,7 @@ def test_warn_threshold_job_uid_and_queue_prefix_reach_workers_and_login_check(
     ).stdout.split()[0]  # fmt: skip
     quarantined = docker(
         "exec", fresh_host, "docker", "exec", "moonmind-codex-worker-0", WORKER_PYTHON, "-c",
-        "import sys; from moonmind_codex.runstore import RunStore;"
+        "import sys; from moonmind_codex.store.runstore import RunStore;"
         "from moonmind_codex.settings import load_settings; s = load_settings();"
         "RunStore.open(s.database_url).quarantine(s.served_shard.volume, host=s.host_name,"
         " shard=0, reason='refresh_token_reused', auth_digest=sys.argv[1])",

@@ -39,9 +39,9 @@ from harness.hosts import (
 )
 from harness.hosts import docker as outer_docker
 from moonmind_codex.core.messages import Fix, create_job_network
-from moonmind_codex.guards import WorkerStartupError, check_worker_startup
-from moonmind_codex.jobs import JobSpec, PreflightBlocked, launch_job
+from moonmind_codex.engine.jobs import JobSpec, PreflightBlocked, launch_job
 from moonmind_codex.settings import Settings
+from moonmind_codex.worker.guards import WorkerStartupError, check_worker_startup
 from tests.ansible.conftest import copy_images
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from typing import Any
 from celery import Celery
 
 from moonmind_codex import install_routing, load_settings
-from moonmind_codex.hooks import RunContext, publish_hook
-from moonmind_codex.recording import install_run_recording
-from moonmind_codex.runstore import RunStore
+from moonmind_codex.producer.hooks import RunContext, publish_hook
+from moonmind_codex.producer.recording import install_run_recording
+from moonmind_codex.store.runstore import RunStore
 
 settings = load_settings()
 app = Celery("hostapp", broker=settings.broker_url, backend="rpc://")

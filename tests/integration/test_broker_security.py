@@ -36,14 +36,14 @@ from harness.fleet import (
 from harness.logins import api_key_login
 from harness.pki import Identity, signed_body
 from harness.secure_broker import SecureBroker, running_secure_broker
-from moonmind_codex.audit import read_records
-from moonmind_codex.celery_app import create_app
-from moonmind_codex.runstore import RunStore
-from moonmind_codex.settings import Settings
-from moonmind_codex.signing import (
+from moonmind_codex.producer.signing import (
     SIGNED_CONTEXT,
     signed_context,
 )
+from moonmind_codex.settings import Settings
+from moonmind_codex.store.audit import read_records
+from moonmind_codex.store.runstore import RunStore
+from moonmind_codex.worker.celery_app import create_app
 
 SHARDS = 3
 SERVED = 1

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.jobs import JobSpec, launch_job
-from moonmind_codex.preflight import job_image_versions
+from moonmind_codex.engine.jobs import JobSpec, launch_job
+from moonmind_codex.engine.preflight import job_image_versions
 from moonmind_codex.settings import Settings
 from tests.integration.conftest import VolumeFactory, unique
 

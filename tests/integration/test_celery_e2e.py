@@ -29,17 +29,17 @@ from harness.fleet import (
     wait_for_log,
 )
 from harness.logins import CODEX_HOME, FAKE_API_KEY, JOB_IMAGE, api_key_login, run_in_volume
-from moonmind_codex.audit import read_records
-from moonmind_codex.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
-from moonmind_codex.phase import (
+from moonmind_codex.producer.router import route_key
+from moonmind_codex.settings import Settings
+from moonmind_codex.store.audit import read_records
+from moonmind_codex.store.runstore import RunStore
+from moonmind_codex.worker.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
+from moonmind_codex.worker.phase import (
     CodexPhaseBlocked,
     CodexPhaseFailed,
     CodexPhaseMisrouted,
     PhaseRequestError,
 )
-from moonmind_codex.router import route_key
-from moonmind_codex.runstore import RunStore
-from moonmind_codex.settings import Settings
 from tests.integration.conftest import unique
 
 SHARDS = 3

@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from moonmind_codex.containers import (
+from moonmind_codex.engine.containers import (
     CODEX_HOME,
     JobImageContainer,
     api_create_config,
     create_kwargs,
 )
-from moonmind_codex.jobs import JobSpec, job_container
-from moonmind_codex.login import device_login_container, repair_container
-from moonmind_codex.preflight import probe_container
+from moonmind_codex.engine.jobs import JobSpec, job_container
+from moonmind_codex.engine.login import device_login_container, repair_container
+from moonmind_codex.engine.preflight import probe_container
 from moonmind_codex.settings import Settings
 from tests.integration.conftest import VolumeFactory, unique
 

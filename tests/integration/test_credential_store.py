@@ -12,8 +12,8 @@ import pytest
 
 from harness.logins import JOB_IMAGE
 from moonmind_codex.core.workspace import run_volume_name
-from moonmind_codex.jobs import JobSpec, launch_job
-from moonmind_codex.preflight import run_preflight
+from moonmind_codex.engine.jobs import JobSpec, launch_job
+from moonmind_codex.engine.preflight import run_preflight
 from moonmind_codex.settings import Settings
 from tests.integration.conftest import VolumeFactory, in_volume, unique
 

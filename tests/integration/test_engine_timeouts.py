@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from moonmind_codex.dockerio import DockerUnavailable, connect
+from moonmind_codex.engine.client import DockerUnavailable, connect
 from moonmind_codex.settings import Settings
 
 # What a Docker 28 engine answers to GET /version (the fields the SDK reads).

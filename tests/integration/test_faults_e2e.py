@@ -39,12 +39,12 @@ from harness.fleet import (
     workspace_prefix,
 )
 from harness.logins import JOB_IMAGE, api_key_login
-from moonmind_codex import audit
-from moonmind_codex.celery_app import create_app
-from moonmind_codex.jobs import job_container_name
-from moonmind_codex.runstore import RunStore
+from moonmind_codex.engine.jobs import job_container_name
+from moonmind_codex.producer.submit import retry_run, submit_run
 from moonmind_codex.settings import Settings
-from moonmind_codex.submit import retry_run, submit_run
+from moonmind_codex.store import audit
+from moonmind_codex.store.runstore import RunStore
+from moonmind_codex.worker.celery_app import create_app
 
 SHARDS = 2
 # Inside the worker container: where the audit and artifact tmpfs disks of these tests go.

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from harness.logins import JOB_IMAGE, run_in_volume
-from moonmind_codex.guards import WorkerStartupError, check_worker_startup
-from moonmind_codex.login import LoginError, login_api_key, login_from_file, repair_volume
-from moonmind_codex.preflight import run_preflight
+from moonmind_codex.engine.login import LoginError, login_api_key, login_from_file, repair_volume
+from moonmind_codex.engine.preflight import run_preflight
 from moonmind_codex.settings import Settings
+from moonmind_codex.worker.guards import WorkerStartupError, check_worker_startup
 from tests.integration.conftest import unique, write_auth
 from tests.unit.helpers import chatgpt_auth
 

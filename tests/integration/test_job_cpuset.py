@@ -6,7 +6,7 @@ import secrets
 from typing import Any
 
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.jobs import JobSpec, launch_job
+from moonmind_codex.engine.jobs import JobSpec, launch_job
 from moonmind_codex.settings import Settings
 from tests.integration.conftest import VolumeFactory
 

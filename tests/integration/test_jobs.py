@@ -20,12 +20,12 @@ import pytest
 
 from harness.engine import watching_engine
 from harness.logins import FAKE_API_KEY
-from moonmind_codex.containers import create_kwargs
 from moonmind_codex.core.shard import Shard
 from moonmind_codex.core.workspace import run_volume_name
-from moonmind_codex.jobs import JobResult, JobSpec, job_container, job_container_name
-from moonmind_codex.jobs import launch_job as _launch_job
-from moonmind_codex.run_volumes import ensure_run_volume
+from moonmind_codex.engine.containers import create_kwargs
+from moonmind_codex.engine.jobs import JobResult, JobSpec, job_container, job_container_name
+from moonmind_codex.engine.jobs import launch_job as _launch_job
+from moonmind_codex.engine.run_volumes import ensure_run_volume
 from moonmind_codex.settings import Settings
 from tests.integration.conftest import VolumeFactory, in_volume
 
@@ -412,7 +412,7 @@ def test_container_names_are_stable_and_distinct() -> None:
     assert {ids: job_container_name(*ids) for ids in PINNED_NAMES} == PINNED_NAMES
     # Another interpreter with another hash seed: no per-process salt in the name.
     code = (
-        "from moonmind_codex.jobs import job_container_name as n;"
+        "from moonmind_codex.engine.jobs import job_container_name as n;"
         f"print([n(*ids) for ids in {list(PINNED_NAMES)!r}])"
     )
     other = subprocess.run(

@@ -29,11 +29,11 @@ from harness.fleet import (
     workspace_prefix,
 )
 from harness.logins import run_in_volume
-from moonmind_codex.celery_app import create_app
 from moonmind_codex.core import fence
-from moonmind_codex.runstore import RunStore
+from moonmind_codex.producer.submit import submit_run
 from moonmind_codex.settings import Settings
-from moonmind_codex.submit import submit_run
+from moonmind_codex.store.runstore import RunStore
+from moonmind_codex.worker.celery_app import create_app
 from tests.unit.helpers import chatgpt_auth
 
 SHARDS = 2
@@ -210,7 +210,7 @@ def test_failover_sends_a_new_run_off_a_quarantined_shard_and_never_moves_a_run_
 
 def test_the_fence_keeps_the_key_out_of_job_containers(fleet: RecordedFleet, client: Any) -> None:
     """The job's environment has the switch, never the key or its file."""
-    from moonmind_codex.jobs import JobSpec, job_container
+    from moonmind_codex.engine.jobs import JobSpec, job_container
 
     settings = Settings(shard_count=SHARDS, fingerprint_key_file=Path(KEY_PATH))
     spec = JobSpec(

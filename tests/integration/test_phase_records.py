@@ -13,11 +13,11 @@ from sqlalchemy import create_engine
 from harness.engine import EngineEvents, watching_engine
 from harness.logins import JOB_IMAGE, run_in_volume
 from moonmind_codex.core.workspace import run_volume_name
-from moonmind_codex.jobs import JobSpec, job_container_name, launch_job
-from moonmind_codex.phase import PhaseBookkeepingError, PhaseRequest, run_phase
-from moonmind_codex.preflight import CliVerdictCache
-from moonmind_codex.runstore import RunStore
+from moonmind_codex.engine.jobs import JobSpec, job_container_name, launch_job
+from moonmind_codex.engine.preflight import CliVerdictCache
 from moonmind_codex.settings import Settings
+from moonmind_codex.store.runstore import RunStore
+from moonmind_codex.worker.phase import PhaseBookkeepingError, PhaseRequest, run_phase
 from tests.integration.conftest import VolumeFactory, in_volume, unique
 from tests.unit.test_gate import (
     API_401,

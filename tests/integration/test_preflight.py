@@ -18,9 +18,9 @@ import pytest
 
 from harness.logins import FAKE_API_KEY, JOB_IMAGE
 from moonmind_codex.core.preflight_eval import PreflightResult
-from moonmind_codex.preflight import run_preflight
-from moonmind_codex.runstore import RunStore
+from moonmind_codex.engine.preflight import run_preflight
 from moonmind_codex.settings import Settings, SettingsError
+from moonmind_codex.store.runstore import RunStore
 from tests.integration.conftest import VolumeFactory, in_volume, unique, write_auth
 from tests.unit.helpers import assert_no_secret, chatgpt_auth
 

@@ -1,6 +1,6 @@
 """Each run's workspace is a volume of its own, on the real engine with the real job image.
 
-Jobs run through ``moonmind_codex.jobs.launch_job``, the worker's own path: a job of one run
+Jobs run through ``moonmind_codex.engine.jobs.launch_job``, the worker's own path: a job of one run
 cannot list, read or change another run's checkout, a run's files carry over from phase to
 phase, and ``moonmind-codex runs prune-workspaces`` removes only the workspaces of runs that
 finished before the retention.
@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from harness.logins import JOB_IMAGE
-from moonmind_codex.containers import create_kwargs
 from moonmind_codex.core.workspace import run_volume_name
-from moonmind_codex.hooks import run_context
-from moonmind_codex.jobs import JobResult, JobSpec, launch_job
-from moonmind_codex.run_volumes import ensure_run_volume, prepare_container
-from moonmind_codex.runstore import RunStore
+from moonmind_codex.engine.containers import create_kwargs
+from moonmind_codex.engine.jobs import JobResult, JobSpec, launch_job
+from moonmind_codex.engine.run_volumes import ensure_run_volume, prepare_container
+from moonmind_codex.producer.hooks import run_context
 from moonmind_codex.settings import Settings
+from moonmind_codex.store.runstore import RunStore
 from tests.integration.conftest import VolumeFactory, unique
 
 SettingsFor = Callable[..., Settings]

@@ -32,11 +32,11 @@ from harness.fleet import (
     workspace_prefix,
 )
 from harness.logins import JOB_IMAGE, api_key_login
-from moonmind_codex.celery_app import create_app
-from moonmind_codex.jobs import job_container_name
-from moonmind_codex.runstore import RunStore
+from moonmind_codex.engine.jobs import job_container_name
+from moonmind_codex.producer.submit import cancel_run, retry_run, submit_run
 from moonmind_codex.settings import Settings
-from moonmind_codex.submit import cancel_run, retry_run, submit_run
+from moonmind_codex.store.runstore import RunStore
+from moonmind_codex.worker.celery_app import create_app
 
 SHARDS = 2
 
@@ -548,8 +548,8 @@ def test_the_runs_commands_of_the_cli(fleet: RunFleet, tmp_path: Path) -> None:
 def test_a_bad_phase_message_starts_nothing_and_records_nothing(
     fleet: RunFleet, client: Any, kwargs: dict[str, Any], message: str
 ) -> None:
-    from moonmind_codex.celery_app import CODEX_PHASE_TASK
-    from moonmind_codex.phase import PhaseRequestError
+    from moonmind_codex.worker.celery_app import CODEX_PHASE_TASK
+    from moonmind_codex.worker.phase import PhaseRequestError
 
     run_id = fleet.run_id("bad")
     audit = fleet.state / "audit" / "codex-audit.jsonl"

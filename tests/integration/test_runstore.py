@@ -15,8 +15,8 @@ from sqlalchemy import inspect, make_url, text
 from harness.postgres import running_postgres
 from moonmind_codex.core.keepalive import ShardActivity
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.keepalive_scheduler import shard_activity
-from moonmind_codex.runstore import RunStore, make_engine, migrate
+from moonmind_codex.store.runstore import RunStore, make_engine, migrate
+from moonmind_codex.worker.keepalive_scheduler import shard_activity
 
 
 @pytest.fixture(scope="module")

@@ -444,7 +444,7 @@ def test_wheel_holds_the_package_its_typing_marker_and_the_cli(wheel: Path) -> N
     assert {n.split("/", 1)[0] for n in names} == {"moonmind_codex", dist_info}
     assert "moonmind_codex/py.typed" in names
     assert f"{dist_info}/licenses/LICENSE" in names, "the wheel carries the Apache-2.0 text"
-    assert "moonmind_codex/cli.py" in names
+    assert "moonmind_codex/cli/app.py" in names
     # Every module and migration of the source tree: a subpackage or data file missing from the
     # build configuration would be left out of the wheel without an error.
     source = Path(__file__).resolve().parents[2] / "moonmind_codex"
@@ -454,7 +454,7 @@ def test_wheel_holds_the_package_its_typing_marker_and_the_cli(wheel: Path) -> N
         if p.suffix in (".py", ".mako") and "__pycache__" not in p.parts
     }
     assert expected - set(names) == set(), "left out of the wheel"
-    assert re.search(r"^moonmind-codex = moonmind_codex\.cli:main$", entry_points, re.MULTILINE)
+    assert re.search(r"^moonmind-codex = moonmind_codex\.cli\.app:main$", entry_points, re.MULTILINE)
 
 
 def test_fresh_venv_cli_prints_the_version_from_package_metadata(

@@ -4,9 +4,9 @@ import json
 import threading
 from pathlib import Path
 
-from moonmind_codex import audit
 from moonmind_codex.core.phase_result import PhaseResult
 from moonmind_codex.core.shard import Shard
+from moonmind_codex.store import audit
 
 SHARD = Shard(number=1, queue="codex-1", volume="codex_auth_1", host="h")
 

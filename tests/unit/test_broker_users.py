@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from moonmind_codex.router import fleet_queues
+from moonmind_codex.producer.router import fleet_queues
 from moonmind_codex.settings import Settings, SettingsError, load_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "filter"))
@@ -273,7 +273,7 @@ def test_a_yes_no_setting_that_is_neither_is_refused() -> None:
 
 @pytest.mark.parametrize("cpus", ["1", "1-3", "0,2", "1-2,5,7-8"])
 def test_a_job_cpuset_is_a_list_of_cores(cpus: str) -> None:
-    from moonmind_codex.containers import _limits
+    from moonmind_codex.engine.containers import _limits
 
     settings = load_settings(BASE | {"MOONMIND_CODEX_JOB_CPUSET": cpus})
     assert settings.job_cpuset == cpus
@@ -287,6 +287,6 @@ def test_a_job_cpuset_that_is_not_a_list_of_cores_is_refused(cpus: str) -> None:
 
 
 def test_no_job_cpuset_means_any_core() -> None:
-    from moonmind_codex.containers import _limits
+    from moonmind_codex.engine.containers import _limits
 
     assert "cpuset_cpus" not in _limits(load_settings(BASE | {"MOONMIND_CODEX_JOB_CPUSET": ""}))

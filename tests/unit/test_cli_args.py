@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from moonmind_codex.cli import main
+from moonmind_codex.cli.app import main
 from moonmind_codex.core.exitcodes import ExitCode
-from moonmind_codex.router import route_key
+from moonmind_codex.producer.router import route_key
 from moonmind_codex.settings import Settings
 
 
@@ -94,7 +94,7 @@ def test_docker_down_is_a_clear_error(
 def test_worker_log_lines_are_json_and_redact_urls() -> None:
     import logging
 
-    from moonmind_codex.worker import JsonFormatter
+    from moonmind_codex.worker.entry import JsonFormatter
 
     record = logging.LogRecord(
         "celery",
@@ -114,10 +114,16 @@ def test_worker_log_lines_are_json_and_redact_urls() -> None:
 def test_audit_records_are_embedded_as_objects() -> None:
     import logging
 
-    from moonmind_codex.worker import JsonFormatter
+    from moonmind_codex.worker.entry import JsonFormatter
 
     record = logging.LogRecord(
-        "moonmind_codex.audit", logging.INFO, __file__, 1, '{"event": "x", "shard": 1}', (), None
+        "moonmind_codex.audit",
+        logging.INFO,
+        __file__,
+        1,
+        '{"event": "x", "shard": 1}',
+        (),
+        None,
     )
     assert json.loads(JsonFormatter().format(record))["audit"] == {"event": "x", "shard": 1}
 
@@ -125,7 +131,7 @@ def test_audit_records_are_embedded_as_objects() -> None:
 def test_install_routing_keeps_an_apps_own_routes() -> None:
     from celery import Celery
 
-    from moonmind_codex.celery_app import install_routing
+    from moonmind_codex.worker.celery_app import install_routing
 
     app = Celery("existing", broker="memory://", set_as_current=False)
     app.conf.task_routes = {"reports.*": {"queue": "reports"}}

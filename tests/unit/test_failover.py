@@ -7,7 +7,7 @@ from collections import Counter
 
 from moonmind_codex.core.assignments import MemoryAssignmentStore
 from moonmind_codex.core.failover import failover_shard, score
-from moonmind_codex.router import CodexRouter, route_key
+from moonmind_codex.producer.router import CodexRouter, route_key
 from moonmind_codex.settings import Settings
 
 KEYS = [f"org/repo-{i}" for i in range(600)]

@@ -13,7 +13,7 @@ import pytest
 from moonmind_codex.core import fence
 from moonmind_codex.core.preflight_eval import LoginPolicy, check_fence, copied_login, evaluate
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.gate import FENCE_ENV, FENCED_ENV, check
+from moonmind_codex.gate.check import FENCE_ENV, FENCED_ENV, check
 from tests.unit.helpers import SECRET_MARKERS, api_key_auth, chatgpt_auth
 
 KEY = b"k" * 32

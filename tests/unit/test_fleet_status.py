@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from moonmind_codex.cli import build_parser
+from moonmind_codex.cli.app import build_parser
+from moonmind_codex.cli.metrics import exposition, write_textfile
 from moonmind_codex.core import fence
 from moonmind_codex.core.fleet_status import (
     FleetStatus,
@@ -30,7 +31,6 @@ from moonmind_codex.core.fleet_status import (
     when_text,
 )
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.metrics import exposition, write_textfile
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -19,7 +19,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from moonmind_codex.core.authfile import TOKEN_FIELDS, inspect_auth_json, parse_timestamp
-from moonmind_codex.login import MAX_LOGIN_BYTES, LoginDataError, check_login, read_login_source
+from moonmind_codex.engine.login import (
+    MAX_LOGIN_BYTES,
+    LoginDataError,
+    check_login,
+    read_login_source,
+)
 from moonmind_codex.settings import Settings
 from tests.unit.fuzz_profiles import examples
 from tests.unit.fuzz_strategies import (

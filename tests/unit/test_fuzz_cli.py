@@ -20,7 +20,7 @@ from unittest import mock
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moonmind_codex.cli import main
+from moonmind_codex.cli.app import main
 from moonmind_codex.core.authfile import inspect_auth_json
 from moonmind_codex.core.exitcodes import ExitCode
 from tests.unit.fuzz_profiles import examples
@@ -46,13 +46,13 @@ def isolated(stdin: bytes) -> Iterator[tuple[io.TextIOWrapper, io.StringIO]]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.dict(os.environ, env, clear=True))
         for target in (
-            "moonmind_codex.dockerio.connect",
-            "moonmind_codex.preflight.run_preflight",
-            "moonmind_codex.preflight.run_preflights",
-            "moonmind_codex.worker.run_worker",
-            "moonmind_codex.celery_app.create_app",
-            "moonmind_codex.cli._run_store",
-            "moonmind_codex.runstore.RunStore.open_existing",
+            "moonmind_codex.engine.client.connect",
+            "moonmind_codex.engine.preflight.run_preflight",
+            "moonmind_codex.engine.preflight.run_preflights",
+            "moonmind_codex.worker.entry.run_worker",
+            "moonmind_codex.worker.celery_app.create_app",
+            "moonmind_codex.cli.app._run_store",
+            "moonmind_codex.store.runstore.RunStore.open_existing",
         ):
             stack.enter_context(mock.patch(target, stub))
         stack.enter_context(mock.patch("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin))))

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from moonmind_codex.cli import decode_definition
+from moonmind_codex.cli.app import decode_definition
 from moonmind_codex.core.authfile import inspect_auth_json
 from moonmind_codex.core.exitcodes import ExitCode
 from moonmind_codex.core.runs import RunDefinitionError, parse_run_definition
-from moonmind_codex.login import LoginDataError, check_login, read_login_source
-from moonmind_codex.phase import PhaseRequest, PhaseRequestError
+from moonmind_codex.engine.login import LoginDataError, check_login, read_login_source
 from moonmind_codex.settings import Settings, SettingsError, load_settings
+from moonmind_codex.worker.phase import PhaseRequest, PhaseRequestError
 from tests.unit.fuzz_strategies import now
 from tests.unit.test_fuzz_cli import run
 from tests.unit.test_fuzz_task_args import APP, GOOD, Reached
@@ -91,7 +91,7 @@ def test_bad_task_arguments(change: dict[str, Any], message: str) -> None:
 def test_the_phase_task_without_a_command_is_refused_before_anything() -> None:
     from unittest import mock
 
-    with mock.patch("moonmind_codex.celery_app.run_phase", side_effect=Reached):
+    with mock.patch("moonmind_codex.worker.celery_app.run_phase", side_effect=Reached):
         with pytest.raises(PhaseRequestError, match="command must be a non-empty list"):
             APP.tasks["moonmind_codex.codex_phase"](run_id="r", phase="p")
         with pytest.raises(PhaseRequestError, match="command must be a non-empty list"):
@@ -191,7 +191,7 @@ def test_inventory_edge_cases() -> None:
 
 
 def test_yaml_aliases_in_a_run_definition_are_refused_before_they_expand() -> None:
-    from moonmind_codex.cli import decode_definition
+    from moonmind_codex.cli.app import decode_definition
     from moonmind_codex.core.runs import RunDefinitionError
 
     laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(

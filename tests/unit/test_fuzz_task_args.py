@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moonmind_codex.celery_app import PING_TASK, create_app
-from moonmind_codex.phase import PhaseRequest, PhaseRequestError
+from moonmind_codex.producer.submit import CODEX_PHASE_TASK
 from moonmind_codex.settings import Settings
-from moonmind_codex.submit import CODEX_PHASE_TASK
+from moonmind_codex.worker.celery_app import PING_TASK, create_app
+from moonmind_codex.worker.phase import PhaseRequest, PhaseRequestError
 from tests.unit.fuzz_profiles import examples
 from tests.unit.fuzz_strategies import json_values
 
@@ -95,7 +95,7 @@ def test_a_string_is_never_a_command(command: str) -> None:
 def test_the_registered_task_checks_its_arguments_first(kwargs: dict[str, Any]) -> None:
     """Any subset of the task's arguments (a missing command included) into the real task."""
     task = APP.tasks[CODEX_PHASE_TASK]
-    with mock.patch("moonmind_codex.celery_app.run_phase", side_effect=Reached):
+    with mock.patch("moonmind_codex.worker.celery_app.run_phase", side_effect=Reached):
         try:
             task(**kwargs)
         except PhaseRequestError:

@@ -24,7 +24,14 @@ from moonmind_codex.core.health import (
 from moonmind_codex.core.messages import Fix
 from moonmind_codex.core.preflight_eval import check_quarantine
 from moonmind_codex.core.probe_report import PROBE_VERSION
-from moonmind_codex.gate import (
+from moonmind_codex.engine.jobs import _VerdictFilter
+from moonmind_codex.engine.preflight import (
+    CliVerdictCache,
+    gate_environment,
+    read_verdict,
+    verdict_line,
+)
+from moonmind_codex.gate.check import (
     KNOWN_VERDICT_ENV,
     QUARANTINED_ENV,
     VERDICT_PREFIX,
@@ -32,15 +39,8 @@ from moonmind_codex.gate import (
     quarantine,
     verdict_key,
 )
-from moonmind_codex.gate import check as gate_check
-from moonmind_codex.jobs import _VerdictFilter
-from moonmind_codex.preflight import (
-    CliVerdictCache,
-    gate_environment,
-    read_verdict,
-    verdict_line,
-)
-from moonmind_codex.probe import auth_digest
+from moonmind_codex.gate.check import check as gate_check
+from moonmind_codex.gate.probe import auth_digest
 from moonmind_codex.settings import Settings
 
 AUTH = b'{"OPENAI_API_KEY": "sk-test"}'
@@ -182,7 +182,7 @@ def test_the_gate_imports_nothing_beyond_the_standard_library() -> None:
     """The job image has no third-party Python packages: the gate must not need any."""
     root = Path(__file__).parents[2]
     probe = (
-        f"import sys; sys.path.insert(0, {str(root)!r}); import moonmind_codex.gate; "
+        f"import sys; sys.path.insert(0, {str(root)!r}); import moonmind_codex.gate.check; "
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     # -S: no site-packages at all, as in the image.

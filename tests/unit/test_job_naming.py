@@ -7,7 +7,7 @@ import re
 import pytest
 
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.jobs import JobSpec, job_container_name
+from moonmind_codex.engine.jobs import JobSpec, job_container_name
 
 
 def test_redeliveries_of_an_attempt_share_a_name_and_a_retry_gets_its_own() -> None:

@@ -21,8 +21,8 @@ from moonmind_codex.core.keepalive import (
     stagger_offset,
 )
 from moonmind_codex.core.runs import check_id
-from moonmind_codex.keepalive_scheduler import login_from_report, policy_of
 from moonmind_codex.settings import SettingsError, load_settings
+from moonmind_codex.worker.keepalive_scheduler import login_from_report, policy_of
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DAY, HOUR, MINUTE = timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)

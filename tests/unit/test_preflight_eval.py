@@ -17,7 +17,7 @@ from moonmind_codex.core.preflight_eval import (
     evaluate,
 )
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.probe import summarise_status_output
+from moonmind_codex.gate.probe import summarise_status_output
 from tests.unit.helpers import (
     agent_identity_auth,
     api_key_auth,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from moonmind_codex import probe
+from moonmind_codex.gate import probe
 from tests.unit.helpers import assert_no_secret, chatgpt_auth
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -85,7 +85,7 @@ def test_main_prints_exactly_one_json_object(tmp_path: Path, fake_codex: Path) -
     home.mkdir()
     env = dict(os.environ, CODEX_HOME=str(home))
     done = subprocess.run(
-        [sys.executable, "-m", "moonmind_codex.probe"],
+        [sys.executable, "-m", "moonmind_codex.gate.probe"],
         capture_output=True,
         text=True,
         env=env,

@@ -8,7 +8,7 @@ import pytest
 
 from moonmind_codex.core.assignments import MemoryAssignmentStore
 from moonmind_codex.core.routing import shard_for_key
-from moonmind_codex.router import (
+from moonmind_codex.producer.router import (
     CodexRouter,
     RouteDecision,
     RoutingError,
@@ -16,8 +16,8 @@ from moonmind_codex.router import (
     install_routing,
     route_key,
 )
-from moonmind_codex.runstore import RunStore
 from moonmind_codex.settings import Settings
+from moonmind_codex.store.runstore import RunStore
 
 SETTINGS = Settings(shard_count=3)
 CODEX_TASK = SimpleNamespace(codex=True)

@@ -106,7 +106,7 @@ def test_non_runtime_variables_are_accepted() -> None:
 
 
 def test_own_container_id_from_mountinfo(tmp_path: Path) -> None:
-    from moonmind_codex.guards import own_container_id
+    from moonmind_codex.worker.guards import own_container_id
 
     cid = "a" * 64
     info = tmp_path / "mountinfo"
@@ -248,7 +248,7 @@ def _rendered_cpu_shares(settings: Settings) -> tuple[object, object, list[str]]
     """The CPU weight in the SDK kwargs, the low-level config and the ``docker run`` argv."""
     import docker
 
-    from moonmind_codex.containers import (
+    from moonmind_codex.engine.containers import (
         JobImageContainer,
         api_create_config,
         create_kwargs,
@@ -292,7 +292,7 @@ def _rendered_limits(settings: Settings) -> tuple[dict[str, object], dict[str, o
     """The hard limits in the SDK kwargs, the low-level host config and the argv flags."""
     import docker
 
-    from moonmind_codex.containers import (
+    from moonmind_codex.engine.containers import (
         JobImageContainer,
         api_create_config,
         create_kwargs,

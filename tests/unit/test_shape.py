@@ -18,12 +18,12 @@ def test_producer_imports_work_without_the_docker_sdk() -> None:
     code = (
         "import sys; sys.modules['docker'] = None\n"
         "from moonmind_codex import install_routing, CodexRouter, route_key, load_settings\n"
-        "from moonmind_codex.router import install_routing as again\n"
+        "from moonmind_codex.producer.router import install_routing as again\n"
         "from celery import Celery\n"
         "app = Celery('producer')\n"
         "install_routing(app, load_settings({}))\n"
         "assert app.conf.task_routes[0].__class__.__name__ == 'CodexRouter'\n"
-        "assert 'moonmind_codex.dockerio' not in sys.modules\n"
+        "assert 'moonmind_codex.engine.client' not in sys.modules\n"
         "print('producer ok')\n"
     )
     done = subprocess.run(
@@ -36,7 +36,7 @@ def test_producer_imports_work_without_the_docker_sdk() -> None:
         [
             sys.executable,
             "-c",
-            "import sys; sys.modules['docker'] = None; import moonmind_codex.celery_app",
+            "import sys; sys.modules['docker'] = None; import moonmind_codex.worker.celery_app",
         ],
         capture_output=True,
         text=True,

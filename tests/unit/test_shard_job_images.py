@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import docker
 import pytest
 
-from moonmind_codex.containers import (
+from moonmind_codex.engine.containers import (
     JobImageContainer,
     api_create_config,
     create_kwargs,

@@ -20,9 +20,7 @@ from celery.security.key import PrivateKey
 from kombu.serialization import registry
 
 from harness.pki import FleetCA, Identity, signed_body, trust_dir
-from moonmind_codex.celery_app import create_app
-from moonmind_codex.settings import Settings
-from moonmind_codex.signing import (
+from moonmind_codex.producer.signing import (
     BOUND_HEADERS,
     SECURITY_DIGEST,
     SIGNED_CONTEXT,
@@ -32,6 +30,8 @@ from moonmind_codex.signing import (
     forget_unsafe_serializers,
     signed_context,
 )
+from moonmind_codex.settings import Settings
+from moonmind_codex.worker.celery_app import create_app
 
 NOW = 1_800_000_000.0
 HEADERS = {
@@ -235,7 +235,7 @@ def test_a_signing_app_names_its_verifying_consumer_and_amqp_classes_by_importab
     starts: a name that no longer resolves (a moved module) would start no signed worker."""
     from celery.utils.imports import symbol_by_name
 
-    from moonmind_codex.signing import SignedContextAMQP, VerifyingConsumer
+    from moonmind_codex.producer.signing import SignedContextAMQP, VerifyingConsumer
 
     app = create_app(signing_app_settings(pki, tmp_path), sticky=False)
     assert symbol_by_name(app.conf.worker_consumer) is VerifyingConsumer

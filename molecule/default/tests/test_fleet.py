@@ -289,7 +289,7 @@ import json, socket, ssl
 from dataclasses import replace
 from pathlib import Path
 from moonmind_codex.settings import load_settings
-from moonmind_codex.celery_app import create_app
+from moonmind_codex.worker.celery_app import create_app
 
 settings = load_settings()
 host = settings.broker_url.rsplit("@", 1)[1].rsplit(":", 1)[0]

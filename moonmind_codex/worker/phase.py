@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moonmind_codex import audit
 from moonmind_codex.core import fence, health
 from moonmind_codex.core.messages import Fix, login_command
 from moonmind_codex.core.phase_result import PhaseOutcome, PhaseResult
@@ -37,11 +36,18 @@ from moonmind_codex.core.runs import (
     check_timeout,
 )
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.dockerio import DockerUnavailable, connect
-from moonmind_codex.jobs import JobResult, JobSpec, job_container_name, launch_job, log_path_for
-from moonmind_codex.preflight import CliVerdictCache, PreflightBlocked
-from moonmind_codex.runstore import PhaseAttempt, RunStore, ShardHealth
+from moonmind_codex.engine.client import DockerUnavailable, connect
+from moonmind_codex.engine.jobs import (
+    JobResult,
+    JobSpec,
+    job_container_name,
+    launch_job,
+    log_path_for,
+)
+from moonmind_codex.engine.preflight import CliVerdictCache, PreflightBlocked
 from moonmind_codex.settings import Settings
+from moonmind_codex.store import audit
+from moonmind_codex.store.runstore import PhaseAttempt, RunStore, ShardHealth
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,12 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from moonmind_codex.containers import (
+from moonmind_codex.core import messages
+from moonmind_codex.core.authfile import inspect_auth_json
+from moonmind_codex.core.exitcodes import ExitCode
+from moonmind_codex.core.shard import Shard
+from moonmind_codex.engine.client import volume_exists
+from moonmind_codex.engine.containers import (
     CODEX_HOME,
     JobImageContainer,
     api_create_config,
@@ -29,11 +34,6 @@ from moonmind_codex.containers import (
     docker_run_argv,
     unique_name,
 )
-from moonmind_codex.core import messages
-from moonmind_codex.core.authfile import inspect_auth_json
-from moonmind_codex.core.exitcodes import ExitCode
-from moonmind_codex.core.shard import Shard
-from moonmind_codex.dockerio import volume_exists
 from moonmind_codex.settings import Settings
 
 STDIN_CONTAINER_TIMEOUT_S = 120

@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 
 from celery.signals import worker_ready, worker_shutting_down
 
-from moonmind_codex.celery_app import create_app
 from moonmind_codex.core.exitcodes import ExitCode
-from moonmind_codex.dockerio import DockerUnavailable, connect
-from moonmind_codex.guards import WorkerStartupError, check_worker_startup
-from moonmind_codex.keepalive_scheduler import for_worker
+from moonmind_codex.engine.client import DockerUnavailable, connect
 from moonmind_codex.settings import Settings
+from moonmind_codex.worker.celery_app import create_app
+from moonmind_codex.worker.guards import WorkerStartupError, check_worker_startup
+from moonmind_codex.worker.keepalive_scheduler import for_worker
 
-log = logging.getLogger("moonmind_codex.worker")
+log = logging.getLogger("moonmind_codex.worker.entry")
 
 
 # user:password@ in any URL (the broker URL carries the broker password).

@@ -3,9 +3,9 @@
 Runs in the worker's main process (started when the worker is ready, stopped when it shuts
 down); :mod:`moonmind_codex.core.keepalive` decides. A keep-alive is an ordinary one-phase run
 (``keepalive-<shard>-<UTC time>``, phase ``keepalive``, ``MOONMIND_CODEX_KEEPALIVE_COMMAND``)
-submitted with :func:`moonmind_codex.submit.submit_run` and pinned to this shard's queue, so
-it is signed, recorded, audited, pre-flighted and run under the volume's lock like any phase,
-behind whatever the queue already holds. The login's ``last_refresh`` comes from the
+submitted with :func:`moonmind_codex.producer.submit.submit_run` and pinned to this shard's
+queue, so it is signed, recorded, audited, pre-flighted and run under the volume's lock like any
+phase, behind whatever the queue already holds. The login's ``last_refresh`` comes from the
 pre-flight probe (metadata only, never a token), read only when the store says the shard is
 idle and free, and again only after a phase ran or the horizon came.
 """
@@ -37,8 +37,8 @@ from moonmind_codex.core.keepalive import (
     run_id_prefix,
 )
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.runstore import PhaseAttemptRecord, RunRecord, RunStore, utcnow
 from moonmind_codex.settings import Settings
+from moonmind_codex.store.runstore import PhaseAttemptRecord, RunRecord, RunStore, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ def read_login(settings: Settings, shard: Shard) -> LoginState | None:
     """The login as the pre-flight probe sees it (no lock taken); None when it cannot run."""
     import time
 
-    from moonmind_codex.dockerio import ENGINE_ERRORS, DockerUnavailable, connect
-    from moonmind_codex.preflight import PreflightBlocked, _probe
+    from moonmind_codex.engine.client import ENGINE_ERRORS, DockerUnavailable, connect
+    from moonmind_codex.engine.preflight import PreflightBlocked, _probe
 
     try:
         client = connect(settings)
@@ -260,7 +260,7 @@ class KeepaliveScheduler:
         return decision
 
     def _send(self, store: RunStore, now: datetime, decision: Decision) -> str:
-        from moonmind_codex.submit import submit_run
+        from moonmind_codex.producer.submit import submit_run
 
         run_id = keepalive_run_id(self.shard.number, now)
         # Pinned before it is routed: the keep-alive is for this shard's login, whatever its key.

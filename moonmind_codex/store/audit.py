@@ -4,7 +4,7 @@ A task message a worker refuses (unsigned, or a command the policy does not allo
 ``codex_task_refused`` line instead: what it claimed to be, where it arrived, and why.
 
 Each line names the queue, shard, volume and host that served the phase, so any run can be
-traced to the login it used. Records go to the ``moonmind_codex.audit`` logger and, when
+traced to the login it used. Records go to the ``moonmind_codex.store.audit`` logger and, when
 configured, are appended to a JSON Lines file.
 """
 
@@ -21,6 +21,8 @@ from typing import Any, Literal
 from moonmind_codex.core.phase_result import PhaseResult
 from moonmind_codex.core.shard import Shard
 
+# The audit trail's logger keeps its name wherever this module lives: operators filter and ship
+# it by that name.
 log = logging.getLogger("moonmind_codex.audit")
 
 Event = Literal["codex_phase_started", "codex_phase_finished"]

@@ -22,13 +22,6 @@ from typing import Any
 import docker
 import docker.errors
 
-from moonmind_codex.containers import (
-    LABEL,
-    JobImageContainer,
-    create_kwargs,
-    labels,
-    unique_name,
-)
 from moonmind_codex.core.shard import Shard
 from moonmind_codex.core.workspace import (
     ROLE,
@@ -37,8 +30,15 @@ from moonmind_codex.core.workspace import (
     run_of_volume,
     run_volume_name,
 )
-from moonmind_codex.runstore import RUN_FINAL_STATES, RunStore
+from moonmind_codex.engine.containers import (
+    LABEL,
+    JobImageContainer,
+    create_kwargs,
+    labels,
+    unique_name,
+)
 from moonmind_codex.settings import Settings
+from moonmind_codex.store.runstore import RUN_FINAL_STATES, RunStore
 
 PREPARE_TIMEOUT_S = 120
 # Volumes this process has prepared (names), so later phases of a run skip the root container.

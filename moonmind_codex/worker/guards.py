@@ -14,11 +14,11 @@ from typing import Any
 
 import docker
 
-from moonmind_codex.containers import LABEL
 from moonmind_codex.core import messages
 from moonmind_codex.core.preflight_eval import PreflightResult
-from moonmind_codex.dockerio import network_exists, volume_exists
-from moonmind_codex.preflight import run_preflight
+from moonmind_codex.engine.client import network_exists, volume_exists
+from moonmind_codex.engine.containers import LABEL
+from moonmind_codex.engine.preflight import run_preflight
 from moonmind_codex.settings import Settings
 
 

@@ -1,7 +1,7 @@
 """Record the ordinary (non-Codex) phases of runs, and a run's failure, in the run store.
 
-Codex phases record themselves (:mod:`moonmind_codex.phase`). An ordinary phase runs on a host
-application's default-queue worker: :func:`install_run_recording` connects Celery's task
+Codex phases record themselves (:mod:`moonmind_codex.worker.phase`). An ordinary phase runs on a
+host application's default-queue worker: :func:`install_run_recording` connects Celery's task
 signals there, so its start and end are recorded too, and registers the chain's errback
 (``moonmind_codex.run_failed``), which Celery calls in the worker where a phase failed.
 """
@@ -16,14 +16,14 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_failure, task_prerun, task_success
 
-from moonmind_codex.runstore import RunStore
-from moonmind_codex.submit import (
+from moonmind_codex.producer.submit import (
     ATTEMPT_HEADER,
     CODEX_PHASE_TASK,
     PHASE_HEADER,
     RUN_FAILED_TASK,
     RUN_HEADER,
 )
+from moonmind_codex.store.runstore import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The Celery app of Codex worker shards (workers, and producers that use this app).
 
-Producers with their own Celery app need only :func:`moonmind_codex.router.install_routing`,
-which imports no Docker code.
+Producers with their own Celery app need only
+:func:`moonmind_codex.producer.router.install_routing`, which imports no Docker code.
 """
 
 from __future__ import annotations
@@ -14,12 +14,18 @@ from typing import Any, cast
 from celery import Celery
 from kombu.entity import Queue
 
-from moonmind_codex import audit
 from moonmind_codex.core.assignments import AssignmentStore
 from moonmind_codex.core.messages import busy_too_long
 from moonmind_codex.core.policy import command_allowed, refusal
-from moonmind_codex.dockerio import DockerUnavailable, connect
-from moonmind_codex.phase import (
+from moonmind_codex.engine.client import DockerUnavailable, connect
+from moonmind_codex.producer.recording import install_run_recording
+from moonmind_codex.producer.router import fleet_queues, install_routing
+from moonmind_codex.producer.signing import configure_signing, forget_unsafe_serializers
+from moonmind_codex.producer.submit import CODEX_PHASE_TASK
+from moonmind_codex.settings import Settings
+from moonmind_codex.store import audit
+from moonmind_codex.store.runstore import RunStore
+from moonmind_codex.worker.phase import (
     CodexPhaseBlocked,
     CodexPhaseFailed,
     CodexPhaseMisrouted,
@@ -27,12 +33,6 @@ from moonmind_codex.phase import (
     PhaseRequestError,
     run_phase,
 )
-from moonmind_codex.recording import install_run_recording
-from moonmind_codex.router import fleet_queues, install_routing
-from moonmind_codex.runstore import RunStore
-from moonmind_codex.settings import Settings
-from moonmind_codex.signing import configure_signing, forget_unsafe_serializers
-from moonmind_codex.submit import CODEX_PHASE_TASK
 
 __all__ = ["CODEX_PHASE_TASK", "PING_TASK", "create_app", "install_routing"]
 

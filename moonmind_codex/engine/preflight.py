@@ -1,10 +1,10 @@
 """Run the pre-flight login check, and read the one a job container ran on itself.
 
 Two ways, one judge (``preflight_eval``): a Codex phase's job container checks its login as its
-first step, under the volume's lock (``moonmind_codex.gate``; :func:`gate_environment` asks for
-it, :func:`read_verdict` reads the answer), so a phase costs one container start. Operators'
-checks (``moonmind-codex preflight``, ``login-check``, the playbooks) run the stand-alone probe
-below, which takes no lock and runs no command.
+first step, under the volume's lock (``moonmind_codex.gate.check``; :func:`gate_environment`
+asks for it, :func:`read_verdict` reads the answer), so a phase costs one container start.
+Operators' checks (``moonmind-codex preflight``, ``login-check``, the playbooks) run the
+stand-alone probe below, which takes no lock and runs no command.
 
 The probe container mounts the shard's auth volume exactly as a job does (read-write at
 ``/home/app/.codex``, as the job uid) so it sees what the job will see. Infrastructure failures
@@ -25,7 +25,6 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from moonmind_codex.containers import LABEL, JobImageContainer, create_kwargs, unique_name
 from moonmind_codex.core.exitcodes import ExitCode
 from moonmind_codex.core.messages import Fix
 from moonmind_codex.core.preflight_eval import (
@@ -37,8 +36,9 @@ from moonmind_codex.core.preflight_eval import (
 )
 from moonmind_codex.core.probe_report import PROBE_VERSION
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.dockerio import ENGINE_ERRORS, DockerUnavailable, connect
-from moonmind_codex.gate import (
+from moonmind_codex.engine.client import ENGINE_ERRORS, DockerUnavailable, connect
+from moonmind_codex.engine.containers import LABEL, JobImageContainer, create_kwargs, unique_name
+from moonmind_codex.gate.check import (
     FENCE_ENV,
     FENCED_ENV,
     JOB_UID_ENV,
@@ -203,7 +203,7 @@ def gate_environment(
     """What a job container needs to check its own login first (nothing secret).
 
     ``quarantined`` is ``AUTH_DIGEST REASON SINCE`` of a login the server rejected
-    (:meth:`moonmind_codex.runstore.ShardHealth.gate_value`): a digest is not the login.
+    (:meth:`moonmind_codex.store.runstore.ShardHealth.gate_value`): a digest is not the login.
     ``fence`` asks for the login's one-way digest (never the fleet's key); ``fenced`` is
     :func:`moonmind_codex.core.fence.gate_value` of a copied login.
     """
@@ -340,7 +340,7 @@ def recorded_verdicts(settings: Settings, shards: Sequence[Shard]) -> dict[str, 
     from sqlalchemy.exc import SQLAlchemyError
 
     from moonmind_codex.core import fence
-    from moonmind_codex.runstore import RunStore, StoreUnavailable
+    from moonmind_codex.store.runstore import RunStore, StoreUnavailable
 
     found: dict[str, dict[str, Any]] = {shard.volume: {} for shard in shards}
     try:

@@ -1,10 +1,11 @@
-"""Alembic environment: runs on the connection :func:`moonmind_codex.runstore.migrate` gives."""
+"""Alembic environment: runs on the connection that
+:func:`moonmind_codex.store.runstore.migrate` gives."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from moonmind_codex.runstore import Base
+from moonmind_codex.store.runstore import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

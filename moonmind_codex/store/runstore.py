@@ -2,7 +2,7 @@
 
 SQLAlchemy 2 over SQLite (WAL; one host) or PostgreSQL (producers and workers on several
 hosts), chosen by one URL setting (``MOONMIND_CODEX_DATABASE_URL``). The schema is owned by the
-Alembic migrations in ``moonmind_codex/migrations``; :func:`migrate` brings a database to the
+Alembic migrations in ``moonmind_codex/store/migrations``; :func:`migrate` brings a database to the
 latest revision (workers and the CLI run it on start-up; ``moonmind-codex db upgrade`` runs it
 by hand). Every state change is one transaction.
 

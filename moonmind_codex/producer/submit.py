@@ -26,9 +26,9 @@ from moonmind_codex.core.runs import (
     parse_run_definition,
     resume_point,
 )
-from moonmind_codex.router import CodexRouter
-from moonmind_codex.runstore import RunStore, utcnow
+from moonmind_codex.producer.router import CodexRouter
 from moonmind_codex.settings import Settings
+from moonmind_codex.store.runstore import RunStore, utcnow
 
 CODEX_PHASE_TASK = "moonmind_codex.codex_phase"
 RUN_FAILED_TASK = "moonmind_codex.run_failed"

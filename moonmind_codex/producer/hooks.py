@@ -4,7 +4,7 @@ A run's last phase is usually "publish": open a pull request from the run's work
 stays with the host application (it owns the repository credentials); this hook hands it what
 the run produced::
 
-    from moonmind_codex.hooks import RunContext, publish_hook
+    from moonmind_codex.producer.hooks import RunContext, publish_hook
 
     @app.task(name="myapp.publish")
     @publish_hook(store_factory)
@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 from celery import current_task
 
 from moonmind_codex.core.workspace import DEFAULT_PREFIX, run_volume_name, workspace_path
-from moonmind_codex.recording import run_phase_of
-from moonmind_codex.runstore import PhaseAttempt, RunStore
+from moonmind_codex.producer.recording import run_phase_of
+from moonmind_codex.store.runstore import PhaseAttempt, RunStore
 
 R = TypeVar("R")
 
@@ -95,7 +95,7 @@ def publish_hook(
             if found is None:
                 raise NotInARun(
                     f"{getattr(task, 'name', function.__name__)} is a publish hook: send it as a "
-                    "phase of a run (moonmind_codex.submit.submit_run), not on its own"
+                    "phase of a run (moonmind_codex.producer.submit.submit_run), not on its own"
                 )
             run_id, phase, _ = found
             return function(

@@ -6,7 +6,7 @@ starting a second job on the same login. The one-job-per-volume rule is enforced
 the volume, taken by the image's entry point (exit 75 when held).
 
 A job with ``preflight`` checks its login first, inside the same container and under that lock
-(``moonmind_codex.gate``): a blocked verdict ends the container before the command starts, and
+(``moonmind_codex.gate.check``): a blocked verdict ends the container before the command starts, and
 the verdict's line is kept out of the phase log. Failing to create or start such a container
 (engine gone, image or volume missing) is a blocked pre-flight too: :class:`PreflightBlocked`.
 
@@ -32,13 +32,12 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from moonmind_codex.containers import LABEL, NAME_PREFIX, JobImageContainer, create_kwargs
 from moonmind_codex.core.exitcodes import ExitCode
 from moonmind_codex.core.shard import Shard
 from moonmind_codex.core.workspace import run_volume_name
-from moonmind_codex.dockerio import ENGINE_ERRORS
-from moonmind_codex.gate import VERDICT_PREFIX
-from moonmind_codex.preflight import (
+from moonmind_codex.engine.client import ENGINE_ERRORS
+from moonmind_codex.engine.containers import LABEL, NAME_PREFIX, JobImageContainer, create_kwargs
+from moonmind_codex.engine.preflight import (
     PreflightBlocked,
     PreflightResult,
     container_start_step,
@@ -48,7 +47,8 @@ from moonmind_codex.preflight import (
     require_volume,
     verdict_line,
 )
-from moonmind_codex.run_volumes import ensure_run_volume
+from moonmind_codex.engine.run_volumes import ensure_run_volume
+from moonmind_codex.gate.check import VERDICT_PREFIX
 from moonmind_codex.settings import Settings
 
 REDELIVERY_NOTE = "[moonmind-codex] container "

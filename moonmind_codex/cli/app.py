@@ -213,7 +213,7 @@ def _settings_for(args: argparse.Namespace) -> Settings:
 
 
 def _route(args: argparse.Namespace) -> int:
-    from moonmind_codex.router import route_key
+    from moonmind_codex.producer.router import route_key
 
     settings = load_settings()
     if args.shards is not None:
@@ -236,7 +236,7 @@ def _route(args: argparse.Namespace) -> int:
 
 
 def _preflight(args: argparse.Namespace) -> int:
-    from moonmind_codex.preflight import run_preflight
+    from moonmind_codex.engine.preflight import run_preflight
 
     result = run_preflight(_settings_for(args), args.shard)
     _print(result.to_dict() if args.json else result.message(), args.json)
@@ -244,8 +244,8 @@ def _preflight(args: argparse.Namespace) -> int:
 
 
 def _login_check(args: argparse.Namespace) -> int:
-    from moonmind_codex.dockerio import DockerUnavailable
-    from moonmind_codex.preflight import job_image_versions, run_preflights
+    from moonmind_codex.engine.client import DockerUnavailable
+    from moonmind_codex.engine.preflight import job_image_versions, run_preflights
 
     settings = load_settings()
     shards = list(dict.fromkeys(args.shards))
@@ -270,7 +270,7 @@ def _login_check(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from moonmind_codex.worker import run_worker
+    from moonmind_codex.worker.entry import run_worker
 
     settings = load_settings()
     if args.shard is not None:
@@ -281,8 +281,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _login(args: argparse.Namespace) -> int:
-    from moonmind_codex import login
-    from moonmind_codex.dockerio import connect
+    from moonmind_codex.engine import login
+    from moonmind_codex.engine.client import connect
 
     settings = _settings_for(args)
     offered: tuple[bytes, str] | None = None
@@ -308,8 +308,8 @@ def _login(args: argparse.Namespace) -> int:
 
 
 def _repair(args: argparse.Namespace) -> int:
-    from moonmind_codex import login
-    from moonmind_codex.dockerio import connect
+    from moonmind_codex.engine import login
+    from moonmind_codex.engine.client import connect
 
     settings = _settings_for(args)
     login.repair_volume(settings, args.shard, connect(settings))
@@ -317,8 +317,8 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _export_login(args: argparse.Namespace) -> int:
-    from moonmind_codex import login
-    from moonmind_codex.dockerio import connect
+    from moonmind_codex.engine import login
+    from moonmind_codex.engine.client import connect
 
     settings = _settings_for(args)
     sys.stdout.buffer.write(login.export_login(settings, args.shard, connect(settings)))
@@ -327,8 +327,8 @@ def _export_login(args: argparse.Namespace) -> int:
 
 
 def _clear_login(args: argparse.Namespace) -> int:
-    from moonmind_codex import login
-    from moonmind_codex.dockerio import connect
+    from moonmind_codex.engine import login
+    from moonmind_codex.engine.client import connect
 
     settings = _settings_for(args)
     login.clear_login(settings, args.shard, connect(settings))
@@ -339,13 +339,13 @@ def _clear_login(args: argparse.Namespace) -> int:
 def _enqueue(args: argparse.Namespace) -> int:
     from kombu.exceptions import OperationalError
 
-    from moonmind_codex.celery_app import CODEX_PHASE_TASK, create_app
     from moonmind_codex.core.runs import (
         check_command,
         check_id,
         check_timeout,
         parse_run_definition,
     )
+    from moonmind_codex.worker.celery_app import CODEX_PHASE_TASK, create_app
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
@@ -402,7 +402,7 @@ RUN_STATUSES = frozenset({"pending", "running", "succeeded", "failed", "blocked"
 
 
 def _run_store(settings: Settings) -> Any:
-    from moonmind_codex.runstore import RunStore
+    from moonmind_codex.store.runstore import RunStore
 
     return RunStore.open(settings.database_url)
 
@@ -489,8 +489,8 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from moonmind_codex import submit
     from moonmind_codex.core.runs import check_id, parse_run_definition
+    from moonmind_codex.producer import submit
 
     settings = load_settings()
     command = args.runs_command
@@ -502,7 +502,7 @@ def _runs(args: argparse.Namespace) -> int:
         check_id(args.run_id, "run id")
     store = _run_store(settings)
     if definition is not None:
-        from moonmind_codex.celery_app import create_app
+        from moonmind_codex.worker.celery_app import create_app
 
         print(submit.submit_run(create_app(settings, store), definition, settings, store))
         return ExitCode.OK
@@ -524,7 +524,7 @@ def _runs(args: argparse.Namespace) -> int:
         return _show_run(store, args.run_id, args.json)
     if command == "prune-workspaces":
         return _prune_workspaces(settings, store, args)
-    from moonmind_codex.celery_app import create_app
+    from moonmind_codex.worker.celery_app import create_app
 
     app = create_app(settings, store)
     if command == "retry":
@@ -543,8 +543,8 @@ def _runs(args: argparse.Namespace) -> int:
 def _prune_workspaces(settings: Settings, store: Any, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from moonmind_codex.dockerio import connect
-    from moonmind_codex.run_volumes import prune_run_volumes
+    from moonmind_codex.engine.client import connect
+    from moonmind_codex.engine.run_volumes import prune_run_volumes
 
     cutoff = datetime.now(UTC) - timedelta(seconds=args.older_than)
     decisions = prune_run_volumes(connect(settings), settings, store, cutoff, dry_run=args.dry_run)
@@ -588,7 +588,7 @@ def _run_summary(record: Any) -> dict[str, Any]:
 
 
 def _show_run(store: Any, run_id: str, as_json: bool) -> int:
-    from moonmind_codex.submit import RunNotFound
+    from moonmind_codex.producer.submit import RunNotFound
 
     record = store.get_run(run_id)
     if record is None:
@@ -628,7 +628,7 @@ def _show_run(store: Any, run_id: str, as_json: bool) -> int:
 
 def _login_fence(args: argparse.Namespace) -> int:
     """``login-fence status`` and ``login-fence resolve --shard N`` (moonmind_codex.core.fence)."""
-    from moonmind_codex.phase import fence_key
+    from moonmind_codex.worker.phase import fence_key
 
     settings = load_settings()
     store = _run_store(settings)
@@ -679,7 +679,7 @@ def _read_fleet_status(settings: Settings) -> Any:
     from sqlalchemy.exc import SQLAlchemyError
 
     from moonmind_codex.core.fleet_status import fleet_status
-    from moonmind_codex.runstore import RunStore, unavailable
+    from moonmind_codex.store.runstore import RunStore, unavailable
 
     shards = [settings.locate_shard(n) for n in range(settings.shard_count)]
     numbers = [s.number for s in shards]
@@ -712,8 +712,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
+    from moonmind_codex.cli.metrics import exposition, write_textfile
     from moonmind_codex.core.fleet_status import metric_families
-    from moonmind_codex.metrics import exposition, write_textfile
 
     text = exposition(metric_families(_read_fleet_status(load_settings())))
     if args.textfile is None:
@@ -752,11 +752,11 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from moonmind_codex.core.runs import RunDefinitionError
-    from moonmind_codex.dockerio import DockerUnavailable
-    from moonmind_codex.login import LoginDataError, LoginError
-    from moonmind_codex.router import RoutingError
-    from moonmind_codex.runstore import StoreUnavailable
-    from moonmind_codex.submit import RunNotFound
+    from moonmind_codex.engine.client import DockerUnavailable
+    from moonmind_codex.engine.login import LoginDataError, LoginError
+    from moonmind_codex.producer.router import RoutingError
+    from moonmind_codex.producer.submit import RunNotFound
+    from moonmind_codex.store.runstore import StoreUnavailable
 
     # The expected endings: one line on stderr and a status from exitcodes, never a traceback.
     # First match wins (a LoginDataError is also a LoginError).

@@ -48,10 +48,10 @@ from celery.worker.consumer import Consumer
 from kombu.serialization import loads, registry
 from kombu.utils.json import loads as json_loads
 
-from moonmind_codex import audit
 from moonmind_codex.settings import Settings
+from moonmind_codex.store import audit
 
-log = logging.getLogger("moonmind_codex.signing")
+log = logging.getLogger("moonmind_codex.producer.signing")
 
 SIGNED_SERIALIZER = "auth"
 # Results travel back on the producer's own reply queue (the rpc backend), which no other
@@ -65,7 +65,7 @@ UNSAFE_SERIALIZERS = ("pickle", "yaml", "msgpack")
 # Key of the signed context in a task message's embedded options (the body's third element).
 SIGNED_CONTEXT = "moonmind_codex_signed"
 # Headers the signed context binds, and the context's own name for each. The run's headers are
-# those moonmind_codex.submit sets; ``None`` on both sides when a message has none.
+# those moonmind_codex.producer.submit sets; ``None`` on both sides when a message has none.
 BOUND_HEADERS = {
     "task": "task",
     "id": "id",

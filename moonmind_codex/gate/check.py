@@ -31,7 +31,7 @@ from moonmind_codex.core.exitcodes import ExitCode
 from moonmind_codex.core.preflight_eval import LoginPolicy, evaluate
 from moonmind_codex.core.probe_report import AUTH_FILE_NAME
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.probe import (
+from moonmind_codex.gate.probe import (
     MANAGED_CONFIG,
     auth_digest,
     codex_home,
