@@ -676,10 +676,8 @@ def _login_fence(args: argparse.Namespace) -> int:
 
 def _read_fleet_status(settings: Settings) -> Any:
     """The fleet's status from the run store, opened read-only (nothing created or migrated)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from moonmind_codex.core.fleet_status import fleet_status
-    from moonmind_codex.store.runstore import RunStore, unavailable
+    from moonmind_codex.store.runstore import STORE_ERRORS, RunStore, unavailable
 
     shards = [settings.locate_shard(n) for n in range(settings.shard_count)]
     numbers = [s.number for s in shards]
@@ -694,7 +692,7 @@ def _read_fleet_status(settings: Settings) -> Any:
             open_runs=store.open_runs(),
             counts=store.run_counts(),
         )
-    except SQLAlchemyError as exc:  # the database went away, or a table is missing
+    except STORE_ERRORS as exc:  # the database went away, or a table is missing
         raise unavailable(settings.database_url, exc) from None
     finally:
         store.engine.dispose()

@@ -337,10 +337,8 @@ def recorded_verdicts(settings: Settings, shards: Sequence[Shard]) -> dict[str, 
     No run store yet (a fleet that has never run a phase) or one that cannot be read: nothing
     recorded to add.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     from moonmind_codex.core import fence
-    from moonmind_codex.store.runstore import RunStore, StoreUnavailable
+    from moonmind_codex.store.runstore import STORE_ERRORS, RunStore, StoreUnavailable
 
     found: dict[str, dict[str, Any]] = {shard.volume: {} for shard in shards}
     try:
@@ -357,7 +355,7 @@ def recorded_verdicts(settings: Settings, shards: Sequence[Shard]) -> dict[str, 
             fenced = fence.parse_gate_value(fence.gate_value(verdict) if verdict else None)
             if fenced is not None:
                 found[shard.volume]["fence"] = fenced
-    except SQLAlchemyError:
+    except STORE_ERRORS:
         return {volume: {} for volume in found}
     finally:
         store.engine.dispose()

@@ -43,12 +43,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from moonmind_codex.core import fence
 from moonmind_codex.core.fleet_status import OPEN_RUN_STATES, RunView
-from moonmind_codex.core.keepalive import RUN_ID_PREFIX, run_id_prefix
+from moonmind_codex.core.keepalive import RUN_ID_PREFIX, ShardActivity, run_id_prefix
+from moonmind_codex.core.shard import Shard
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Phase attempt states: the first two are open, the rest final for that attempt.
 FINAL_STATES = frozenset({"succeeded", "failed", "timed_out", "blocked", "cancelled", "lost"})
+# Attempts still running on a shard (a busy one waits for the volume's lock).
+RUNNING_ATTEMPT_STATES = ("running", "busy")
+# What a read of the store may raise once it is open (the database went away, a table is
+# missing): callers above the store catch these, not the driver's or SQLAlchemy's own.
+STORE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError,)
 
 
 def utcnow() -> datetime:
@@ -179,6 +185,14 @@ def _holder(row: LoginFingerprintRecord) -> fence.Holder:
 def _aware(moment: datetime) -> datetime:
     """SQLite hands timezone-aware columns back naive (in UTC): make them aware again."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _aware_or_none(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _aware(moment)
+
+
+def _latest(*moments: datetime | None) -> datetime | None:
+    return max((_aware(m) for m in moments if m is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -622,6 +636,52 @@ class RunStore:
             run = session.get(RunRecord, run_id)
             return run is not None and run.status == "cancelled"
 
+    def shard_activity(self, shard: Shard) -> ShardActivity:
+        """What the store says about ``shard``'s queue and its keep-alives (the keep-alive
+        scheduler's reading; :mod:`moonmind_codex.core.keepalive` decides)."""
+        on_queue = RunRecord.queue == shard.queue
+        attempts = select(PhaseAttemptRecord).join(
+            RunRecord, PhaseAttemptRecord.run_id == RunRecord.id
+        )
+        with self._transaction() as session:
+            created = session.scalar(select(func.max(RunRecord.created_at)).where(on_queue))
+            started, finished = session.execute(
+                attempts.with_only_columns(
+                    func.max(PhaseAttemptRecord.started_at),
+                    func.max(PhaseAttemptRecord.finished_at),
+                ).where(on_queue)
+            ).one()
+            running_since = session.scalar(
+                attempts.with_only_columns(func.max(PhaseAttemptRecord.started_at)).where(
+                    on_queue, PhaseAttemptRecord.status.in_(RUNNING_ATTEMPT_STATES)
+                )
+            )
+            keepalive = session.scalars(
+                select(RunRecord)
+                .where(
+                    on_queue,
+                    RunRecord.id.startswith(run_id_prefix(shard.number), autoescape=True),
+                )
+                .order_by(RunRecord.created_at.desc())
+                .limit(1)
+            ).one_or_none()
+            last_keepalive = _aware(keepalive.created_at) if keepalive is not None else None
+            keepalive_open = keepalive is not None and keepalive.status in OPEN_RUN_STATES
+        health = self.shard_health(shard.volume)
+        fence_verdict = self.login_fence(shard.volume)
+        return ShardActivity(
+            last_activity=_latest(created, started, finished),
+            running_since=_aware_or_none(running_since),
+            keepalive_open_since=last_keepalive if keepalive_open else None,
+            last_keepalive_at=last_keepalive,
+            quarantined=health is not None and health.quarantined,
+            fenced_auth_digest=(
+                fence_verdict.holder.auth_digest
+                if fence_verdict is not None and fence_verdict.fenced
+                else None
+            ),
+        )
+
     # Shard health (moonmind_codex.core.health decides; the gate blocks a quarantined login).
 
     def shard_health(self, volume: str) -> ShardHealth | None:
@@ -918,12 +978,12 @@ def redacted_url(url: str) -> str:
     return parsed.set(query=query).render_as_string(hide_password=True)
 
 
-def unavailable(url: str, exc: SQLAlchemyError) -> StoreUnavailable:
+def unavailable(url: str, exc: Exception) -> StoreUnavailable:
     """The error for a store at ``url`` that failed with ``exc`` (no password in it)."""
     return StoreUnavailable(f"cannot read the run store at {redacted_url(url)}: {_why(exc, url)}")
 
 
-def _why(exc: SQLAlchemyError, url: str) -> str:
+def _why(exc: Exception, url: str) -> str:
     """The driver's own first line (not SQLAlchemy's SQL and links), with no password in it."""
     cause = getattr(exc, "orig", None) or exc
     lines = str(cause).strip().splitlines()

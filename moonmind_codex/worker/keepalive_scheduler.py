@@ -20,16 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from moonmind_codex.core.fleet_status import OPEN_RUN_STATES
 from moonmind_codex.core.keepalive import (
     KEEPALIVE_PHASE,
     Decision,
     KeepalivePolicy,
     LoginState,
-    ShardActivity,
     decide,
     first_check_delay,
     keepalive_run_id,
@@ -38,11 +33,9 @@ from moonmind_codex.core.keepalive import (
 )
 from moonmind_codex.core.shard import Shard
 from moonmind_codex.settings import Settings
-from moonmind_codex.store.runstore import PhaseAttemptRecord, RunRecord, RunStore, utcnow
+from moonmind_codex.store.runstore import RunStore, utcnow
 
 log = logging.getLogger(__name__)
-
-RUNNING_ATTEMPT_STATES = ("running", "busy")
 
 
 def policy_of(settings: Settings) -> KeepalivePolicy:
@@ -55,59 +48,9 @@ def policy_of(settings: Settings) -> KeepalivePolicy:
     )
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands timezone-aware columns back naive (in UTC)."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
-def _latest(*moments: datetime | None) -> datetime | None:
-    known = [m for m in (_aware(x) for x in moments) if m is not None]
-    return max(known, default=None)
-
-
-def shard_activity(store: RunStore, shard: Shard) -> ShardActivity:
-    """What the run store says about ``shard``'s queue and its keep-alives."""
-    on_queue = RunRecord.queue == shard.queue
-    attempts = select(PhaseAttemptRecord).join(RunRecord, PhaseAttemptRecord.run_id == RunRecord.id)
-    with Session(store.engine) as session:
-        created = session.scalar(select(func.max(RunRecord.created_at)).where(on_queue))
-        started, finished = session.execute(
-            attempts.with_only_columns(
-                func.max(PhaseAttemptRecord.started_at), func.max(PhaseAttemptRecord.finished_at)
-            ).where(on_queue)
-        ).one()
-        running_since = session.scalar(
-            attempts.with_only_columns(func.max(PhaseAttemptRecord.started_at)).where(
-                on_queue, PhaseAttemptRecord.status.in_(RUNNING_ATTEMPT_STATES)
-            )
-        )
-        keepalive = session.scalars(
-            select(RunRecord)
-            .where(on_queue, RunRecord.id.startswith(run_id_prefix(shard.number), autoescape=True))
-            .order_by(RunRecord.created_at.desc())
-            .limit(1)
-        ).one_or_none()
-    health = store.shard_health(shard.volume)
-    fence_verdict = store.login_fence(shard.volume)
-    last_keepalive = _aware(keepalive.created_at) if keepalive is not None else None
-    return ShardActivity(
-        last_activity=_latest(created, started, finished),
-        running_since=_aware(running_since),
-        keepalive_open_since=(
-            last_keepalive
-            if keepalive is not None and keepalive.status in OPEN_RUN_STATES
-            else None
-        ),
-        last_keepalive_at=last_keepalive,
-        quarantined=health is not None and health.quarantined,
-        fenced_auth_digest=(
-            fence_verdict.holder.auth_digest
-            if fence_verdict is not None and fence_verdict.fenced
-            else None
-        ),
-    )
+def _aware(moment: datetime) -> datetime:
+    """A time the login wrote without a zone is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def login_from_report(report: dict[str, Any]) -> LoginState:
@@ -235,7 +178,7 @@ class KeepaliveScheduler:
 
     def _check(self, store: RunStore) -> Decision:
         now = self._clock()
-        activity = shard_activity(store, self.shard)
+        activity = store.shard_activity(self.shard)
         args = (now, self.shard.number, self.settings.shard_count, activity)
         decision = decide(*args, None, self.policy)
         if not decision.needs_login:

@@ -16,7 +16,6 @@ from harness.postgres import running_postgres
 from moonmind_codex.core.keepalive import ShardActivity
 from moonmind_codex.core.shard import Shard
 from moonmind_codex.store.runstore import RunStore, make_engine, migrate
-from moonmind_codex.worker.keepalive_scheduler import shard_activity
 
 
 @pytest.fixture(scope="module")
@@ -304,12 +303,12 @@ def test_the_keepalive_scheduler_reads_the_fence_and_quarantine_of_its_shard(
     store: RunStore,
 ) -> None:
     shard = Shard(1, "codex-1", "vol_b", "host-y")
-    assert shard_activity(store, shard) == ShardActivity()  # nothing recorded: idle, clear
+    assert store.shard_activity(shard) == ShardActivity()  # nothing recorded: idle, clear
     register(store, "vol_a", 0, "f" * 64, host="host-x")
     register(store, "vol_b", 1, "f" * 64, host="host-y", auth_digest="b" * 64)
-    activity = shard_activity(store, shard)
+    activity = store.shard_activity(shard)
     assert (activity.fenced_auth_digest, activity.quarantined) == ("b" * 64, False)
-    owner = shard_activity(store, Shard(0, "codex-0", "vol_a", "host-x"))
+    owner = store.shard_activity(Shard(0, "codex-0", "vol_a", "host-x"))
     assert owner.fenced_auth_digest is None
     store.quarantine("vol_b", host="host-y", shard=1, reason="401", auth_digest="b" * 64)
-    assert shard_activity(store, shard).quarantined
+    assert store.shard_activity(shard).quarantined

@@ -454,7 +454,9 @@ def test_wheel_holds_the_package_its_typing_marker_and_the_cli(wheel: Path) -> N
         if p.suffix in (".py", ".mako") and "__pycache__" not in p.parts
     }
     assert expected - set(names) == set(), "left out of the wheel"
-    assert re.search(r"^moonmind-codex = moonmind_codex\.cli\.app:main$", entry_points, re.MULTILINE)
+    assert re.search(
+        r"^moonmind-codex = moonmind_codex\.cli\.app:main$", entry_points, re.MULTILINE
+    )
 
 
 def test_fresh_venv_cli_prints_the_version_from_package_metadata(
