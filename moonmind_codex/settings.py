@@ -25,6 +25,7 @@ from typing import Literal
 
 # The shard value lives in its own module (the job image's pre-flight imports it at every job
 # start, and this one is costly to import).
+from moonmind_codex.core import fence
 from moonmind_codex.core.policy import ANY_COMMAND, DEFAULT_ALLOWED_COMMANDS, command_allowed
 from moonmind_codex.core.shard import Shard
 from moonmind_codex.core.workspace import DEFAULT_PREFIX, prefix_problem
@@ -558,6 +559,26 @@ def _fingerprint_key_file(env: Mapping[str, str]) -> Path | None:
     if not raw.startswith("/"):
         raise SettingsError(f"{key}={raw!r:.200} must be an absolute path")
     return Path(raw)
+
+
+def read_fence_key(path: Path | None) -> tuple[bytes, str] | str:
+    """The fleet's login-fingerprint key and its id, read now from ``path``; or, without a
+    usable key, why copied logins are not fenced (a sentence for the operator)."""
+    if path is None:
+        return (
+            "MOONMIND_CODEX_FINGERPRINT_KEY_FILE is not set: copied logins are not fenced "
+            "(see docs/runbook.md)"
+        )
+    try:
+        key = fence.parse_key(path.read_bytes())
+    except OSError as exc:
+        return (
+            f"the fingerprint key file {path} cannot be read ({exc.strerror}): copied "
+            "logins are not fenced until it can"
+        )
+    except fence.FenceKeyError as exc:
+        return f"{path}: {exc}: copied logins are not fenced until it holds a key"
+    return key, fence.key_id(key)
 
 
 def _database_url(env: Mapping[str, str]) -> str:

@@ -628,7 +628,7 @@ def _show_run(store: Any, run_id: str, as_json: bool) -> int:
 
 def _login_fence(args: argparse.Namespace) -> int:
     """``login-fence status`` and ``login-fence resolve --shard N`` (moonmind_codex.core.fence)."""
-    from moonmind_codex.worker.phase import fence_key
+    from moonmind_codex.settings import read_fence_key
 
     settings = load_settings()
     store = _run_store(settings)
@@ -644,7 +644,8 @@ def _login_fence(args: argparse.Namespace) -> int:
             + (f"; fenced now: {fenced} (sign each in with its own login)" if fenced else "")
         )
         return ExitCode.OK
-    key = fence_key(settings)
+    key = read_fence_key(settings.fingerprint_key_file)
+    fencing = isinstance(key, tuple)
     rows = [
         {
             "shard": v.holder.shard,
@@ -658,13 +659,10 @@ def _login_fence(args: argparse.Namespace) -> int:
         for v in store.login_fences()
     ]
     if args.json:
-        print(json.dumps({"fencing": key is not None, "logins": rows}, indent=2, sort_keys=True))
+        print(json.dumps({"fencing": fencing, "logins": rows}, indent=2, sort_keys=True))
     else:
-        if key is None:
-            print(
-                "WARNING: copied logins are not fenced: set MOONMIND_CODEX_FINGERPRINT_KEY_FILE "
-                "(the fleet's key file) for the workers"
-            )
+        if isinstance(key, str):  # why fencing is off, as the workers say it
+            print(f"WARNING: {key}")
         for row in rows:
             shared = ", ".join(f"shard {o['shard']} ({o['host']})" for o in row["shared_with"])
             print(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from celery import Celery
 from kombu.entity import Queue
@@ -31,6 +31,7 @@ from moonmind_codex.worker.phase import (
     CodexPhaseMisrouted,
     PhaseRequest,
     PhaseRequestError,
+    WorkerMemory,
     run_phase,
 )
 
@@ -96,26 +97,33 @@ def broker_tls_options(settings: Settings) -> dict[str, Any] | None:
     return options
 
 
-def _register_tasks(app: Celery, settings: Settings) -> None:
-    # Opened in the process that runs the task (after the prefork pool forked).
-    opened: dict[str, Any] = {}
+class _WorkerProcess:
+    """What a worker process opens on first use (after the prefork pool forked) and keeps."""
 
-    def docker_client() -> Any:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.memory = WorkerMemory()
+        self._client: Any = None
+        self._store: RunStore | None = None
+
+    def docker_client(self) -> Any:
         """The engine's client, or None while it cannot be reached (the phase is blocked)."""
-        if "client" not in opened:
+        if self._client is None:
             try:
-                opened["client"] = connect(settings)
+                self._client = connect(self.settings)
             except DockerUnavailable:
                 return None
-        return opened["client"]
+        return self._client
 
-    def run_store() -> RunStore:
-        if "store" not in opened:
-            opened["store"] = RunStore.open(settings.database_url)
-        store: RunStore = opened["store"]
-        return store
+    def run_store(self) -> RunStore:
+        if self._store is None:
+            self._store = RunStore.open(self.settings.database_url)
+        return self._store
 
-    install_run_recording(app, run_store)
+
+def _register_tasks(app: Celery, settings: Settings) -> None:
+    process = _WorkerProcess(settings)
+    install_run_recording(app, process.run_store)
 
     # shared=False: these tasks close over this app's settings; Celery must not copy them
     # into every other app in the process (an operator's app, or the next shard's).
@@ -145,7 +153,6 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
                 "phase, command, repository, timeout_s, affinity_key, attempt and position; "
                 "nothing was started"
             )
-        delivery = self.request.delivery_info or {}
         # Whatever the message held: PhaseRequest checks every argument before anything runs.
         request = PhaseRequest(
             run_id=cast(str, run_id),
@@ -157,56 +164,7 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
             repository=repository,
             affinity_key=affinity_key,
         )
-        if not command_allowed(request.command, settings.allowed_commands):
-            reason = refusal(request.command, settings.allowed_commands, ALLOWED_COMMANDS_SETTING)
-            refused = audit.refused(
-                task_name=CODEX_PHASE_TASK,
-                task_id=self.request.id,
-                queue=str(delivery.get("routing_key", "")),
-                reason=reason,
-                worker=self.request.hostname or socket.gethostname(),
-                shard=settings.served_shard if settings.shard is not None else None,
-                run_id=request.run_id,
-                phase=request.phase,
-            )
-            try:
-                audit.emit(refused, settings.audit_log)
-            except OSError as exc:
-                reason += f" (the refusal could not be written to the audit log: {exc})"
-            raise PhaseRequestError(reason)
-        result = run_phase(
-            settings,
-            docker_client(),
-            run_store(),
-            request,
-            worker=self.request.hostname or socket.gethostname(),
-            task_id=self.request.id,
-            delivered_on=delivery.get("routing_key"),
-        )
-        if result.outcome == "misrouted":
-            raise CodexPhaseMisrouted(result.message)
-        if result.outcome == "blocked":
-            raise CodexPhaseBlocked(result.message)
-        if result.outcome == "busy":
-            if self.request.retries >= settings.busy_max_retries:
-                raise CodexPhaseFailed(
-                    busy_too_long(result.shard, settings.busy_retry_seconds, self.request.retries)
-                )
-            # The volume's lock is held (an operator's login, a move): wait and retry rather
-            # than fail the run; the message goes back to this shard's queue.
-            raise self.retry(
-                countdown=settings.busy_retry_seconds, max_retries=settings.busy_max_retries
-            )
-        if result.outcome in ("failed", "timed_out", "cancelled"):
-            # Raised, not returned: a chain must not go on to the run's next phase.
-            raise CodexPhaseFailed(
-                f"phase {phase} of run {run_id} {result.outcome.replace('_', ' ')}"
-                f"{'' if result.exit_code is None else f' with exit code {result.exit_code}'} "
-                f"on shard {result.shard.number} (volume {result.shard.volume}, host "
-                f"{result.shard.host}); log: {result.log_path}"
-                + (f"; {result.message}" if result.message else "")
-            )
-        return result.to_dict()
+        return _codex_phase(self, process, request)
 
     @app.task(name=PING_TASK, bind=True, shared=False)  # type: ignore[untyped-decorator]
     def ping(self: Any, value: Any) -> dict[str, Any]:
@@ -216,3 +174,69 @@ def _register_tasks(app: Celery, settings: Settings) -> None:
             "worker": self.request.hostname,
             "queue": delivery.get("routing_key"),
         }
+
+
+def _codex_phase(task: Any, process: _WorkerProcess, request: PhaseRequest) -> dict[str, Any]:
+    """The Codex phase task's work once its arguments are checked: policy, phase, ending."""
+    settings = process.settings
+    delivery = task.request.delivery_info or {}
+    worker = task.request.hostname or socket.gethostname()
+    if not command_allowed(request.command, settings.allowed_commands):
+        _refuse(task, settings, request, str(delivery.get("routing_key", "")), worker)
+    result = run_phase(
+        settings,
+        process.docker_client(),
+        process.run_store(),
+        request,
+        worker=worker,
+        task_id=task.request.id,
+        delivered_on=delivery.get("routing_key"),
+        memory=process.memory,
+    )
+    if result.outcome == "misrouted":
+        raise CodexPhaseMisrouted(result.message)
+    if result.outcome == "blocked":
+        raise CodexPhaseBlocked(result.message)
+    if result.outcome == "busy":
+        if task.request.retries >= settings.busy_max_retries:
+            raise CodexPhaseFailed(
+                busy_too_long(result.shard, settings.busy_retry_seconds, task.request.retries)
+            )
+        # The volume's lock is held (an operator's login, a move): wait and retry rather
+        # than fail the run; the message goes back to this shard's queue.
+        raise task.retry(
+            countdown=settings.busy_retry_seconds, max_retries=settings.busy_max_retries
+        )
+    if result.outcome in ("failed", "timed_out", "cancelled"):
+        # Raised, not returned: a chain must not go on to the run's next phase.
+        raise CodexPhaseFailed(
+            f"phase {request.phase} of run {request.run_id} "
+            f"{result.outcome.replace('_', ' ')}"
+            f"{'' if result.exit_code is None else f' with exit code {result.exit_code}'} "
+            f"on shard {result.shard.number} (volume {result.shard.volume}, host "
+            f"{result.shard.host}); log: {result.log_path}"
+            + (f"; {result.message}" if result.message else "")
+        )
+    return result.to_dict()
+
+
+def _refuse(
+    task: Any, settings: Settings, request: PhaseRequest, queue: str, worker: str
+) -> NoReturn:
+    """A command the policy does not allow: audited, refused, nothing started."""
+    reason = refusal(request.command, settings.allowed_commands, ALLOWED_COMMANDS_SETTING)
+    refused = audit.refused(
+        task_name=CODEX_PHASE_TASK,
+        task_id=task.request.id,
+        queue=queue,
+        reason=reason,
+        worker=worker,
+        shard=settings.served_shard if settings.shard is not None else None,
+        run_id=request.run_id,
+        phase=request.phase,
+    )
+    try:
+        audit.emit(refused, settings.audit_log)
+    except OSError as exc:
+        reason += f" (the refusal could not be written to the audit log: {exc})"
+    raise PhaseRequestError(reason)

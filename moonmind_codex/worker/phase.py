@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from moonmind_codex.engine.jobs import (
     log_path_for,
 )
 from moonmind_codex.engine.preflight import CliVerdictCache, PreflightBlocked
-from moonmind_codex.settings import Settings
+from moonmind_codex.settings import Settings, read_fence_key
 from moonmind_codex.store import audit
 from moonmind_codex.store.runstore import PhaseAttempt, RunStore, ShardHealth
 
@@ -53,11 +53,27 @@ log = logging.getLogger(__name__)
 
 # Attempts and positions beyond this are not a run anyone made (and would not fit a column).
 MAX_ORDINAL = 100_000
-# One per worker process: a phase skips `codex login status` when the login is unchanged.
-_CLI_VERDICTS = CliVerdictCache()
 
-# Fencing off (no key, or a key file that cannot be used) is said once per worker process.
-_FENCE_WARNED: set[str] = set()
+
+@dataclass
+class WorkerMemory:
+    """What one worker process remembers from phase to phase; its Celery app owns one."""
+
+    # A phase skips `codex login status` when the login is unchanged since a good verdict.
+    cli_verdicts: CliVerdictCache = field(default_factory=CliVerdictCache)
+    # Why fencing is off (no key, or a key file that cannot be used), each said once.
+    fencing_off_said: set[str] = field(default_factory=set)
+
+    def fence_key(self, settings: Settings) -> tuple[bytes, str] | None:
+        """The fleet's fingerprint key and its id, read now; None (said once) without one."""
+        found = read_fence_key(settings.fingerprint_key_file)
+        if isinstance(found, tuple):
+            return found
+        if found not in self.fencing_off_said:
+            self.fencing_off_said.add(found)
+            log.warning("%s", found)
+        return None
+
 
 # How a recorded final state reads as a phase outcome when it is returned again.
 _REPLAYED: dict[str, PhaseOutcome] = {
@@ -144,7 +160,13 @@ def run_phase(
     worker: str,
     task_id: str | None,
     delivered_on: str | None,
+    memory: WorkerMemory | None = None,
 ) -> PhaseResult:
+    """Run one delivery of a phase attempt on this worker's shard, exactly once (see above).
+
+    ``memory`` is the worker process's own (its Celery app passes it); without one, this call
+    remembers nothing for the next.
+    """
     shard = settings.served_shard
     if delivered_on is not None and delivered_on != shard.queue:
         return request.ended(
@@ -199,7 +221,10 @@ def run_phase(
     # Replaced on every path below; this one stands for a crash in between.
     result = request.ended(shard, worker, "failed")
     try:
-        result = _attempt(settings, client, store, request, shard, worker, audit_end)
+        attempt = _Attempt(
+            settings, store, request, shard, worker, audit_end, memory or WorkerMemory()
+        )
+        result = attempt.run(client)
         return result
     finally:
         audit_end(result)
@@ -266,144 +291,154 @@ def _blocked(
     )
 
 
-def _attempt(
-    settings: Settings,
-    client: Any,
-    store: RunStore,
-    request: PhaseRequest,
-    shard: Shard,
-    worker: str,
-    audit_end: Callable[[PhaseResult], None],
-) -> PhaseResult:
-    began = time.monotonic()
-    if client is None:  # the worker could not reach the engine when it asked
-        try:
-            client = connect(settings)
-        except DockerUnavailable as exc:
-            # Its first sentence names the engine address; the remedy is rendered for the shard.
-            finding = Finding("docker engine", "blocked", str(exc).split(";")[0], Fix.START_DOCKER)
-            check = blocked_result(shard, finding, time.monotonic() - began)
-            return _blocked(store, request, shard, worker, check)
-    # A login the server rejected: the job's gate blocks while auth.json is still that login.
-    before: ShardHealth | None = _bookkeeping(
-        "read the shard's health from the run store", store.shard_health, shard.volume
-    )
-    key = fence_key(settings)
-    fenced = None
-    if key is not None:
-        state = _bookkeeping(
-            "read the shard's login fence from the run store", store.login_fence, shard.volume
-        )
-        fenced = fence.gate_value(state) if state is not None else None
-    spec = JobSpec(
-        run_id=request.run_id,
-        phase=request.phase,
-        command=request.command,
-        shard=shard,
-        timeout_s=request.timeout_s or settings.job_timeout_seconds,
-        preflight=True,
-        known_verdict=_CLI_VERDICTS.known(shard.volume),
-        attempt=request.attempt,
-        quarantined=before.gate_value() if before is not None else None,
-        fence=key is not None,
-        fenced=fenced,
-    )
-    # Why a failed attempt failed, when the job's output says (a login the server rejected).
-    notes: list[str] = []
+@dataclass
+class _Attempt:
+    """One attempt's job on this shard, from the engine connection to the recorded end."""
 
-    def record_end(job: JobResult) -> None:
+    settings: Settings
+    store: RunStore
+    request: PhaseRequest
+    shard: Shard
+    worker: str
+    audit_end: Callable[[PhaseResult], None]
+    memory: WorkerMemory
+    began: float = field(default_factory=time.monotonic)
+    # Why a failed attempt failed, when the job's output says (a login the server rejected).
+    notes: list[str] = field(default_factory=list)
+    before: ShardHealth | None = None
+    key: tuple[bytes, str] | None = None
+    # What the shard's health bookkeeping said about this job's login (the attempt's error).
+    health_note: str | None = None
+
+    def run(self, client: Any) -> PhaseResult:
+        if client is None:  # the worker could not reach the engine when it asked
+            try:
+                client = connect(self.settings)
+            except DockerUnavailable as exc:
+                # Its first sentence names the engine address; the remedy is for the shard.
+                finding = Finding(
+                    "docker engine", "blocked", str(exc).split(";")[0], Fix.START_DOCKER
+                )
+                return self._blocked(finding)
+        spec = self._spec()
+        self._make_log_dir()
+        try:
+            job = launch_job(
+                self.settings,
+                spec,
+                client,
+                on_finished=self._record_end,
+                cancelled=lambda: _cancelled(self.store, self.request.run_id),
+            )
+        except PreflightBlocked as blocked:  # no container could be made or started
+            return self._blocked(blocked.finding)
+        if job.log_error is not None:
+            raise PhaseBookkeepingError(_log_failure(self.settings, job))
+        if job.preflight is not None and job.preflight.status != "ok":
+            level = logging.ERROR if job.outcome == "blocked" else logging.WARNING
+            log.log(level, "%s", job.preflight.message())
+        result = _job_result(self.request, self.shard, self.worker, job)
+        return dataclasses.replace(result, message=self.notes[0]) if self.notes else result
+
+    def _blocked(self, finding: Finding) -> PhaseResult:
+        check = blocked_result(self.shard, finding, time.monotonic() - self.began)
+        return _blocked(self.store, self.request, self.shard, self.worker, check)
+
+    def _spec(self) -> JobSpec:
+        """The job, with what the store holds against the login for its gate to judge."""
+        volume = self.shard.volume
+        # A login the server rejected: the job's gate blocks while auth.json is still that login.
+        self.before = _bookkeeping(
+            "read the shard's health from the run store", self.store.shard_health, volume
+        )
+        self.key = self.memory.fence_key(self.settings)
+        fenced = None
+        if self.key is not None:
+            state = _bookkeeping(
+                "read the shard's login fence from the run store", self.store.login_fence, volume
+            )
+            fenced = fence.gate_value(state) if state is not None else None
+        return JobSpec(
+            run_id=self.request.run_id,
+            phase=self.request.phase,
+            command=self.request.command,
+            shard=self.shard,
+            timeout_s=self.request.timeout_s or self.settings.job_timeout_seconds,
+            preflight=True,
+            known_verdict=self.memory.cli_verdicts.known(volume),
+            attempt=self.request.attempt,
+            quarantined=self.before.gate_value() if self.before is not None else None,
+            fence=self.key is not None,
+            fenced=fenced,
+        )
+
+    def _make_log_dir(self) -> None:
+        log_dir = log_path_for(self.settings, self.request.run_id, self.request.phase).parent
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PhaseBookkeepingError(
+                f"could not create the phase log directory {log_dir} ({exc.strerror}); no job "
+                "was started: free the disk or fix the directory's permissions, then retry the "
+                "run"
+            ) from exc
+
+    def _record_end(self, job: JobResult) -> None:
+        """Called by the job runner before the container is removed (see the module's note)."""
         if job.preflight_report is not None:
-            _CLI_VERDICTS.learn(shard.volume, job.preflight_report)
+            self.memory.cli_verdicts.learn(self.shard.volume, job.preflight_report)
         # Audit first: should it fail, the store has no final state yet, the container stays,
         # and the phase fails instead of leaving a success the run cannot go on from.
-        audit_end(_job_result(request, shard, worker, job))
+        self.audit_end(_job_result(self.request, self.shard, self.worker, job))
         # Before the end is recorded: a redelivery that collects the container judges it again.
-        note = _bookkeeping(
-            "record the shard's health in the run store",
-            _record_health,
-            store,
-            request,
-            shard,
-            before,
-            job,
-        )
-        if note:
-            notes.append(note)
-        if key is not None:
-            copied = _bookkeeping(
-                "record the login's fingerprint in the run store",
-                _record_login,
-                store,
-                key,
-                shard,
-                job,
-            )
-            if copied:
-                notes.append(copied)
-        if job.log_error is not None:
-            _bookkeeping(
-                "record the job's end in the run store",
-                store.finish_attempt,
-                request.run_id,
-                request.phase,
-                request.attempt,
-                status="failed",
-                exit_code=job.exit_code,
-                error=_log_failure(settings, job),
-            )
-            _bookkeeping("record the run's status", store.settle_run, request.run_id)
-            return
-        if job.outcome == "blocked" and job.preflight is not None:
+        self._judge_login(job)
+        if job.outcome == "blocked" and job.preflight is not None and job.log_error is None:
             _bookkeeping(
                 "record the blocked phase in the run store",
                 _record_blocked,
-                store,
-                request,
+                self.store,
+                self.request,
                 job.preflight.status,
                 job.preflight.message(),
             )
             return
+        failed_log = job.log_error is not None
         _bookkeeping(
             "record the job's end in the run store",
-            store.finish_attempt,
-            request.run_id,
-            request.phase,
-            request.attempt,
-            status=job.outcome,
+            self.store.finish_attempt,
+            self.request.run_id,
+            self.request.phase,
+            self.request.attempt,
+            status="failed" if failed_log else job.outcome,
             exit_code=job.exit_code,
-            error=note,
+            error=_log_failure(self.settings, job) if failed_log else self.health_note,
         )
-        _bookkeeping("record the run's status", store.settle_run, request.run_id)
+        _bookkeeping("record the run's status", self.store.settle_run, self.request.run_id)
 
-    log_dir = log_path_for(settings, request.run_id, request.phase).parent
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PhaseBookkeepingError(
-            f"could not create the phase log directory {log_dir} ({exc.strerror}); no job was "
-            "started: free the disk or fix the directory's permissions, then retry the run"
-        ) from exc
-    try:
-        job = launch_job(
-            settings,
-            spec,
-            client,
-            on_finished=record_end,
-            cancelled=lambda: _cancelled(store, request.run_id),
+    def _judge_login(self, job: JobResult) -> None:
+        """Quarantine or lift, and fence: what this job's login tells about the shard."""
+        self.health_note = _bookkeeping(
+            "record the shard's health in the run store",
+            _record_health,
+            self.store,
+            self.request,
+            self.shard,
+            self.before,
+            job,
         )
-    except PreflightBlocked as blocked:  # no container could be made or started: nothing ran
-        check = blocked_result(shard, blocked.finding, time.monotonic() - began)
-        return _blocked(store, request, shard, worker, check)
-    if job.log_error is not None:
-        raise PhaseBookkeepingError(_log_failure(settings, job))
-    if job.preflight is not None and job.preflight.status != "ok":
-        log.log(
-            logging.ERROR if job.outcome == "blocked" else logging.WARNING,
-            "%s",
-            job.preflight.message(),
-        )
-    result = _job_result(request, shard, worker, job)
-    return dataclasses.replace(result, message=notes[0]) if notes else result
+        if self.health_note:
+            self.notes.append(self.health_note)
+        if self.key is not None:
+            copied = _bookkeeping(
+                "record the login's fingerprint in the run store",
+                _record_login,
+                self.store,
+                self.key,
+                self.shard,
+                job,
+            )
+            if copied:
+                self.notes.append(copied)
 
 
 def _log_excerpt(path: Path) -> str:
@@ -484,32 +519,6 @@ def _record_health(
     )
     log.error("%s", note)
     return note
-
-
-def fence_key(settings: Settings) -> tuple[bytes, str] | None:
-    """The fleet's fingerprint key and its id, or None (fencing off, said once) without one."""
-    path = settings.fingerprint_key_file
-    if path is None:
-        why = (
-            "MOONMIND_CODEX_FINGERPRINT_KEY_FILE is not set: copied logins are not fenced "
-            "(see docs/runbook.md)"
-        )
-    else:
-        try:
-            key = fence.parse_key(path.read_bytes())
-        except OSError as exc:
-            why = (
-                f"the fingerprint key file {path} cannot be read ({exc.strerror}): copied "
-                "logins are not fenced until it can"
-            )
-        except fence.FenceKeyError as exc:
-            why = f"{path}: {exc}: copied logins are not fenced until it holds a key"
-        else:
-            return key, fence.key_id(key)
-    if why not in _FENCE_WARNED:
-        _FENCE_WARNED.add(why)
-        log.warning("%s", why)
-    return None
 
 
 def _holder_text(holder: fence.Holder) -> str:
