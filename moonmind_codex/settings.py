@@ -21,7 +21,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 # The shard value lives in its own module (the job image's pre-flight imports it at every job
 # start, and this one is costly to import).
@@ -445,81 +445,111 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """
     env = process_environment() if env is None else env
     _refuse_unknown_names(env)
-    audit_raw = _optional_str(env, "AUDIT_LOG")
-
+    # In groups, each its own function (a 70-field constructor call would be one long one).
     settings = Settings(
-        broker_url=_str(env, "BROKER_URL", Settings.broker_url),
-        shard_count=_int(env, "SHARD_COUNT", Settings.shard_count, 1),
-        queue_mode=_queue_mode(env),  # type: ignore[arg-type]
-        queue_prefix=_str(env, "QUEUE_PREFIX", Settings.queue_prefix),
-        default_queue=_str(env, "DEFAULT_QUEUE", Settings.default_queue),
-        shard=_shard(env),
-        auth_volume_template=_str(env, "AUTH_VOLUME_TEMPLATE", Settings.auth_volume_template),
-        auth_volume_override=_optional_str(env, "AUTH_VOLUME"),
-        host_name=_str(env, "HOST_NAME", socket.gethostname()),
-        job_image=_str(env, "JOB_IMAGE", Settings.job_image),
-        shard_job_images=parse_shard_job_images(_optional_str(env, "SHARD_JOB_IMAGES")),
-        job_uid=_int(env, "JOB_UID", Settings.job_uid, 1, MAX_ID),
-        job_gid=_int(env, "JOB_GID", Settings.job_gid, 1, MAX_ID),
-        job_timeout_seconds=_float(env, "JOB_TIMEOUT_SECONDS", Settings.job_timeout_seconds, 0),
-        job_network=_str(env, "JOB_NETWORK", Settings.job_network),
-        job_cpu_shares=_int(env, "JOB_CPU_SHARES", Settings.job_cpu_shares, 0),
-        job_memory_mb=_int(env, "JOB_MEMORY_MB", Settings.job_memory_mb, 0),
-        job_pids_limit=_int(env, "JOB_PIDS_LIMIT", Settings.job_pids_limit, 0),
-        # 0 (no cap) is allowed here; the range check names the valid values.
-        job_cpus=_float(env, "JOB_CPUS", Settings.job_cpus, -1),
-        job_cpuset=_optional_str(env, "JOB_CPUSET"),
-        preflight_timeout_seconds=_float(
-            env, "PREFLIGHT_TIMEOUT_SECONDS", Settings.preflight_timeout_seconds, 0
-        ),
-        busy_retry_seconds=_float(env, "BUSY_RETRY_SECONDS", Settings.busy_retry_seconds, 0),
-        busy_max_retries=_int(env, "BUSY_MAX_RETRIES", Settings.busy_max_retries, 0),
-        last_refresh_warn_days=_float(
-            env, "LAST_REFRESH_WARN_DAYS", Settings.last_refresh_warn_days, 0
-        ),
-        keepalive_enabled=_bool(env, "KEEPALIVE_ENABLED", Settings.keepalive_enabled),
-        keepalive_command=_command(env, "KEEPALIVE_COMMAND", Settings.keepalive_command),
-        keepalive_after_days=_float(env, "KEEPALIVE_AFTER_DAYS", Settings.keepalive_after_days, 0),
-        keepalive_idle_minutes=_float(
-            env, "KEEPALIVE_IDLE_MINUTES", Settings.keepalive_idle_minutes, 0
-        ),
-        keepalive_retry_hours=_float(
-            env, "KEEPALIVE_RETRY_HOURS", Settings.keepalive_retry_hours, 0
-        ),
-        # 0 (no stagger) is allowed here; the range check says so.
-        keepalive_stagger_minutes=_float(
-            env, "KEEPALIVE_STAGGER_MINUTES", Settings.keepalive_stagger_minutes, -1
-        ),
-        keepalive_check_seconds=_float(
-            env, "KEEPALIVE_CHECK_SECONDS", Settings.keepalive_check_seconds, 0
-        ),
-        keepalive_timeout_seconds=_float(
-            env, "KEEPALIVE_TIMEOUT_SECONDS", Settings.keepalive_timeout_seconds, 0
-        ),
-        workspace_volume_prefix=_str(
-            env, "WORKSPACE_VOLUME_PREFIX", Settings.workspace_volume_prefix
-        ),
-        artifacts_dir=Path(_str(env, "ARTIFACTS_DIR", str(Settings.artifacts_dir))),
-        audit_log=Path(audit_raw) if audit_raw is not None else None,
-        database_url=_database_url(env),
-        codex_task_patterns=_comma_list(env, "CODEX_TASK_PATTERNS", Settings.codex_task_patterns),
-        allowed_commands=_comma_list(env, "ALLOWED_COMMANDS", Settings.allowed_commands),
-        worker_container=_optional_str(env, "WORKER_CONTAINER"),
-        docker_url=_optional_str(env, "DOCKER_URL"),
-        broker_ca_path=_optional_path(env, "BROKER_CA_PATH"),
-        signing_key_path=_optional_path(env, "SIGNING_KEY_PATH"),
-        signing_cert_path=_optional_path(env, "SIGNING_CERT_PATH"),
-        signing_trust_dir=_optional_path(env, "SIGNING_TRUST_DIR"),
-        signed_message_ttl_seconds=_float(
-            env, "SIGNED_MESSAGE_TTL_SECONDS", Settings.signed_message_ttl_seconds, 0
-        ),
-        remote_control=_bool(env, "REMOTE_CONTROL", Settings.remote_control),
-        declare_queues=_bool(env, "DECLARE_QUEUES", Settings.declare_queues),
-        fingerprint_key_file=_fingerprint_key_file(env),
-        failover=_bool(env, "FAILOVER", Settings.failover),
+        **_fleet_fields(env), **_job_fields(env), **_keepalive_fields(env), **_transport_fields(env)
     )
     _validate(settings)
     return settings
+
+
+def _fleet_fields(env: Mapping[str, str]) -> dict[str, Any]:
+    """Shards, queues, volumes and routing."""
+    return {
+        "shard_count": _int(env, "SHARD_COUNT", Settings.shard_count, 1),
+        "queue_mode": _queue_mode(env),
+        "queue_prefix": _str(env, "QUEUE_PREFIX", Settings.queue_prefix),
+        "default_queue": _str(env, "DEFAULT_QUEUE", Settings.default_queue),
+        "shard": _shard(env),
+        "auth_volume_template": _str(env, "AUTH_VOLUME_TEMPLATE", Settings.auth_volume_template),
+        "auth_volume_override": _optional_str(env, "AUTH_VOLUME"),
+        "host_name": _str(env, "HOST_NAME", socket.gethostname()),
+        "codex_task_patterns": _comma_list(
+            env, "CODEX_TASK_PATTERNS", Settings.codex_task_patterns
+        ),
+        "failover": _bool(env, "FAILOVER", Settings.failover),
+    }
+
+
+def _job_fields(env: Mapping[str, str]) -> dict[str, Any]:
+    """The job containers and their limits, a phase's timeouts and retries, and where runs keep
+    their files."""
+    return {
+        "job_image": _str(env, "JOB_IMAGE", Settings.job_image),
+        "shard_job_images": parse_shard_job_images(_optional_str(env, "SHARD_JOB_IMAGES")),
+        "job_uid": _int(env, "JOB_UID", Settings.job_uid, 1, MAX_ID),
+        "job_gid": _int(env, "JOB_GID", Settings.job_gid, 1, MAX_ID),
+        "job_timeout_seconds": _float(env, "JOB_TIMEOUT_SECONDS", Settings.job_timeout_seconds, 0),
+        "job_network": _str(env, "JOB_NETWORK", Settings.job_network),
+        "job_cpu_shares": _int(env, "JOB_CPU_SHARES", Settings.job_cpu_shares, 0),
+        "job_memory_mb": _int(env, "JOB_MEMORY_MB", Settings.job_memory_mb, 0),
+        "job_pids_limit": _int(env, "JOB_PIDS_LIMIT", Settings.job_pids_limit, 0),
+        # 0 (no cap) is allowed here; the range check names the valid values.
+        "job_cpus": _float(env, "JOB_CPUS", Settings.job_cpus, -1),
+        "job_cpuset": _optional_str(env, "JOB_CPUSET"),
+        "preflight_timeout_seconds": _float(
+            env, "PREFLIGHT_TIMEOUT_SECONDS", Settings.preflight_timeout_seconds, 0
+        ),
+        "busy_retry_seconds": _float(env, "BUSY_RETRY_SECONDS", Settings.busy_retry_seconds, 0),
+        "busy_max_retries": _int(env, "BUSY_MAX_RETRIES", Settings.busy_max_retries, 0),
+        "last_refresh_warn_days": _float(
+            env, "LAST_REFRESH_WARN_DAYS", Settings.last_refresh_warn_days, 0
+        ),
+        "workspace_volume_prefix": _str(
+            env, "WORKSPACE_VOLUME_PREFIX", Settings.workspace_volume_prefix
+        ),
+        "artifacts_dir": Path(_str(env, "ARTIFACTS_DIR", str(Settings.artifacts_dir))),
+        "allowed_commands": _comma_list(env, "ALLOWED_COMMANDS", Settings.allowed_commands),
+    }
+
+
+def _keepalive_fields(env: Mapping[str, str]) -> dict[str, Any]:
+    """The keep-alive of each shard's login."""
+    return {
+        "keepalive_enabled": _bool(env, "KEEPALIVE_ENABLED", Settings.keepalive_enabled),
+        "keepalive_command": _command(env, "KEEPALIVE_COMMAND", Settings.keepalive_command),
+        "keepalive_after_days": _float(
+            env, "KEEPALIVE_AFTER_DAYS", Settings.keepalive_after_days, 0
+        ),
+        "keepalive_idle_minutes": _float(
+            env, "KEEPALIVE_IDLE_MINUTES", Settings.keepalive_idle_minutes, 0
+        ),
+        "keepalive_retry_hours": _float(
+            env, "KEEPALIVE_RETRY_HOURS", Settings.keepalive_retry_hours, 0
+        ),
+        # 0 (no stagger) is allowed here; the range check says so.
+        "keepalive_stagger_minutes": _float(
+            env, "KEEPALIVE_STAGGER_MINUTES", Settings.keepalive_stagger_minutes, -1
+        ),
+        "keepalive_check_seconds": _float(
+            env, "KEEPALIVE_CHECK_SECONDS", Settings.keepalive_check_seconds, 0
+        ),
+        "keepalive_timeout_seconds": _float(
+            env, "KEEPALIVE_TIMEOUT_SECONDS", Settings.keepalive_timeout_seconds, 0
+        ),
+    }
+
+
+def _transport_fields(env: Mapping[str, str]) -> dict[str, Any]:
+    """The broker, the run store, the engine, signing, fencing and the audit log."""
+    audit_raw = _optional_str(env, "AUDIT_LOG")
+    return {
+        "broker_url": _str(env, "BROKER_URL", Settings.broker_url),
+        "audit_log": Path(audit_raw) if audit_raw is not None else None,
+        "database_url": _database_url(env),
+        "worker_container": _optional_str(env, "WORKER_CONTAINER"),
+        "docker_url": _optional_str(env, "DOCKER_URL"),
+        "broker_ca_path": _optional_path(env, "BROKER_CA_PATH"),
+        "signing_key_path": _optional_path(env, "SIGNING_KEY_PATH"),
+        "signing_cert_path": _optional_path(env, "SIGNING_CERT_PATH"),
+        "signing_trust_dir": _optional_path(env, "SIGNING_TRUST_DIR"),
+        "signed_message_ttl_seconds": _float(
+            env, "SIGNED_MESSAGE_TTL_SECONDS", Settings.signed_message_ttl_seconds, 0
+        ),
+        "remote_control": _bool(env, "REMOTE_CONTROL", Settings.remote_control),
+        "declare_queues": _bool(env, "DECLARE_QUEUES", Settings.declare_queues),
+        "fingerprint_key_file": _fingerprint_key_file(env),
+    }
 
 
 _IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*")
@@ -595,6 +625,22 @@ def _database_url(env: Mapping[str, str]) -> str:
 
 
 def _validate(s: Settings) -> None:
+    """Every rule, in the order an operator fixes them; the first broken one is raised."""
+    _validate_names(s)
+    _validate_ranges_and_urls(s)
+    _validate_job_limits(s)
+    _validate_transport(s)
+    if not s.codex_task_patterns:
+        raise SettingsError(
+            f"{ENV_PREFIX}CODEX_TASK_PATTERNS is empty; give at least one glob pattern"
+        )
+    _validate_allowed_commands(s.allowed_commands)
+    # After the allowlist itself: the keep-alive's command is checked against it.
+    _validate_keepalive(s)
+
+
+def _validate_names(s: Settings) -> None:
+    """The volume, workspace and queue names the settings make."""
     p = ENV_PREFIX
     if "{shard}" not in s.auth_volume_template:
         raise SettingsError(
@@ -626,6 +672,11 @@ def _validate(s: Settings) -> None:
             f"{p}QUEUE_PREFIX and {p}DEFAULT_QUEUE are both {s.default_queue!r}: Codex tasks "
             "must not share the default queue; pick another prefix"
         )
+
+
+def _validate_ranges_and_urls(s: Settings) -> None:
+    """The shard numbers against the shard count, and the broker's and store's URLs."""
+    p = ENV_PREFIX
     if s.shard is not None and not 0 <= s.shard < s.shard_count:
         raise SettingsError(
             f"{p}SHARD={s.shard} is out of range for {p}SHARD_COUNT={s.shard_count}; "
@@ -650,13 +701,6 @@ def _validate(s: Settings) -> None:
             f"{p}SHARD_JOB_IMAGES names shard {outside[0]}, out of range for "
             f"{p}SHARD_COUNT={s.shard_count}; use shards in 0..{s.shard_count - 1}"
         )
-    _validate_job_limits(s)
-    _validate_transport(s)
-    if not s.codex_task_patterns:
-        raise SettingsError(f"{p}CODEX_TASK_PATTERNS is empty; give at least one glob pattern")
-    _validate_allowed_commands(s.allowed_commands)
-    # After the allowlist itself: the keep-alive's command is checked against it.
-    _validate_keepalive(s)
 
 
 def _command(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

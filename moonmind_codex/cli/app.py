@@ -113,7 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moonmind-codex", description=__doc__.split("\n")[0] if __doc__ else "")
     parser.add_argument("--version", action="version", version=f"moonmind-codex {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_fleet_commands(sub)
+    _add_login_commands(sub)
+    _add_run_commands(sub)
+    return parser
 
+
+def _add_fleet_commands(sub: Any) -> None:
+    """route, preflight, login-check, status, metrics, worker, enqueue."""
     p = sub.add_parser("route", help="print the queue an affinity key (repository, run id) uses")
     p.add_argument("key", type=_affinity_key)
     p.add_argument("--shards", type=_positive_int, help="fleet size (default: settings)")
@@ -152,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the Celery worker of one shard")
     p.add_argument("--shard", type=_shard_arg, help="default: MOONMIND_CODEX_SHARD")
 
+    p = sub.add_parser("enqueue", help="send one Codex phase through the broker")
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--phase", required=True)
+    p.add_argument("--repository")
+    p.add_argument("--timeout", type=float, help="job timeout in seconds")
+    p.add_argument("--wait", action="store_true", help="wait for and print the result")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND... run in the job container")
+
+
+def _add_login_commands(sub: Any) -> None:
+    """login, repair, export-login, clear-login: a shard's volume, through a container."""
     p = sub.add_parser(
         "login",
         help="sign a shard's volume in: ChatGPT device code (default), a file, an API key or an "
@@ -184,17 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("clear-login", help="remove a shard's auth.json (the old copy after a move)")
     p.add_argument("--shard", type=_shard_arg, required=True)
-
-    p = sub.add_parser("enqueue", help="send one Codex phase through the broker")
-    p.add_argument("--run-id", required=True)
-    p.add_argument("--phase", required=True)
-    p.add_argument("--repository")
-    p.add_argument("--timeout", type=float, help="job timeout in seconds")
-    p.add_argument("--wait", action="store_true", help="wait for and print the result")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND... run in the job container")
-
-    _add_run_commands(sub)
-    return parser
 
 
 def _print(data: dict[str, Any] | str, as_json: bool) -> None:

@@ -190,6 +190,21 @@ def _decide_mode(
     return "unknown"
 
 
+def _tokens(tokens: object, problems: list[str]) -> tuple[dict[str, Any] | None, dict[str, bool]]:
+    """The ``tokens`` object (None when it is not one) and which token fields hold text."""
+    fields = dict.fromkeys(TOKEN_FIELDS, False)
+    if tokens is not None and not isinstance(tokens, dict):
+        problems.append("'tokens' is not an object")
+        return None, fields
+    if isinstance(tokens, dict):
+        for name in TOKEN_FIELDS:
+            value = tokens.get(name)
+            if value is not None and not isinstance(value, str):
+                problems.append(f"tokens.{name} is not a string")
+            fields[name] = isinstance(value, str) and value != ""
+    return tokens, fields
+
+
 def inspect_auth_json(raw: bytes, now: datetime) -> AuthInspection:
     """Inspect the bytes of an ``auth.json`` as the Codex CLI would read them."""
     data, error = _decode(raw)
@@ -207,17 +222,7 @@ def inspect_auth_json(raw: bytes, now: datetime) -> AuthInspection:
     if api_key is not None and not isinstance(api_key, str):
         problems.append("OPENAI_API_KEY is not a string")
 
-    tokens = data.get("tokens")
-    fields = dict.fromkeys(TOKEN_FIELDS, False)
-    if tokens is not None and not isinstance(tokens, dict):
-        problems.append("'tokens' is not an object")
-        tokens = None
-    if isinstance(tokens, dict):
-        for name in TOKEN_FIELDS:
-            value = tokens.get(name)
-            if value is not None and not isinstance(value, str):
-                problems.append(f"tokens.{name} is not a string")
-            fields[name] = isinstance(value, str) and value != ""
+    tokens, fields = _tokens(data.get("tokens"), problems)
 
     declared_lower = (declared_mode or "").lower()
     access = _access_token(data, problems)

@@ -348,77 +348,9 @@ def _timestamp(moment: datetime) -> float:
 
 def metric_families(status: FleetStatus) -> list[MetricFamily]:
     """The gauges of the fleet's status; every name starts with ``moonmind_codex_``."""
-    rows = status.shards
-
-    def family(
-        name: str, text: str, samples: Iterable[Sample], extra: tuple[str, ...] = ()
-    ) -> MetricFamily:
-        return MetricFamily(METRIC_PREFIX + name, text, SHARD_LABELS + extra, tuple(samples))
-
-    def flag(value: bool) -> float:
-        return 1.0 if value else 0.0
-
     return [
-        family(
-            "shard_available",
-            "1 when the shard takes runs: neither quarantined nor fenced",
-            (Sample(r.labels(), flag(r.available)) for r in rows),
-        ),
-        family(
-            "shard_quarantined",
-            "1 when the server rejected the shard's login (reason: why); sign it in again",
-            (
-                Sample((*r.labels(), ("reason", r.quarantine_reason or "")), flag(r.quarantined))
-                for r in rows
-            ),
-            ("reason",),
-        ),
-        family(
-            "shard_quarantined_since_timestamp_seconds",
-            "when the shard's current quarantine began (Unix time)",
-            (
-                Sample(r.labels(), _timestamp(r.quarantined_since))
-                for r in rows
-                if r.quarantined_since is not None
-            ),
-        ),
-        family(
-            "shard_fenced",
-            "1 when the shard's volume holds a copy of a login another shard keeps",
-            (Sample(r.labels(), flag(r.fenced)) for r in rows),
-        ),
-        family(
-            "shard_last_keepalive_timestamp_seconds",
-            "when the shard's latest keep-alive run last changed (Unix time)",
-            (
-                Sample(r.labels(), _timestamp(r.last_keepalive.when))
-                for r in rows
-                if r.last_keepalive is not None
-            ),
-        ),
-        family(
-            "shard_last_keepalive_succeeded",
-            "1 when the shard's latest finished keep-alive succeeded, 0 when it did not",
-            (
-                Sample(r.labels(), flag(r.last_keepalive.status == "succeeded"))
-                for r in rows
-                if r.last_keepalive is not None and r.last_keepalive.status not in OPEN_RUN_STATES
-            ),
-        ),
-        family(
-            "shard_last_run_timestamp_seconds",
-            "when the latest run on the shard (not a keep-alive) last changed (Unix time)",
-            (
-                Sample(r.labels(), _timestamp(r.last_run.when))
-                for r in rows
-                if r.last_run is not None
-            ),
-        ),
-        family(
-            "shard_runs_in_flight",
-            "runs pending or running on the shard (keep-alives left out)",
-            (Sample(r.labels(), float(r.in_flight)) for r in rows),
-        ),
+        *_health_families(status.shards),
+        *_activity_families(status.shards),
         MetricFamily(
             METRIC_PREFIX + "runs",
             "runs in the run store by status (keep-alives left out)",
@@ -430,5 +362,87 @@ def metric_families(status: FleetStatus) -> list[MetricFamily]:
             "keep-alive runs in the run store by status",
             ("status",),
             tuple(Sample((("status", s),), float(n)) for s, n in status.keepalive_runs.items()),
+        ),
+    ]
+
+
+def _shard_family(
+    name: str, text: str, samples: Iterable[Sample], extra: tuple[str, ...] = ()
+) -> MetricFamily:
+    return MetricFamily(METRIC_PREFIX + name, text, SHARD_LABELS + extra, tuple(samples))
+
+
+def _flag(value: bool) -> float:
+    return 1.0 if value else 0.0
+
+
+def _health_families(rows: Sequence[ShardStatus]) -> list[MetricFamily]:
+    """Whether each shard takes runs, and why not: quarantine and fence."""
+    return [
+        _shard_family(
+            "shard_available",
+            "1 when the shard takes runs: neither quarantined nor fenced",
+            (Sample(r.labels(), _flag(r.available)) for r in rows),
+        ),
+        _shard_family(
+            "shard_quarantined",
+            "1 when the server rejected the shard's login (reason: why); sign it in again",
+            (
+                Sample((*r.labels(), ("reason", r.quarantine_reason or "")), _flag(r.quarantined))
+                for r in rows
+            ),
+            ("reason",),
+        ),
+        _shard_family(
+            "shard_quarantined_since_timestamp_seconds",
+            "when the shard's current quarantine began (Unix time)",
+            (
+                Sample(r.labels(), _timestamp(r.quarantined_since))
+                for r in rows
+                if r.quarantined_since is not None
+            ),
+        ),
+        _shard_family(
+            "shard_fenced",
+            "1 when the shard's volume holds a copy of a login another shard keeps",
+            (Sample(r.labels(), _flag(r.fenced)) for r in rows),
+        ),
+    ]
+
+
+def _activity_families(rows: Sequence[ShardStatus]) -> list[MetricFamily]:
+    """Each shard's latest keep-alive and run, and its runs in flight."""
+    return [
+        _shard_family(
+            "shard_last_keepalive_timestamp_seconds",
+            "when the shard's latest keep-alive run last changed (Unix time)",
+            (
+                Sample(r.labels(), _timestamp(r.last_keepalive.when))
+                for r in rows
+                if r.last_keepalive is not None
+            ),
+        ),
+        _shard_family(
+            "shard_last_keepalive_succeeded",
+            "1 when the shard's latest finished keep-alive succeeded, 0 when it did not",
+            (
+                Sample(r.labels(), _flag(r.last_keepalive.status == "succeeded"))
+                for r in rows
+                if r.last_keepalive is not None and r.last_keepalive.status not in OPEN_RUN_STATES
+            ),
+        ),
+        _shard_family(
+            "shard_last_run_timestamp_seconds",
+            "when the latest run on the shard (not a keep-alive) last changed (Unix time)",
+            (
+                Sample(r.labels(), _timestamp(r.last_run.when))
+                for r in rows
+                if r.last_run is not None
+            ),
+        ),
+        _shard_family(
+            "shard_runs_in_flight",
+            "runs pending or running on the shard (keep-alives left out)",
+            (Sample(r.labels(), float(r.in_flight)) for r in rows),
         ),
     ]

@@ -178,20 +178,30 @@ def _json_problem(  # noqa: PLR0911 - one return per kind of JSON value
     if isinstance(value, str):
         return "holds a NUL byte or a lone surrogate" if _unencodable(value) else None
     if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            problem = _json_problem(item, depth + 1)
-            if problem is not None:
-                return _at(f"[{index}]", problem)
-        return None
+        return _items_problem(value, depth)
     if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str) or _unencodable(key):
-                return f"has a key {type(key).__name__} {key!r:.40}, not a string"
-            problem = _json_problem(item, depth + 1)
-            if problem is not None:
-                return _at(f"[{key!r:.40}]", problem)
-        return None
+        return _members_problem(value, depth)
     return f"is a {type(value).__name__}, not a JSON value"
+
+
+def _items_problem(items: list[object] | tuple[object, ...], depth: int) -> str | None:
+    """The first item of a JSON array that is not a JSON value, placed by its index."""
+    for index, item in enumerate(items):
+        problem = _json_problem(item, depth + 1)
+        if problem is not None:
+            return _at(f"[{index}]", problem)
+    return None
+
+
+def _members_problem(members: Mapping[object, object], depth: int) -> str | None:
+    """The first key or value of a JSON object that is not one, placed by its key."""
+    for key, item in members.items():
+        if not isinstance(key, str) or _unencodable(key):
+            return f"has a key {type(key).__name__} {key!r:.40}, not a string"
+        problem = _json_problem(item, depth + 1)
+        if problem is not None:
+            return _at(f"[{key!r:.40}]", problem)
+    return None
 
 
 def _phase(data: object, position: int) -> PhaseDefinition:

@@ -215,22 +215,13 @@ def docker_run_argv(
     for key, value in spec.environment.items():
         args += ["--env", f"{key}={value}"]
     args += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-    limits = _limits(settings)
-    for key, flag in _LIMIT_FLAGS.items():
-        if key in limits:
-            value = limits[key]
-            args += [flag, f"{value / 1e9:g}" if key == "nano_cpus" else str(value)]
+    args += _limit_flags(settings)
     for cap in _cap_add(spec) or ():
         args += ["--cap-add", cap]
     if not spec.keep_logs:
         args += ["--log-driver", "none"]
     args += ["--network", spec.network]
-    for mount in _mounts(spec):
-        nocopy = ",volume-nocopy" if mount["VolumeOptions"].get("NoCopy") else ""
-        args += [
-            "--mount",
-            f"type=volume,source={mount['Source']},target={mount['Target']}{nocopy}",
-        ]
+    args += _mount_flags(spec)
     for key, value in _labels(spec).items():
         args += ["--label", f"{key}={value}"]
     if spec.entrypoint is not None:
@@ -239,3 +230,25 @@ def docker_run_argv(
     if spec.entrypoint is not None:
         args += list(spec.entrypoint[1:])
     return [*args, *spec.command]
+
+
+def _limit_flags(settings: Settings) -> list[str]:
+    """The job's resource limits as ``docker run`` flags (what the SDK call sets)."""
+    limits = _limits(settings)
+    flags: list[str] = []
+    for key, flag in _LIMIT_FLAGS.items():
+        if key in limits:
+            value = limits[key]
+            flags += [flag, f"{value / 1e9:g}" if key == "nano_cpus" else str(value)]
+    return flags
+
+
+def _mount_flags(spec: JobImageContainer) -> list[str]:
+    flags: list[str] = []
+    for mount in _mounts(spec):
+        nocopy = ",volume-nocopy" if mount["VolumeOptions"].get("NoCopy") else ""
+        flags += [
+            "--mount",
+            f"type=volume,source={mount['Source']},target={mount['Target']}{nocopy}",
+        ]
+    return flags

@@ -8,6 +8,7 @@ import re
 import sys
 from datetime import UTC, datetime
 
+from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
 
 from moonmind_codex.core.exitcodes import ExitCode
@@ -68,22 +69,9 @@ def configure_logging() -> None:
 def run_worker(settings: Settings) -> int:
     configure_logging()
     shard = settings.served_shard
-    try:
-        client = connect(settings)
-        startup = check_worker_startup(settings, client)
-    except DockerUnavailable as exc:
-        # The unit restarts the worker: the engine may come back.
-        log.error("worker for shard %s cannot start yet: %s", shard.number, exc)
-        return ExitCode.UNAVAILABLE
-    except WorkerStartupError as exc:
-        # Only an operator can fix a missing or doubly served volume: the unit stops here.
-        log.error("worker for shard %s refused to start: %s", shard.number, exc)
-        return ExitCode.CONFIG
-    log.info("start-up pre-flight: %s", json.dumps(startup.to_dict(), sort_keys=True))
-    if startup.blocked:
-        # The worker still starts: each phase runs its own pre-flight and is blocked there, so a
-        # re-login fixes the shard without a restart.
-        log.warning("%s", startup.message())
+    refused = _startup_refusal(settings)
+    if refused is not None:
+        return refused
     log.info(
         "shard %s consuming %s with volume %s on host %s",
         shard.number,
@@ -92,46 +80,9 @@ def run_worker(settings: Settings) -> int:
         shard.host,
     )
     app = create_app(settings, sticky=False)
-    stopped_by: list[str] = []
-
-    # This shard's keep-alives (moonmind_codex.core.keepalive): a thread of this main process,
-    # started once the pool and the consumer run, sending through this shard's own queue.
-    keepalive = for_worker(settings, app)
-
-    @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
-    def _start_keepalive(**_: object) -> None:
-        if keepalive is not None:
-            keepalive.start()
-
-    @worker_shutting_down.connect(weak=False)  # type: ignore[untyped-decorator]
-    def _note_signal(sig: str = "", **_: object) -> None:
-        stopped_by.append(sig)
-        if keepalive is not None:
-            keepalive.stop(timeout_s=0)
-
+    stopped_by = _wire_keepalive_and_signals(settings, app)
     try:
-        app.worker_main(
-            [
-                "worker",
-                "--queues",
-                shard.queue,
-                "--concurrency",
-                "1",
-                "--prefetch-multiplier",
-                "1",
-                "--hostname",
-                f"{settings.queue_prefix}-{shard.number}@{shard.host}",
-                "--loglevel",
-                "INFO",
-                # No gossip, mingle or heartbeat events: nothing on the broker but this shard's
-                # queue and replies (the shard's broker user may use nothing else).
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--pool",
-                "prefork",
-            ]
-        )
+        app.worker_main(_worker_argv(settings))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else ExitCode.FAILURE
         if code != 0:
@@ -149,3 +100,71 @@ def run_worker(settings: Settings) -> int:
         ExitCode.UNAVAILABLE,
     )
     return ExitCode.UNAVAILABLE
+
+
+def _startup_refusal(settings: Settings) -> int | None:
+    """The exit code when the worker must not start (None: start), after its start-up checks."""
+    shard = settings.served_shard
+    try:
+        client = connect(settings)
+        startup = check_worker_startup(settings, client)
+    except DockerUnavailable as exc:
+        # The unit restarts the worker: the engine may come back.
+        log.error("worker for shard %s cannot start yet: %s", shard.number, exc)
+        return ExitCode.UNAVAILABLE
+    except WorkerStartupError as exc:
+        # Only an operator can fix a missing or doubly served volume: the unit stops here.
+        log.error("worker for shard %s refused to start: %s", shard.number, exc)
+        return ExitCode.CONFIG
+    log.info("start-up pre-flight: %s", json.dumps(startup.to_dict(), sort_keys=True))
+    if startup.blocked:
+        # The worker still starts: each phase runs its own pre-flight and is blocked there, so a
+        # re-login fixes the shard without a restart.
+        log.warning("%s", startup.message())
+    return None
+
+
+def _wire_keepalive_and_signals(settings: Settings, app: Celery) -> list[str]:
+    """Start this shard's keep-alives when the worker is ready and stop them at shutdown; the
+    list returned fills with the signals that stopped the worker."""
+    stopped_by: list[str] = []
+    # This shard's keep-alives (moonmind_codex.core.keepalive): a thread of this main process,
+    # started once the pool and the consumer run, sending through this shard's own queue.
+    keepalive = for_worker(settings, app)
+
+    @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _start_keepalive(**_: object) -> None:
+        if keepalive is not None:
+            keepalive.start()
+
+    @worker_shutting_down.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _note_signal(sig: str = "", **_: object) -> None:
+        stopped_by.append(sig)
+        if keepalive is not None:
+            keepalive.stop(timeout_s=0)
+
+    return stopped_by
+
+
+def _worker_argv(settings: Settings) -> list[str]:
+    shard = settings.served_shard
+    return [
+        "worker",
+        "--queues",
+        shard.queue,
+        "--concurrency",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        "--hostname",
+        f"{settings.queue_prefix}-{shard.number}@{shard.host}",
+        "--loglevel",
+        "INFO",
+        # No gossip, mingle or heartbeat events: nothing on the broker but this shard's queue
+        # and replies (the shard's broker user may use nothing else).
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--pool",
+        "prefork",
+    ]
