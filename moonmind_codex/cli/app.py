@@ -682,7 +682,8 @@ def _login_fence(args: argparse.Namespace) -> int:
 def _read_fleet_status(settings: Settings) -> Any:
     """The fleet's status from the run store, opened read-only (nothing created or migrated)."""
     from moonmind_codex.core.fleet_status import fleet_status
-    from moonmind_codex.store.runstore import STORE_ERRORS, RunStore, unavailable
+    from moonmind_codex.store.engine import STORE_ERRORS, unavailable
+    from moonmind_codex.store.runstore import RunStore
 
     shards = [settings.locate_shard(n) for n in range(settings.shard_count)]
     numbers = [s.number for s in shards]
@@ -759,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from moonmind_codex.engine.login import LoginDataError, LoginError
     from moonmind_codex.producer.router import RoutingError
     from moonmind_codex.producer.submit import RunNotFound
-    from moonmind_codex.store.runstore import StoreUnavailable
+    from moonmind_codex.store.engine import StoreUnavailable
 
     # The expected endings: one line on stderr and a status from exitcodes, never a traceback.
     # First match wins (a LoginDataError is also a LoginError).

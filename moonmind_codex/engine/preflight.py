@@ -203,7 +203,7 @@ def gate_environment(
     """What a job container needs to check its own login first (nothing secret).
 
     ``quarantined`` is ``AUTH_DIGEST REASON SINCE`` of a login the server rejected
-    (:meth:`moonmind_codex.store.runstore.ShardHealth.gate_value`): a digest is not the login.
+    (:meth:`moonmind_codex.store.models.ShardHealth.gate_value`): a digest is not the login.
     ``fence`` asks for the login's one-way digest (never the fleet's key); ``fenced`` is
     :func:`moonmind_codex.core.fence.gate_value` of a copied login.
     """
@@ -338,7 +338,8 @@ def recorded_verdicts(settings: Settings, shards: Sequence[Shard]) -> dict[str, 
     recorded to add.
     """
     from moonmind_codex.core import fence
-    from moonmind_codex.store.runstore import STORE_ERRORS, RunStore, StoreUnavailable
+    from moonmind_codex.store.engine import STORE_ERRORS, StoreUnavailable
+    from moonmind_codex.store.runstore import RunStore
 
     found: dict[str, dict[str, Any]] = {shard.volume: {} for shard in shards}
     try:

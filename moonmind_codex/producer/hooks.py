@@ -27,7 +27,8 @@ from celery import current_task
 
 from moonmind_codex.core.workspace import DEFAULT_PREFIX, run_volume_name, workspace_path
 from moonmind_codex.producer.recording import run_phase_of
-from moonmind_codex.store.runstore import PhaseAttempt, RunStore
+from moonmind_codex.store.models import PhaseAttempt
+from moonmind_codex.store.runstore import RunStore
 
 R = TypeVar("R")
 

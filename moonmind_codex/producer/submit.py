@@ -28,7 +28,8 @@ from moonmind_codex.core.runs import (
 )
 from moonmind_codex.producer.router import CodexRouter
 from moonmind_codex.settings import Settings
-from moonmind_codex.store.runstore import RunStore, utcnow
+from moonmind_codex.store.models import utcnow
+from moonmind_codex.store.runstore import RunStore
 
 CODEX_PHASE_TASK = "moonmind_codex.codex_phase"
 RUN_FAILED_TASK = "moonmind_codex.run_failed"

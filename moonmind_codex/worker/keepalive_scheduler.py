@@ -33,7 +33,8 @@ from moonmind_codex.core.keepalive import (
 )
 from moonmind_codex.core.shard import Shard
 from moonmind_codex.settings import Settings
-from moonmind_codex.store.runstore import RunStore, utcnow
+from moonmind_codex.store.models import utcnow
+from moonmind_codex.store.runstore import RunStore
 
 log = logging.getLogger(__name__)
 

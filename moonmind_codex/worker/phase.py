@@ -47,7 +47,8 @@ from moonmind_codex.engine.jobs import (
 from moonmind_codex.engine.preflight import CliVerdictCache, PreflightBlocked
 from moonmind_codex.settings import Settings, read_fence_key
 from moonmind_codex.store import audit
-from moonmind_codex.store.runstore import PhaseAttempt, RunStore, ShardHealth
+from moonmind_codex.store.models import PhaseAttempt, ShardHealth
+from moonmind_codex.store.runstore import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url, text
 
 from harness.postgres import running_postgres
-from moonmind_codex.store.runstore import RunStore, make_engine
+from moonmind_codex.store.engine import make_engine
+from moonmind_codex.store.runstore import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)

@@ -26,7 +26,8 @@ from harness.fleet import WORKER_UID, producer_database_url, start_worker, wait_
 from harness.logins import CODEX_HOME, JOB_IMAGE, run_in_volume
 from moonmind_codex.core import health
 from moonmind_codex.core.keepalive import KEEPALIVE_PHASE, run_id_prefix
-from moonmind_codex.store.runstore import RunRecord, RunStore
+from moonmind_codex.store.models import RunRecord
+from moonmind_codex.store.runstore import RunStore
 from tests.unit.helpers import chatgpt_auth
 
 KEEPALIVE_ENV = {

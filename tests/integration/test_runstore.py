@@ -15,7 +15,8 @@ from sqlalchemy import inspect, make_url, text
 from harness.postgres import running_postgres
 from moonmind_codex.core.keepalive import ShardActivity
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.store.runstore import RunStore, make_engine, migrate
+from moonmind_codex.store.engine import make_engine, migrate
+from moonmind_codex.store.runstore import RunStore
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
 """Alembic environment: runs on the connection that
-:func:`moonmind_codex.store.runstore.migrate` gives."""
+:func:`moonmind_codex.store.engine.migrate` gives."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from moonmind_codex.store.runstore import Base
+from moonmind_codex.store.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(
