@@ -25,14 +25,13 @@ from moonmind_codex.producer.submit import CODEX_PHASE_TASK
 from moonmind_codex.settings import Settings
 from moonmind_codex.store import audit
 from moonmind_codex.store.runstore import RunStore
-from moonmind_codex.worker.phase import (
+from moonmind_codex.worker.phase import WorkerMemory, run_phase
+from moonmind_codex.worker.request import (
     CodexPhaseBlocked,
     CodexPhaseFailed,
     CodexPhaseMisrouted,
     PhaseRequest,
     PhaseRequestError,
-    WorkerMemory,
-    run_phase,
 )
 
 __all__ = ["CODEX_PHASE_TASK", "PING_TASK", "create_app", "install_routing"]

@@ -19,22 +19,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from moonmind_codex.core import fence, health
-from moonmind_codex.core.messages import Fix, login_command
+from moonmind_codex.core import fence
+from moonmind_codex.core.messages import Fix
 from moonmind_codex.core.phase_result import PhaseOutcome, PhaseResult
 from moonmind_codex.core.preflight_eval import Finding, PreflightResult, blocked_result
-from moonmind_codex.core.runs import (
-    RunDefinitionError,
-    check_command,
-    check_id,
-    check_optional_text,
-    check_timeout,
-)
 from moonmind_codex.core.shard import Shard
 from moonmind_codex.engine.client import DockerUnavailable, connect
 from moonmind_codex.engine.jobs import (
@@ -49,11 +41,13 @@ from moonmind_codex.settings import Settings, read_fence_key
 from moonmind_codex.store import audit
 from moonmind_codex.store.models import PhaseAttempt, ShardHealth
 from moonmind_codex.store.runstore import RunStore
+from moonmind_codex.worker.login_records import record_health, record_login
+from moonmind_codex.worker.request import (
+    PhaseBookkeepingError,
+    PhaseRequest,
+)
 
 log = logging.getLogger(__name__)
-
-# Attempts and positions beyond this are not a run anyone made (and would not fit a column).
-MAX_ORDINAL = 100_000
 
 
 @dataclass
@@ -84,72 +78,6 @@ _REPLAYED: dict[str, PhaseOutcome] = {
     "blocked": "blocked",
     "cancelled": "cancelled",
 }
-
-
-class CodexPhaseBlocked(RuntimeError):
-    """The pre-flight login check failed; the phase did not start. The message is the fix."""
-
-
-class CodexPhaseMisrouted(RuntimeError):
-    """A phase arrived on a queue this worker does not own; it was refused untouched."""
-
-
-class CodexPhaseFailed(RuntimeError):
-    """The job ran and did not succeed (non-zero exit, timeout, cancellation): the run stops."""
-
-
-class PhaseRequestError(ValueError):
-    """The phase's task arguments are not valid; nothing was recorded or started."""
-
-
-class PhaseBookkeepingError(RuntimeError):
-    """The phase's records (run store, audit, log) could not be written: never a success."""
-
-
-@dataclass(frozen=True)
-class PhaseRequest:
-    run_id: str
-    phase: str
-    command: Sequence[str]
-    timeout_s: float | None = None
-    # Which attempt of this phase (``runs retry`` makes the next one); redeliveries and busy
-    # retries belong to the same attempt.
-    attempt: int = 1
-    position: int = 0
-    repository: str | None = None
-    affinity_key: str | None = None
-
-    def __post_init__(self) -> None:
-        """Check the task's arguments at the edge, before anything is recorded or started."""
-        for name in ("run_id", "phase"):
-            try:
-                check_id(getattr(self, name), name)
-            except RunDefinitionError as exc:
-                raise PhaseRequestError(f"{exc}; nothing was started") from None
-        try:
-            # A string is never taken as a command list: "echo hi" would run "e".
-            check_command(self.command)
-            check_timeout(self.timeout_s)
-            for key in ("repository", "affinity_key"):
-                check_optional_text(getattr(self, key), key)
-        except RunDefinitionError as exc:
-            raise PhaseRequestError(f"{exc}; nothing was started") from None
-        for name, value, minimum in (("attempt", self.attempt, 1), ("position", self.position, 0)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or not minimum <= value <= MAX_ORDINAL
-            ):
-                raise PhaseRequestError(
-                    f"{name} must be a whole number in [{minimum}, {MAX_ORDINAL}], got "
-                    f"{value!r:.80}; nothing was started"
-                )
-
-    def ended(
-        self, shard: Shard, worker: str, outcome: PhaseOutcome, **details: Any
-    ) -> PhaseResult:
-        """How this request's attempt on ``shard`` ended."""
-        return PhaseResult(self.run_id, self.phase, shard, worker, outcome, **details)
 
 
 def run_phase(
@@ -420,7 +348,7 @@ class _Attempt:
         """Quarantine or lift, and fence: what this job's login tells about the shard."""
         self.health_note = _bookkeeping(
             "record the shard's health in the run store",
-            _record_health,
+            record_health,
             self.store,
             self.request,
             self.shard,
@@ -432,7 +360,7 @@ class _Attempt:
         if self.key is not None:
             copied = _bookkeeping(
                 "record the login's fingerprint in the run store",
-                _record_login,
+                record_login,
                 self.store,
                 self.key,
                 self.shard,
@@ -440,132 +368,6 @@ class _Attempt:
             )
             if copied:
                 self.notes.append(copied)
-
-
-def _log_excerpt(path: Path) -> str:
-    """The head and tail of a phase log that the classification reads (never all of it)."""
-    try:
-        with path.open("rb") as log_file:
-            head = log_file.read(health.HEAD_BYTES + health.TAIL_BYTES + 1)
-            if len(head) <= health.HEAD_BYTES + health.TAIL_BYTES:
-                return head.decode("utf-8", "replace")
-            log_file.seek(-health.TAIL_BYTES, 2)
-            tail = log_file.read(health.TAIL_BYTES)
-    except OSError:
-        return ""
-    return (head[: health.HEAD_BYTES] + b"\n" + tail).decode("utf-8", "replace")
-
-
-def _record_health(
-    store: RunStore,
-    request: PhaseRequest,
-    shard: Shard,
-    before: ShardHealth | None,
-    job: JobResult,
-) -> str | None:
-    """Lift a quarantine a new login ended; quarantine a login the server rejected.
-
-    Returns the note for the attempt's error when this job's login was rejected.
-    """
-    digest = (job.preflight_report or {}).get("auth_digest")
-    if not isinstance(digest, str):
-        return None  # no gate ran, or no auth.json: nothing to judge or lift
-    rejected = before.auth_digest if before is not None and before.quarantined else None
-    if (
-        before is not None
-        and rejected is not None
-        and rejected != digest
-        and store.lift_quarantine(
-            shard.volume,
-            quarantined_digest=rejected,
-            auth_digest=digest,
-            run_id=request.run_id,
-            phase=request.phase,
-        )
-    ):
-        log.warning(
-            "a new login was imported into volume %s: the quarantine of shard %s (%s, "
-            "since %s) is lifted",
-            shard.volume,
-            shard.number,
-            before.reason,
-            before.since_text,
-        )
-    if job.outcome not in ("failed", "timed_out") or job.log_error is not None:
-        return None
-    found = health.classify(_log_excerpt(job.log_path), job.exit_code)
-    if found.kind == "transient":
-        log.warning(
-            "phase %s of run %s failed transiently (%s): shard %s stays in service",
-            request.phase,
-            request.run_id,
-            found.reason,
-            shard.number,
-        )
-    if not found.rejected or found.reason is None:
-        return None
-    quarantined = store.quarantine(
-        shard.volume,
-        host=shard.host,
-        shard=shard.number,
-        reason=found.reason,
-        auth_digest=digest,
-        run_id=request.run_id,
-        phase=request.phase,
-    )
-    note = (
-        f"the server rejected the login in volume {shard.volume} ({found.reason}, "
-        f"{quarantined.since_text}): shard {shard.number} is quarantined until a new login is "
-        f"imported; on host {shard.host} run {login_command(shard)}"
-    )
-    log.error("%s", note)
-    return note
-
-
-def _holder_text(holder: fence.Holder) -> str:
-    return f"shard {holder.shard} (volume {holder.volume} on host {holder.host})"
-
-
-def _record_login(
-    store: RunStore, key: tuple[bytes, str], shard: Shard, job: JobResult
-) -> str | None:
-    """Register the fingerprint of the login the job's pre-flight saw; say when it is a copy."""
-    report = job.preflight_report or {}
-    digest = report.get("login_digest")
-    if not isinstance(digest, str) or len(digest) != 64:
-        return None  # no ChatGPT login (API key, access token, none): nothing to fence
-    try:
-        fingerprint = fence.fingerprint(key[0], digest)
-    except ValueError:
-        return None  # not hex: not the gate talking
-    auth_digest = report.get("auth_digest")
-    verdict = store.register_login(
-        shard.volume,
-        host=shard.host,
-        shard=shard.number,
-        fingerprint=fingerprint,
-        key_id=key[1],
-        auth_digest=auth_digest if isinstance(auth_digest, str) else None,
-    )
-    if not verdict.shared:
-        return None
-    if not verdict.fenced:
-        log.warning(
-            "the login of shard %s (volume %s) is also held by %s, which registered it later "
-            "and is fenced",
-            shard.number,
-            shard.volume,
-            ", ".join(_holder_text(h) for h in verdict.others),
-        )
-        return None
-    note = (
-        f"volume {shard.volume} holds the same ChatGPT login as {_holder_text(verdict.owner)}, "
-        f"which registered it first: shard {shard.number} is fenced until it is signed in "
-        f"with its own login ({login_command(shard)} on host {shard.host}) or an operator "
-        f"runs moonmind-codex login-fence resolve --shard {shard.number}"
-    )
-    log.error("%s", note)
-    return note
 
 
 def _log_failure(settings: Settings, job: JobResult) -> str:

@@ -34,7 +34,7 @@ from moonmind_codex.settings import Settings
 from moonmind_codex.store.audit import read_records
 from moonmind_codex.store.runstore import RunStore
 from moonmind_codex.worker.celery_app import CODEX_PHASE_TASK, PING_TASK, create_app
-from moonmind_codex.worker.phase import (
+from moonmind_codex.worker.request import (
     CodexPhaseBlocked,
     CodexPhaseFailed,
     CodexPhaseMisrouted,

@@ -17,7 +17,8 @@ from moonmind_codex.engine.jobs import JobSpec, job_container_name, launch_job
 from moonmind_codex.engine.preflight import CliVerdictCache
 from moonmind_codex.settings import Settings
 from moonmind_codex.store.runstore import RunStore
-from moonmind_codex.worker.phase import PhaseBookkeepingError, PhaseRequest, run_phase
+from moonmind_codex.worker.phase import run_phase
+from moonmind_codex.worker.request import PhaseBookkeepingError, PhaseRequest
 from tests.integration.conftest import VolumeFactory, in_volume, unique
 from tests.unit.test_gate import (
     API_401,

@@ -549,7 +549,7 @@ def test_a_bad_phase_message_starts_nothing_and_records_nothing(
     fleet: RunFleet, client: Any, kwargs: dict[str, Any], message: str
 ) -> None:
     from moonmind_codex.worker.celery_app import CODEX_PHASE_TASK
-    from moonmind_codex.worker.phase import PhaseRequestError
+    from moonmind_codex.worker.request import PhaseRequestError
 
     run_id = fleet.run_id("bad")
     audit = fleet.state / "audit" / "codex-audit.jsonl"

@@ -22,7 +22,7 @@ from moonmind_codex.core.exitcodes import ExitCode
 from moonmind_codex.core.runs import RunDefinitionError, parse_run_definition
 from moonmind_codex.engine.login import LoginDataError, check_login, read_login_source
 from moonmind_codex.settings import Settings, SettingsError, load_settings
-from moonmind_codex.worker.phase import PhaseRequest, PhaseRequestError
+from moonmind_codex.worker.request import PhaseRequest, PhaseRequestError
 from tests.unit.fuzz_strategies import now
 from tests.unit.test_fuzz_cli import run
 from tests.unit.test_fuzz_task_args import APP, GOOD, Reached

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from moonmind_codex.producer.submit import CODEX_PHASE_TASK
 from moonmind_codex.settings import Settings
 from moonmind_codex.worker.celery_app import PING_TASK, create_app
-from moonmind_codex.worker.phase import PhaseRequest, PhaseRequestError
+from moonmind_codex.worker.request import PhaseRequest, PhaseRequestError
 from tests.unit.fuzz_profiles import examples
 from tests.unit.fuzz_strategies import json_values
 

@@ -320,7 +320,7 @@ def test_run_status_from_its_phases(states: list[str], current: str, expected: s
 def test_phase_task_arguments_are_checked_before_anything_runs(
     arguments: dict[str, Any], message: str
 ) -> None:
-    from moonmind_codex.worker.phase import PhaseRequest, PhaseRequestError
+    from moonmind_codex.worker.request import PhaseRequest, PhaseRequestError
 
     values: dict[str, Any] = {"run_id": "r", "phase": "p", "command": ["true"], **arguments}
     with pytest.raises(PhaseRequestError) as caught:
