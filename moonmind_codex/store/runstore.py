@@ -28,9 +28,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from moonmind_codex.core.fleet_status import OPEN_RUN_STATES, RunView
+from moonmind_codex.core.fleet_status import OPEN_RUN_STATES, FleetStatus, RunView, fleet_status
 from moonmind_codex.core.keepalive import RUN_ID_PREFIX, run_id_prefix
+from moonmind_codex.core.shard import Shard
 from moonmind_codex.store.engine import (
+    STORE_ERRORS,
     StoreUnavailable,
     head_revision,
     make_engine,
@@ -415,3 +417,24 @@ def run_status(phase_states: Sequence[str], current: str) -> str:
     ):
         return "running"
     return "pending" if current == "pending" else current
+
+
+def read_fleet_status(database_url: str, shards: Sequence[Shard]) -> FleetStatus:
+    """The fleet's status from the run store at ``database_url``, opened read-only (nothing
+    created or migrated); :class:`StoreUnavailable` when it cannot be read."""
+    numbers = [s.number for s in shards]
+    store = RunStore.open_existing(database_url)
+    try:
+        return fleet_status(
+            shards,
+            healths=store.shard_healths(),
+            fences=store.login_fences(),
+            latest_runs=store.latest_runs_by_shard(numbers),
+            latest_keepalives=store.latest_keepalives(numbers),
+            open_runs=store.open_runs(),
+            counts=store.run_counts(),
+        )
+    except STORE_ERRORS as exc:  # the database went away, or a table is missing
+        raise unavailable(database_url, exc) from None
+    finally:
+        store.engine.dispose()

@@ -51,7 +51,7 @@ def isolated(stdin: bytes) -> Iterator[tuple[io.TextIOWrapper, io.StringIO]]:
             "moonmind_codex.engine.preflight.run_preflights",
             "moonmind_codex.worker.entry.run_worker",
             "moonmind_codex.worker.celery_app.create_app",
-            "moonmind_codex.cli.app._run_store",
+            "moonmind_codex.cli.common.run_store",
             "moonmind_codex.store.runstore.RunStore.open_existing",
         ):
             stack.enter_context(mock.patch(target, stub))

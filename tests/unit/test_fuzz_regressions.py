@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from moonmind_codex.cli.app import decode_definition
 from moonmind_codex.core.authfile import inspect_auth_json
 from moonmind_codex.core.exitcodes import ExitCode
 from moonmind_codex.core.runs import RunDefinitionError, parse_run_definition
 from moonmind_codex.engine.login import LoginDataError, check_login, read_login_source
+from moonmind_codex.producer.run_file import decode_definition
 from moonmind_codex.settings import Settings, SettingsError, load_settings
 from moonmind_codex.worker.request import PhaseRequest, PhaseRequestError
 from tests.unit.fuzz_strategies import now
@@ -191,8 +191,8 @@ def test_inventory_edge_cases() -> None:
 
 
 def test_yaml_aliases_in_a_run_definition_are_refused_before_they_expand() -> None:
-    from moonmind_codex.cli.app import decode_definition
     from moonmind_codex.core.runs import RunDefinitionError
+    from moonmind_codex.producer.run_file import decode_definition
 
     laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"

@@ -15,8 +15,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moonmind_codex.cli.app import decode_definition
 from moonmind_codex.core.runs import RunDefinition, RunDefinitionError, parse_run_definition
+from moonmind_codex.producer.run_file import decode_definition
 from tests.unit.fuzz_profiles import examples
 from tests.unit.fuzz_strategies import json_values, yaml_values
 

@@ -19,6 +19,7 @@ LAYER_OF places the two that are not in one (``settings`` is a layer of one modu
 from __future__ import annotations
 
 import ast
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -51,7 +52,7 @@ THIRD_PARTY = {
     "settings": set(),
     "store": {"sqlalchemy", "alembic"},
     "engine": {"docker", "requests"},
-    "producer": {"celery", "kombu", "cryptography"},
+    "producer": {"celery", "kombu", "cryptography", "yaml"},
     "worker": {"celery", "kombu", "docker", "requests", "billiard"},
 }
 # Imports a layer's rules refuse that are known and tolerated, each with why: (module,
@@ -187,3 +188,31 @@ def test_the_mutation_set_is_the_core_folder() -> None:
     for module in NOTHING_TO_MUTATE:
         tree = ast.parse(package_modules()[module].read_text())
         assert not [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)], module
+
+
+def _readme_module_map() -> str:
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `moonmind_codex/` |")]
+    assert len(rows) == 1, "the README's layout table has one row for moonmind_codex/"
+    return rows[0]
+
+
+def test_the_readme_module_map_is_the_tree() -> None:
+    """Every layer folder and every module is named in the README's map, in its folder's part,
+    and the map names nothing that is not there: a moved or added module updates the map."""
+    row = _readme_module_map()
+    parts = {
+        folder: row.split(f"`{folder}/`", 1) for folder in LAYERS if (PACKAGE / folder).is_dir()
+    }
+    missing = sorted(f"{folder}/" for folder, split in parts.items() if len(split) != 2)
+    assert missing == [], f"the README's module map does not name {missing}"
+    for folder in parts:
+        # This folder's part of the row: up to the next layer folder's name.
+        section = parts[folder][1].split(";", 1)[0]
+        modules = sorted(p.stem for p in (PACKAGE / folder).glob("*.py") if p.stem != "__init__")
+        unnamed = [m for m in modules if f"`{m}`" not in section]
+        assert unnamed == [], f"the README's map of {folder}/ does not name {unnamed}"
+    named = set(re.findall(r"`([a-z_]+)`", row))
+    known = {m.rsplit(".", 1)[-1] for m in package_modules()} | set(LAYERS)
+    extra = sorted(named - known - {"install_routing", "migrations", "moonmind_codex"})
+    assert extra == [], f"the README's module map names modules that are not there: {extra}"
