@@ -60,7 +60,7 @@ _LAZY = {
     "route_key": "moonmind_codex.producer.router",
     "Settings": "moonmind_codex.settings",
     "SettingsError": "moonmind_codex.settings",
-    "Shard": "moonmind_codex.settings",
+    "Shard": "moonmind_codex.core.shard",
     "load_settings": "moonmind_codex.settings",
 }
 

@@ -13,7 +13,7 @@ that imports a higher one only "for a type" still needs it to be there. Lowest f
     cli       the operators' commands; everything
 
 A module in a folder named after its layer (``moonmind_codex/core/``) is placed by the folder;
-LAYER_OF places the two that are not in one (``settings`` is a layer of one module).
+LAYER_OF places the one that is not in one.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "moonmind_codex"
 NAME = "moonmind_codex"
 
 LAYERS = ("core", "gate", "settings", "store", "engine", "producer", "worker", "cli")
-# The modules outside a layer folder: the one settings module, and ``python -m moonmind_codex``.
-LAYER_OF = {"settings": "settings", "__main__": "cli"}
+# The one module outside a layer folder: ``python -m moonmind_codex``.
+LAYER_OF = {"__main__": "cli"}
 # The package root hands on the public API lazily: it names every layer by design, and only
 # cli reads it (for __version__).
 ROOT = "__init__"
@@ -166,7 +166,10 @@ def test_the_checks_see_a_wrong_import(tmp_path: Path) -> None:
         "moonmind_codex.core.fence",
         "docker",
     }
-    assert own_and_foreign(planted) == ({"settings", "worker.phase", "core.fence"}, {"docker"})
+    assert own_and_foreign(planted) == (
+        {"settings.__init__", "worker.phase", "core.fence"},
+        {"docker"},
+    )
 
 
 # Modules of core with nothing for mutmut to change (no function), for which it writes no
