@@ -200,7 +200,7 @@ class RecordedFleet:
         A red run in CI is read once, from its log: the message carries the run's pre-flight
         verdict and every attempt's error, not only the status.
         """
-        from moonmind_codex.store.runstore import RUN_FINAL_STATES
+        from moonmind_codex.core.states import RUN_FINAL_STATES
 
         status = self.wait_status(run_id, set(RUN_FINAL_STATES), timeout_s)
         if status != expected:

@@ -134,38 +134,36 @@ def _login_fence(args: argparse.Namespace) -> int:
         if verdict is None:
             print(f"moonmind-codex: no login of volume {shard.volume} is registered yet")
             return ExitCode.FAILURE
-        fenced = ", ".join(f"shard {h.shard} ({h.volume}, {h.host})" for h in verdict.others)
+        fenced = ", ".join(h.text() for h in verdict.others)
         print(
             f"shard {shard.number} (volume {shard.volume}) keeps its login"
             + (f"; fenced now: {fenced} (sign each in with its own login)" if fenced else "")
         )
         return ExitCode.OK
     key = read_fence_key(settings.fingerprint_key_file)
-    fencing = isinstance(key, tuple)
-    rows = [
-        {
-            "shard": v.holder.shard,
-            "volume": v.volume,
-            "host": v.holder.host,
-            "status": v.status,
-            "shared_with": [
-                {"shard": h.shard, "volume": h.volume, "host": h.host} for h in v.others
-            ],
-        }
-        for v in store.login_fences()
-    ]
+    verdicts = store.login_fences()
     if args.json:
+        rows = [
+            {
+                **v.holder.to_dict(),
+                "volume": v.volume,
+                "status": v.status,
+                "shared_with": [h.to_dict() for h in v.others],
+            }
+            for v in verdicts
+        ]
+        fencing = isinstance(key, tuple)
         print(json.dumps({"fencing": fencing, "logins": rows}, indent=2, sort_keys=True))
     else:
         if isinstance(key, str):  # why fencing is off, as the workers say it
             print(f"WARNING: {key}")
-        for row in rows:
-            shared = ", ".join(f"shard {o['shard']} ({o['host']})" for o in row["shared_with"])
+        for v in verdicts:
+            shared = ", ".join(h.text() for h in v.others)
             print(
-                f"shard {row['shard']}  {row['volume']}  {row['host']}  {row['status']}"
+                f"shard {v.holder.shard}  {v.volume}  {v.holder.host}  {v.status}"
                 + (f"  same login as {shared}" if shared else "")
             )
-    return ExitCode.BLOCKED if any(r["status"] == "fenced" for r in rows) else ExitCode.OK
+    return ExitCode.BLOCKED if any(v.status == "fenced" for v in verdicts) else ExitCode.OK
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -16,10 +16,9 @@ from moonmind_codex.cli.common import (
     whole_number,
 )
 from moonmind_codex.core.exitcodes import ExitCode
+from moonmind_codex.core.states import RUN_STATUSES
 from moonmind_codex.producer.run_file import read_definition
 from moonmind_codex.settings import Settings, load_settings
-
-RUN_STATUSES = frozenset({"pending", "running", "succeeded", "failed", "blocked", "cancelled"})
 
 
 def add_commands(sub: Any) -> None:
@@ -34,7 +33,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("definition", metavar="FILE")
     p.add_argument("--run-id", help="the run's id (overrides the file's run_id)")
     p = runs_sub.add_parser("list", help="recent runs, newest first")
-    p.add_argument("--status", choices=sorted(RUN_STATUSES))
+    p.add_argument("--status", choices=RUN_STATUSES)
     p.add_argument("--shard", type=shard_arg)
     p.add_argument("--limit", type=whole_number(1, "the limit"), default=50)
     p.add_argument("--json", action="store_true")

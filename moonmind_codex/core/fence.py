@@ -96,6 +96,15 @@ class Holder:
     auth_digest: str | None = None
     first_seen: datetime | None = None
 
+    def text(self) -> str:
+        """The one way a holder is named in a message: shard, volume and host."""
+        shard = "?" if self.shard is None else str(self.shard)
+        return f"shard {shard} (volume {self.volume} on host {self.host or 'unknown'})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one way a holder is named in JSON."""
+        return {"shard": self.shard, "volume": self.volume, "host": self.host}
+
 
 def owner(holders: Sequence[Holder]) -> Holder:
     """Who keeps the login: the latest operator's choice, else the first to register it."""

@@ -28,12 +28,9 @@ from typing import Any, Protocol
 from moonmind_codex.core.fence import FenceVerdict, Holder
 from moonmind_codex.core.keepalive import RUN_ID_PREFIX
 from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.states import OPEN_RUN_STATES, RUN_STATUSES
 
 OK, QUARANTINED, FENCED = "ok", "quarantined", "fenced"
-OPEN_RUN_STATES = ("pending", "running")
-# Every run status, in the order they are listed (a status the store holds beyond these is
-# listed after them).
-RUN_STATUSES = ("pending", "running", "succeeded", "failed", "blocked", "cancelled")
 METRIC_PREFIX = "moonmind_codex_"
 SHARD_LABELS = ("shard", "queue", "volume")
 
@@ -214,11 +211,6 @@ def fleet_status(
     )
 
 
-def _holder_text(holder: Holder) -> str:
-    shard = "?" if holder.shard is None else str(holder.shard)
-    return f"shard {shard} (volume {holder.volume} on host {holder.host or 'unknown'})"
-
-
 def problem(row: ShardStatus) -> str | None:
     """What is wrong with an unavailable shard and what to do; None when it is available."""
     found = []
@@ -230,7 +222,7 @@ def problem(row: ShardStatus) -> str | None:
         )
     if row.kept_by is not None:
         found.append(
-            f"fenced: its login is a copy of the one {_holder_text(row.kept_by)} keeps; sign it "
+            f"fenced: its login is a copy of the one {row.kept_by.text()} keeps; sign it "
             f"in with a login of its own: moonmind-codex login --shard {row.shard}"
         )
     return "; ".join(found) or None
@@ -286,10 +278,6 @@ def render_table(status: FleetStatus) -> str:
     return "\n".join(lines)
 
 
-def _holder_dict(holder: Holder) -> dict[str, Any]:
-    return {"shard": holder.shard, "volume": holder.volume, "host": holder.host}
-
-
 def to_json(status: FleetStatus) -> dict[str, Any]:
     """The status as JSON-ready data (``status --json``)."""
     shards = []
@@ -307,9 +295,7 @@ def to_json(status: FleetStatus) -> dict[str, Any]:
                     if row.quarantined
                     else None
                 ),
-                "fence": (
-                    {"kept_by": _holder_dict(row.kept_by)} if row.kept_by is not None else None
-                ),
+                "fence": ({"kept_by": row.kept_by.to_dict()} if row.kept_by is not None else None),
                 "problem": problem(row),
                 "last_keepalive": None
                 if row.last_keepalive is None

@@ -6,13 +6,10 @@ Pure (no I/O): the worker makes it, the audit records it, the Celery result is i
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
 from moonmind_codex.core.shard import Shard
-
-PhaseOutcome = Literal[
-    "succeeded", "failed", "timed_out", "busy", "blocked", "misrouted", "cancelled"
-]
+from moonmind_codex.core.states import PhaseOutcome
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import docker
 import docker.errors
@@ -34,12 +34,12 @@ import requests.exceptions
 
 from moonmind_codex.core.exitcodes import ExitCode
 from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.states import JobOutcome
 from moonmind_codex.core.workspace import run_volume_name
 from moonmind_codex.engine.client import ENGINE_ERRORS
 from moonmind_codex.engine.containers import LABEL, NAME_PREFIX, JobImageContainer, create_kwargs
-from moonmind_codex.engine.preflight import (
+from moonmind_codex.engine.job_gate import (
     PreflightBlocked,
-    PreflightResult,
     container_start_step,
     engine_step,
     gate_environment,
@@ -47,12 +47,12 @@ from moonmind_codex.engine.preflight import (
     require_volume,
     verdict_line,
 )
+from moonmind_codex.engine.preflight import PreflightResult
 from moonmind_codex.engine.run_volumes import ensure_run_volume
 from moonmind_codex.gate.check import VERDICT_PREFIX
 from moonmind_codex.settings import Settings
 
 REDELIVERY_NOTE = "[moonmind-codex] container "
-JobOutcome = Literal["succeeded", "failed", "timed_out", "busy", "cancelled", "blocked"]
 
 __all__ = ["JobResult", "JobSpec", "PreflightBlocked", "launch_job"]
 

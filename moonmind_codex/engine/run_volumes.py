@@ -23,6 +23,7 @@ import docker
 import docker.errors
 
 from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.states import RUN_FINAL_STATES
 from moonmind_codex.core.workspace import (
     ROLE,
     WORKSPACE_MOUNT,
@@ -38,7 +39,7 @@ from moonmind_codex.engine.containers import (
     unique_name,
 )
 from moonmind_codex.settings import Settings
-from moonmind_codex.store.runstore import RUN_FINAL_STATES, RunStore
+from moonmind_codex.store.runstore import RunStore
 
 PREPARE_TIMEOUT_S = 120
 # Volumes this process has prepared (names), so later phases of a run skip the root container.

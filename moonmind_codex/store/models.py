@@ -20,11 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from moonmind_codex.core import fence
-
-# Phase attempt states: the first two are open, the rest final for that attempt.
-FINAL_STATES = frozenset({"succeeded", "failed", "timed_out", "blocked", "cancelled", "lost"})
-# Attempts still running on a shard (a busy one waits for the volume's lock).
-RUNNING_ATTEMPT_STATES = ("running", "busy")
+from moonmind_codex.core.states import ATTEMPT_FINAL_STATES
 
 
 def utcnow() -> datetime:
@@ -235,7 +231,7 @@ class PhaseAttempt:
 
     @property
     def final(self) -> bool:
-        return self.status in FINAL_STATES
+        return self.status in ATTEMPT_FINAL_STATES
 
 
 def attempt_of(row: PhaseAttemptRecord) -> PhaseAttempt:

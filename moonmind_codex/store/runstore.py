@@ -28,9 +28,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from moonmind_codex.core.fleet_status import OPEN_RUN_STATES, FleetStatus, RunView, fleet_status
+from moonmind_codex.core.fleet_status import FleetStatus, RunView, fleet_status
 from moonmind_codex.core.keepalive import RUN_ID_PREFIX, run_id_prefix
 from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.states import (
+    ATTEMPT_FINAL_STATES,
+    OPEN_RUN_STATES,
+    RUN_FINAL_STATES,
+    run_status,
+)
 from moonmind_codex.store.engine import (
     STORE_ERRORS,
     StoreUnavailable,
@@ -42,7 +48,6 @@ from moonmind_codex.store.engine import (
     unavailable,
 )
 from moonmind_codex.store.models import (
-    FINAL_STATES,
     PhaseAttempt,
     PhaseAttemptRecord,
     QueueAssignmentRecord,
@@ -207,7 +212,7 @@ class RunStore(ShardRecords):
                         started_at=now,
                     )
                     session.add(row)
-                elif row.status not in FINAL_STATES:
+                elif row.status not in ATTEMPT_FINAL_STATES:
                     row.status, row.task_id = "running", task_id
                     row.container_name, row.log_path = container_name, log_path
                     row.started_at = row.started_at or now
@@ -236,7 +241,7 @@ class RunStore(ShardRecords):
             row = self._attempt_row(session, run_id, phase, attempt)
             if row is None:
                 raise KeyError((run_id, phase, attempt))
-            if row.status not in FINAL_STATES:
+            if row.status not in ATTEMPT_FINAL_STATES:
                 row.status, row.exit_code, row.error = status, exit_code, error
                 row.finished_at = utcnow()
             session.flush()
@@ -285,10 +290,10 @@ class RunStore(ShardRecords):
         """Mark the run and its open attempts cancelled; return the attempts that were open."""
         with self._transaction() as session:
             run, rows = self._run_and_attempts(session, run_id)
-            opened = [attempt_of(row) for row in rows if row.status not in FINAL_STATES]
+            opened = [attempt_of(row) for row in rows if row.status not in ATTEMPT_FINAL_STATES]
             now = utcnow()
             for row in rows:
-                if row.status not in FINAL_STATES:
+                if row.status not in ATTEMPT_FINAL_STATES:
                     row.status, row.finished_at = "cancelled", now
                     row.error = "cancelled by an operator"
             run.status, run.finished_at = "cancelled", now
@@ -397,26 +402,6 @@ def _run_view(row: RunRecord) -> RunView:
 
 def latest(attempts: Sequence[PhaseAttempt]) -> PhaseAttempt | None:
     return max(attempts, key=lambda a: a.attempt, default=None)
-
-
-RUN_FINAL_STATES = frozenset({"succeeded", "failed", "blocked", "cancelled"})
-
-
-def run_status(phase_states: Sequence[str], current: str) -> str:
-    """A run's status from the latest state of each of its phases (pure)."""
-    if current == "cancelled":
-        return current
-    if "blocked" in phase_states:
-        return "blocked"
-    if any(state in ("failed", "timed_out", "lost") for state in phase_states):
-        return "failed"
-    if phase_states and all(state == "succeeded" for state in phase_states):
-        return "succeeded"
-    if any(state in ("running", "busy") for state in phase_states) or any(
-        state == "succeeded" for state in phase_states
-    ):
-        return "running"
-    return "pending" if current == "pending" else current
 
 
 def read_fleet_status(database_url: str, shards: Sequence[Shard]) -> FleetStatus:

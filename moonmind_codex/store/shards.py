@@ -11,12 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from moonmind_codex.core import fence
-from moonmind_codex.core.fleet_status import OPEN_RUN_STATES
 from moonmind_codex.core.keepalive import ShardActivity, run_id_prefix
 from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.states import OPEN_RUN_STATES, RUNNING_ATTEMPT_STATES
 from moonmind_codex.store.engine import StoreBase
 from moonmind_codex.store.models import (
-    RUNNING_ATTEMPT_STATES,
     LoginFingerprintRecord,
     PhaseAttemptRecord,
     RunRecord,

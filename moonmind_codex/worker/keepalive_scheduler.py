@@ -78,7 +78,8 @@ def read_login(settings: Settings, shard: Shard) -> LoginState | None:
     import time
 
     from moonmind_codex.engine.client import ENGINE_ERRORS, DockerUnavailable, connect
-    from moonmind_codex.engine.preflight import PreflightBlocked, _probe
+    from moonmind_codex.engine.job_gate import PreflightBlocked
+    from moonmind_codex.engine.preflight import probe
 
     try:
         client = connect(settings)
@@ -86,7 +87,7 @@ def read_login(settings: Settings, shard: Shard) -> LoginState | None:
         log.warning("keep-alive check of shard %s cannot read its login: %s", shard.number, exc)
         return None
     try:
-        report = _probe(
+        report = probe(
             settings, shard, client, time.monotonic() + settings.preflight_timeout_seconds
         )
     except PreflightBlocked as blocked:

@@ -100,10 +100,6 @@ def record_health(
     return note
 
 
-def _holder_text(holder: fence.Holder) -> str:
-    return f"shard {holder.shard} (volume {holder.volume} on host {holder.host})"
-
-
 def record_login(
     store: RunStore, key: tuple[bytes, str], shard: Shard, job: JobResult
 ) -> str | None:
@@ -133,11 +129,11 @@ def record_login(
             "and is fenced",
             shard.number,
             shard.volume,
-            ", ".join(_holder_text(h) for h in verdict.others),
+            ", ".join(h.text() for h in verdict.others),
         )
         return None
     note = (
-        f"volume {shard.volume} holds the same ChatGPT login as {_holder_text(verdict.owner)}, "
+        f"volume {shard.volume} holds the same ChatGPT login as {verdict.owner.text()}, "
         f"which registered it first: shard {shard.number} is fenced until it is signed in "
         f"with its own login ({login_command(shard)} on host {shard.host}) or an operator "
         f"runs moonmind-codex login-fence resolve --shard {shard.number}"

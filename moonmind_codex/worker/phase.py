@@ -25,10 +25,12 @@ from typing import Any
 
 from moonmind_codex.core import fence
 from moonmind_codex.core.messages import Fix
-from moonmind_codex.core.phase_result import PhaseOutcome, PhaseResult
+from moonmind_codex.core.phase_result import PhaseResult
 from moonmind_codex.core.preflight_eval import Finding, PreflightResult, blocked_result
 from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.states import REPLAYED_OUTCOME
 from moonmind_codex.engine.client import DockerUnavailable, connect
+from moonmind_codex.engine.job_gate import CliVerdictCache, PreflightBlocked
 from moonmind_codex.engine.jobs import (
     JobResult,
     JobSpec,
@@ -36,7 +38,6 @@ from moonmind_codex.engine.jobs import (
     launch_job,
     log_path_for,
 )
-from moonmind_codex.engine.preflight import CliVerdictCache, PreflightBlocked
 from moonmind_codex.settings import Settings, read_fence_key
 from moonmind_codex.store import audit
 from moonmind_codex.store.models import PhaseAttempt, ShardHealth
@@ -68,16 +69,6 @@ class WorkerMemory:
             self.fencing_off_said.add(found)
             log.warning("%s", found)
         return None
-
-
-# How a recorded final state reads as a phase outcome when it is returned again.
-_REPLAYED: dict[str, PhaseOutcome] = {
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "timed_out": "timed_out",
-    "blocked": "blocked",
-    "cancelled": "cancelled",
-}
 
 
 def run_phase(
@@ -121,7 +112,7 @@ def run_phase(
         return request.ended(
             shard,
             worker,
-            _REPLAYED.get(recorded.status, "failed"),
+            REPLAYED_OUTCOME.get(recorded.status, "failed"),
             exit_code=recorded.exit_code,
             container_name=recorded.container_name,
             log_path=recorded.log_path,

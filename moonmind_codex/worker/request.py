@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from moonmind_codex.core.phase_result import PhaseOutcome, PhaseResult
+from moonmind_codex.core.phase_result import PhaseResult
 from moonmind_codex.core.runs import (
     RunDefinitionError,
     check_command,
@@ -16,6 +16,7 @@ from moonmind_codex.core.runs import (
     check_timeout,
 )
 from moonmind_codex.core.shard import Shard
+from moonmind_codex.core.states import PhaseOutcome
 
 # Attempts and positions beyond this are not a run anyone made (and would not fit a column).
 MAX_ORDINAL = 100_000

@@ -287,3 +287,40 @@ def test_a_store_behind_this_version_asks_for_db_upgrade(fleet: tuple[str, RunSt
         connection.execute(text("UPDATE alembic_version SET version_num = '0002'"))
     done = cli("status", url=url)
     unavailable(done, "schema revision 0002", "moonmind-codex db upgrade")
+
+
+def test_login_fence_status_and_resolve_name_each_holder_one_way(
+    fleet: tuple[str, RunStore], tmp_path: Path
+) -> None:
+    """`login-fence status` lists each registered login and who shares it (exit 2 while one is
+    fenced), says why fencing is off without a key, and `resolve` hands the login to a shard."""
+    url, _ = fleet
+    done = cli("login-fence", "status", url=url)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.splitlines() == [
+        "WARNING: MOONMIND_CODEX_FINGERPRINT_KEY_FILE is not set: copied logins are not fenced "
+        "(see docs/runbook.md)",
+        "shard 0  codex_auth_0  wa  clear  same login as shard 2 (volume codex_auth_2 on host wc)",
+        "shard 2  codex_auth_2  wc  fenced  same login as shard 0 (volume codex_auth_0 on host wa)",
+    ]
+    as_json = cli("login-fence", "status", "--json", url=url)
+    assert as_json.returncode == 2, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["fencing"] is False
+    assert data["logins"][1] == {
+        "shard": 2,
+        "volume": "codex_auth_2",
+        "host": "wc",
+        "status": "fenced",
+        "shared_with": [{"shard": 0, "volume": "codex_auth_0", "host": "wa"}],
+    }
+    assert_nothing_secret(done.stdout + as_json.stdout)
+
+    resolved = cli("login-fence", "resolve", "--shard", "2", url=url)
+    assert resolved.returncode == 0, resolved.stderr
+    assert resolved.stdout.strip() == (
+        "shard 2 (volume codex_auth_2) keeps its login; fenced now: shard 0 (volume "
+        "codex_auth_0 on host wa) (sign each in with its own login)"
+    )
+    after = json.loads(cli("login-fence", "status", "--json", url=url).stdout)
+    assert [(r["shard"], r["status"]) for r in after["logins"]] == [(0, "fenced"), (2, "clear")]

@@ -13,8 +13,8 @@ from sqlalchemy import create_engine
 from harness.engine import EngineEvents, watching_engine
 from harness.logins import JOB_IMAGE, run_in_volume
 from moonmind_codex.core.workspace import run_volume_name
+from moonmind_codex.engine.job_gate import CliVerdictCache
 from moonmind_codex.engine.jobs import JobSpec, job_container_name, launch_job
-from moonmind_codex.engine.preflight import CliVerdictCache
 from moonmind_codex.settings import Settings
 from moonmind_codex.store.runstore import RunStore
 from moonmind_codex.worker.phase import run_phase

@@ -24,13 +24,13 @@ from moonmind_codex.core.health import (
 from moonmind_codex.core.messages import Fix
 from moonmind_codex.core.preflight_eval import check_quarantine
 from moonmind_codex.core.probe_report import PROBE_VERSION
-from moonmind_codex.engine.jobs import _VerdictFilter
-from moonmind_codex.engine.preflight import (
+from moonmind_codex.engine.job_gate import (
     CliVerdictCache,
     gate_environment,
     read_verdict,
     verdict_line,
 )
+from moonmind_codex.engine.jobs import _VerdictFilter
 from moonmind_codex.gate.check import (
     KNOWN_VERDICT_ENV,
     QUARANTINED_ENV,

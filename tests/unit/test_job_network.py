@@ -16,7 +16,7 @@ import yaml
 
 from moonmind_codex.core.messages import Fix, create_job_network, render_fix
 from moonmind_codex.core.shard import Shard
-from moonmind_codex.engine.preflight import missing_network
+from moonmind_codex.engine.job_gate import missing_network
 from moonmind_codex.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]

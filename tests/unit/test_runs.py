@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from moonmind_codex.core.runs import RunDefinitionError, parse_run_definition, resume_point
-from moonmind_codex.store.runstore import run_status
+from moonmind_codex.core.states import run_status
 
 GOOD: dict[str, Any] = {
     "run_id": "run-1",
