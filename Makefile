@@ -6,7 +6,7 @@ INVENTORY ?= inventory/local
 # Explicit, so Ansible uses it even from a world-writable checkout (where it would ignore it).
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup deploy teardown login-check lint check test test-python test-molecule fuzz bench
+.PHONY: help setup deploy teardown login-check lint check test test-python test-molecule fuzz bench release
 
 help:
 	@echo "make deploy      install the engine, build images, run playbooks/site.yml on $(INVENTORY)"
@@ -16,6 +16,7 @@ help:
 	@echo "make test        everything CI runs: lint, unit, integration, Ansible, Molecule"
 	@echo "make fuzz        the random search of the fuzz modules for FUZZ_SECONDS (default 600)"
 	@echo "make bench       benchmarks under bench/ (results printed and written to bench/results/)"
+	@echo "make release     the wheel, the collection and the image archives of one version, with SHA256SUMS"
 
 setup:
 	bash scripts/setup.sh
@@ -50,3 +51,6 @@ fuzz:
 
 bench: setup
 	bash scripts/bench.sh
+
+release: setup
+	bash scripts/release.sh

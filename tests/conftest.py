@@ -57,6 +57,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "integration/test_runs_e2e.py": 13,
     "integration/test_runstore.py": 25,
     "packaging/test_distribution.py": 14,
+    "packaging/test_release.py": 5,
     "unit/test_audit.py": 4,
     "unit/test_broker_users.py": 34,
     "unit/test_database_url.py": 3,
