@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -39,6 +39,7 @@ from moonmind_codex.engine.containers import (
     unique_name,
 )
 from moonmind_codex.settings import Settings
+from moonmind_codex.store.models import aware_or_none
 from moonmind_codex.store.runstore import RunStore
 
 PREPARE_TIMEOUT_S = 120
@@ -155,12 +156,6 @@ class PruneDecision:
         }
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def prune_run_volumes(
     client: docker.DockerClient,
     settings: Settings,
@@ -186,7 +181,7 @@ def prune_run_volumes(
         reason = keep_reason(
             status,
             status in RUN_FINAL_STATES,
-            _aware(None if record is None else record.finished_at),
+            aware_or_none(None if record is None else record.finished_at),
             cutoff,
         )
         removed = False

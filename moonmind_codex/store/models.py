@@ -149,7 +149,8 @@ def holder_of(row: LoginFingerprintRecord) -> fence.Holder:
 
 
 def aware(moment: datetime) -> datetime:
-    """SQLite hands timezone-aware columns back naive (in UTC): make them aware again."""
+    """A moment without a zone is UTC: SQLite hands timezone-aware columns back naive, and a
+    login file may write its times without one."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 

@@ -56,6 +56,7 @@ from moonmind_codex.store.models import (
     ShardHealthRecord,
     attempt_of,
     aware,
+    aware_or_none,
     health_of,
     utcnow,
 )
@@ -395,8 +396,8 @@ def _run_view(row: RunRecord) -> RunView:
         shard=row.shard,
         host=row.host,
         created_at=aware(row.created_at),
-        started_at=None if row.started_at is None else aware(row.started_at),
-        finished_at=None if row.finished_at is None else aware(row.finished_at),
+        started_at=aware_or_none(row.started_at),
+        finished_at=aware_or_none(row.finished_at),
     )
 
 

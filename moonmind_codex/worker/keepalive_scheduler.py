@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from moonmind_codex.core.keepalive import (
@@ -33,7 +33,7 @@ from moonmind_codex.core.keepalive import (
 )
 from moonmind_codex.core.shard import Shard
 from moonmind_codex.settings import Settings
-from moonmind_codex.store.models import utcnow
+from moonmind_codex.store.models import aware, utcnow
 from moonmind_codex.store.runstore import RunStore
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,6 @@ def policy_of(settings: Settings) -> KeepalivePolicy:
     )
 
 
-def _aware(moment: datetime) -> datetime:
-    """A time the login wrote without a zone is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def login_from_report(report: dict[str, Any]) -> LoginState:
     """The login's mode and ``last_refresh`` from a probe report (no token is in it)."""
     inspection = report.get("inspection") or {}
@@ -61,7 +56,7 @@ def login_from_report(report: dict[str, Any]) -> LoginState:
     refreshed = None
     if isinstance(raw, str):
         try:
-            refreshed = _aware(datetime.fromisoformat(raw.replace("Z", "+00:00")))
+            refreshed = aware(datetime.fromisoformat(raw.replace("Z", "+00:00")))
         except ValueError:
             refreshed = None
     mode = inspection.get("auth_mode")

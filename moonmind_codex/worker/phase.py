@@ -227,8 +227,6 @@ class _Attempt:
     notes: list[str] = field(default_factory=list)
     before: ShardHealth | None = None
     key: tuple[bytes, str] | None = None
-    # What the shard's health bookkeeping said about this job's login (the attempt's error).
-    health_note: str | None = None
 
     def run(self, client: Any) -> PhaseResult:
         if client is None:  # the worker could not reach the engine when it asked
@@ -311,7 +309,7 @@ class _Attempt:
         # and the phase fails instead of leaving a success the run cannot go on from.
         self.audit_end(_job_result(self.request, self.shard, self.worker, job))
         # Before the end is recorded: a redelivery that collects the container judges it again.
-        self._judge_login(job)
+        health_note = self._judge_login(job)
         if job.outcome == "blocked" and job.preflight is not None and job.log_error is None:
             _bookkeeping(
                 "record the blocked phase in the run store",
@@ -331,13 +329,14 @@ class _Attempt:
             self.request.attempt,
             status="failed" if failed_log else job.outcome,
             exit_code=job.exit_code,
-            error=_log_failure(self.settings, job) if failed_log else self.health_note,
+            error=_log_failure(self.settings, job) if failed_log else health_note,
         )
         _bookkeeping("record the run's status", self.store.settle_run, self.request.run_id)
 
-    def _judge_login(self, job: JobResult) -> None:
-        """Quarantine or lift, and fence: what this job's login tells about the shard."""
-        self.health_note = _bookkeeping(
+    def _judge_login(self, job: JobResult) -> str | None:
+        """Quarantine or lift, and fence: what this job's login tells about the shard. Returns
+        the health note (a login the server rejected), the attempt's error."""
+        health_note: str | None = _bookkeeping(
             "record the shard's health in the run store",
             record_health,
             self.store,
@@ -346,8 +345,8 @@ class _Attempt:
             self.before,
             job,
         )
-        if self.health_note:
-            self.notes.append(self.health_note)
+        if health_note:
+            self.notes.append(health_note)
         if self.key is not None:
             copied = _bookkeeping(
                 "record the login's fingerprint in the run store",
@@ -359,6 +358,7 @@ class _Attempt:
             )
             if copied:
                 self.notes.append(copied)
+        return health_note
 
 
 def _log_failure(settings: Settings, job: JobResult) -> str:
