@@ -82,7 +82,7 @@ MINIMUM_TESTS_PER_MODULE = {
     "unit/test_layers.py": 120,
     "unit/test_keepalive.py": 41,
     "unit/test_job_network.py": 13,
-    "unit/test_messages.py": 16,
+    "unit/test_messages.py": 21,
     "unit/test_mutation_floor.py": 4,
     "unit/test_phase_result.py": 2,
     "unit/test_policy.py": 19,

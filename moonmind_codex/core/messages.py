@@ -214,3 +214,12 @@ def render_fix(
         return simple[fix](shard)
     for_host = {Fix.START_DOCKER: start_docker, Fix.CREATE_JOB_NETWORK: create_job_network}
     return for_host.get(fix, load_image)(shard.host)
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why a file could not be read, in a few words: the system's reason (``strerror``), else
+    what is wrong with its bytes or its path (a NUL byte in a path raises ValueError)."""
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return str(strerror)
+    return "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not a usable path"

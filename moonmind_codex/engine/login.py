@@ -148,8 +148,7 @@ def read_login_source(source: Path | BinaryIO, name: str) -> bytes:
         else:
             raw = source.read(MAX_LOGIN_BYTES + 1)
     except (OSError, ValueError) as exc:
-        # ValueError: a path with a NUL byte; strerror says why a real path cannot be read.
-        why = getattr(exc, "strerror", None) or "not a usable path"
+        why = messages.unreadable_reason(exc)
         raise LoginDataError(
             f"cannot read {name}: {why}; nothing was changed (give the path of the auth.json "
             "that `codex login` wrote, or '-' for standard input)"

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from moonmind_codex.core.messages import unreadable_reason
+
 
 def read_definition(name: str) -> Any:
     from moonmind_codex.core.runs import RunDefinitionError
@@ -14,10 +16,7 @@ def read_definition(name: str) -> Any:
     try:
         text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        # ValueError: a NUL byte in the path.
-        why = getattr(exc, "strerror", None) or (
-            "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not a usable path"
-        )
+        why = unreadable_reason(exc)
         raise RunDefinitionError(
             f"cannot read {name!r:.200} ({why}); give a YAML or JSON file, or '-' for standard "
             "input"

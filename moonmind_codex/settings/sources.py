@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from moonmind_codex.core import fence
+from moonmind_codex.core.messages import unreadable_reason
 from moonmind_codex.settings.model import (
     DEFAULT_ENV_FILE,
     ENV_PREFIX,
@@ -32,12 +33,8 @@ def read_value(env: Mapping[str, str], name: str) -> str | None:
                 raw = source.read(MAX_SETTING_FILE_BYTES + 1)
             text = raw.decode("utf-8").strip()
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            # ValueError: a NUL byte in the path; UnicodeDecodeError: the file is not text.
-            why = getattr(exc, "strerror", None) or (
-                "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not a usable path"
-            )
             raise SettingsError(
-                f"{file_key}={env[file_key]!r:.200} cannot be read ({why}); "
+                f"{file_key}={env[file_key]!r:.200} cannot be read ({unreadable_reason(exc)}); "
                 "point it at a readable file holding the value"
             ) from None
         if len(raw) > MAX_SETTING_FILE_BYTES:

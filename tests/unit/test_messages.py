@@ -132,3 +132,18 @@ def test_a_volume_served_twice_names_the_other_worker_and_the_fix() -> None:
 def test_the_host_of_engine_and_image_fixes_is_the_one_given() -> None:
     assert messages.start_docker("w9") == START_DOCKER.replace("w2", "w9")
     assert messages.load_image("w9") == LOAD_IMAGE.replace("w2", "w9")
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (FileNotFoundError(2, "No such file or directory"), "No such file or directory"),
+        (PermissionError(13, "Permission denied"), "Permission denied"),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "not UTF-8 text"),
+        (ValueError("embedded null byte"), "not a usable path"),
+        (OSError("no errno, no strerror"), "not a usable path"),
+    ],
+)
+def test_an_unreadable_file_is_explained_in_a_few_words(error: Exception, reason: str) -> None:
+    """One explanation for the settings' _FILE twins, run files and login files."""
+    assert messages.unreadable_reason(error) == reason
